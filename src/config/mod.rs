@@ -1,0 +1,403 @@
+//! One configuration for the server, merged from flag > `DEVCACHE_*` env >
+//! devcache.yml > defaults, remembering where each value came from so that
+//! `devcache config` can say it.
+
+mod pip;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use url::Url;
+
+use crate::cli::ServeArgs;
+
+/// Where a setting's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Env(&'static str),
+    File(PathBuf),
+    Pip(String),
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Flag => f.write_str("command line"),
+            Source::Env(name) => write!(f, "environment {name}"),
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Pip(origin) => write!(f, "{origin}"),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone)]
+pub struct Setting<T> {
+    pub value: T,
+    pub source: Source,
+}
+
+/// What `devcache serve` runs with.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub host: Setting<String>,
+    pub port: Setting<u16>,
+    pub data_dir: Setting<PathBuf>,
+    /// `None` only when offline: then no upstream is needed.
+    pub upstream: Setting<Option<Url>>,
+    pub offline: Setting<bool>,
+    pub index_ttl: Setting<u64>,
+    pub upstream_timeout: Setting<u64>,
+}
+
+/// The keys devcache.yml may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    host: Option<String>,
+    port: Option<u16>,
+    data_dir: Option<PathBuf>,
+    upstream: Option<String>,
+    offline: Option<bool>,
+    index_ttl: Option<u64>,
+    upstream_timeout: Option<u64>,
+}
+
+/// The process environment, as a function so tests can give their own.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub fn process_env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+impl ServeConfig {
+    pub fn load(args: &ServeArgs, env: Env) -> Result<Self> {
+        let (file, file_path) = read_file_config(args, env)?;
+        let from_file = || Source::File(file_path.clone().unwrap_or_default());
+        let in_container = Path::new("/.dockerenv").exists();
+
+        let host = pick(
+            args.host.clone(),
+            env_value(env, "DEVCACHE_HOST")?,
+            file.host.clone().map(|v| (v, from_file())),
+            || if in_container { "0.0.0.0" } else { "127.0.0.1" }.to_string(),
+        );
+        let port = pick(
+            args.port,
+            env_value(env, "DEVCACHE_PORT")?,
+            file.port.map(|v| (v, from_file())),
+            || 3141,
+        );
+        let data_dir = pick(
+            args.data_dir.clone(),
+            env_value(env, "DEVCACHE_DATA_DIR")?,
+            file.data_dir.clone().map(|v| (v, from_file())),
+            || default_data_dir(in_container),
+        );
+        let offline = pick(
+            args.offline.then_some(true),
+            env_value(env, "DEVCACHE_OFFLINE")?,
+            file.offline.map(|v| (v, from_file())),
+            || false,
+        );
+        let index_ttl = pick(
+            args.index_ttl,
+            env_value(env, "DEVCACHE_INDEX_TTL")?,
+            file.index_ttl.map(|v| (v, from_file())),
+            || 300,
+        );
+        let upstream_timeout = pick(
+            args.upstream_timeout,
+            env_value(env, "DEVCACHE_UPSTREAM_TIMEOUT")?,
+            file.upstream_timeout.map(|v| (v, from_file())),
+            || 10,
+        );
+        let upstream = match resolve_upstream(args, env, file.upstream.clone(), from_file()) {
+            Ok(Setting { value, source }) => Setting {
+                value: Some(value),
+                source,
+            },
+            Err(_) if offline.value && no_upstream_given(args, env, &file) => Setting {
+                value: None,
+                source: Source::Default,
+            },
+            Err(e) => return Err(e),
+        };
+        Ok(Self {
+            host,
+            port,
+            data_dir,
+            upstream,
+            offline,
+            index_ttl,
+            upstream_timeout,
+        })
+    }
+
+    /// The settings as `devcache config` prints them.
+    pub fn describe(&self) -> String {
+        let rows = [
+            (
+                "upstream",
+                self.upstream
+                    .value
+                    .as_ref()
+                    .map_or("(none: offline)".to_string(), Url::to_string),
+                &self.upstream.source,
+            ),
+            ("host", self.host.value.clone(), &self.host.source),
+            ("port", self.port.value.to_string(), &self.port.source),
+            (
+                "data_dir",
+                self.data_dir.value.display().to_string(),
+                &self.data_dir.source,
+            ),
+            (
+                "offline",
+                self.offline.value.to_string(),
+                &self.offline.source,
+            ),
+            (
+                "index_ttl",
+                format!("{}s", self.index_ttl.value),
+                &self.index_ttl.source,
+            ),
+            (
+                "upstream_timeout",
+                format!("{}s", self.upstream_timeout.value),
+                &self.upstream_timeout.source,
+            ),
+        ];
+        rows.iter()
+            .map(|(key, value, source)| format!("{key:<17} {value:<45} ({source})\n"))
+            .collect()
+    }
+}
+
+fn pick<T>(
+    flag: Option<T>,
+    env: Option<(T, Source)>,
+    file: Option<(T, Source)>,
+    default: impl FnOnce() -> T,
+) -> Setting<T> {
+    if let Some(value) = flag {
+        return Setting {
+            value,
+            source: Source::Flag,
+        };
+    }
+    match env.or(file) {
+        Some((value, source)) => Setting { value, source },
+        None => Setting {
+            value: default(),
+            source: Source::Default,
+        },
+    }
+}
+
+/// Reads and parses a `DEVCACHE_*` variable, naming it in the error.
+fn env_value<T: std::str::FromStr>(env: Env, name: &'static str) -> Result<Option<(T, Source)>> {
+    let Some(raw) = env(name).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let raw = match raw.to_ascii_lowercase().as_str() {
+        "1" | "yes" | "on" if std::any::type_name::<T>() == "bool" => "true".to_string(),
+        "0" | "no" | "off" if std::any::type_name::<T>() == "bool" => "false".to_string(),
+        _ => raw,
+    };
+    match raw.parse() {
+        Ok(value) => Ok(Some((value, Source::Env(name)))),
+        Err(_) => bail!("{name}={raw:?} is not a valid value; unset it or fix it"),
+    }
+}
+
+fn read_file_config(args: &ServeArgs, env: Env) -> Result<(FileConfig, Option<PathBuf>)> {
+    let explicit = args.config.clone().or_else(|| {
+        env("DEVCACHE_CONFIG")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let path = match explicit {
+        Some(path) => {
+            if !path.exists() {
+                bail!("config file {} does not exist", path.display());
+            }
+            path
+        }
+        None => {
+            let candidates = [
+                Some(PathBuf::from("devcache.yml")),
+                directories::ProjectDirs::from("", "", "devcache")
+                    .map(|d| d.config_dir().join("devcache.yml")),
+            ];
+            match candidates.into_iter().flatten().find(|p| p.exists()) {
+                Some(path) => path,
+                None => return Ok((FileConfig::default(), None)),
+            }
+        }
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let file = if text.trim().is_empty() {
+        FileConfig::default()
+    } else {
+        serde_yaml::from_str(&text)
+            .with_context(|| format!("{} is not a valid devcache.yml", path.display()))?
+    };
+    Ok((file, Some(path)))
+}
+
+fn no_upstream_given(args: &ServeArgs, env: Env, file: &FileConfig) -> bool {
+    args.upstream.is_none()
+        && env("DEVCACHE_UPSTREAM").is_none_or(|v| v.is_empty())
+        && file.upstream.is_none()
+}
+
+fn resolve_upstream(
+    args: &ServeArgs,
+    env: Env,
+    file: Option<String>,
+    file_source: Source,
+) -> Result<Setting<Url>> {
+    let home = env("HOME").map(PathBuf::from);
+    let (raw, source) = if let Some(url) = &args.upstream {
+        (url.clone(), Source::Flag)
+    } else if let Some(url) = env("DEVCACHE_UPSTREAM").filter(|v| !v.is_empty()) {
+        (url, Source::Env("DEVCACHE_UPSTREAM"))
+    } else if let Some(url) = file {
+        (url, file_source)
+    } else if let Some(index) = pip::configured_index(env, home.as_deref()) {
+        (index.url, Source::Pip(index.origin))
+    } else {
+        bail!(
+            "no upstream index is configured; set one with --upstream URL, the DEVCACHE_UPSTREAM \
+             variable, or `upstream: URL` in devcache.yml (pip's configuration names none either)"
+        );
+    };
+    let url = parse_upstream(&raw).with_context(|| format!("upstream from {source}"))?;
+    Ok(Setting { value: url, source })
+}
+
+/// Checks an index URL and gives it the trailing slash that joining project names needs.
+pub fn parse_upstream(raw: &str) -> Result<Url> {
+    let mut url = Url::parse(raw.trim()).map_err(|e| {
+        anyhow::anyhow!("{raw:?} is not a valid upstream URL ({e}); give one like https://my-index.example/simple/")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!(
+            "upstream {raw:?} must be an http:// or https:// URL with a host, like https://my-index.example/simple/"
+        );
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    url.set_fragment(None);
+    Ok(url)
+}
+
+fn default_data_dir(in_container: bool) -> PathBuf {
+    if in_container {
+        return PathBuf::from("/data");
+    }
+    directories::ProjectDirs::from("", "", "devcache")
+        .map(|d| d.cache_dir().to_path_buf())
+        .unwrap_or_else(|| PathBuf::from(".devcache"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |key: &str| map.get(key).cloned()
+    }
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("devcache.yml");
+        std::fs::write(
+            &file,
+            "upstream: http://file.test/simple\nport: 4000\nindex_ttl: 7\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            port: Some(5000),
+            config: Some(file.clone()),
+            ..Default::default()
+        };
+        let env = env_of(&[
+            ("DEVCACHE_PORT", "6000"),
+            ("DEVCACHE_INDEX_TTL", "9"),
+            ("HOME", "/nonexistent"),
+        ]);
+        let config = ServeConfig::load(&args, &env).unwrap();
+        assert_eq!(config.port.value, 5000);
+        assert_eq!(config.port.source, Source::Flag);
+        assert_eq!(config.index_ttl.value, 9);
+        assert_eq!(config.index_ttl.source, Source::Env("DEVCACHE_INDEX_TTL"));
+        assert_eq!(
+            config.upstream.value.as_ref().unwrap().as_str(),
+            "http://file.test/simple/"
+        );
+        assert_eq!(config.upstream.source, Source::File(file));
+        assert_eq!(config.upstream_timeout.value, 10);
+        assert_eq!(config.upstream_timeout.source, Source::Default);
+        assert!(config.describe().contains("environment DEVCACHE_INDEX_TTL"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let env = env_of(&[
+            ("DEVCACHE_PORT", "http"),
+            ("DEVCACHE_UPSTREAM", "http://x.test/"),
+        ]);
+        let err = ServeConfig::load(&ServeArgs::default(), &env).unwrap_err();
+        assert!(format!("{err:#}").contains("DEVCACHE_PORT"), "{err:#}");
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("devcache.yml");
+        std::fs::write(&file, "upstrem: http://typo.test/\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        let err = ServeConfig::load(&args, &env_of(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("upstrem"), "{err:#}");
+    }
+
+    #[test]
+    fn upstream_urls_are_checked() {
+        assert!(parse_upstream("ftp://x.test/").is_err());
+        assert!(parse_upstream("not a url").is_err());
+        assert_eq!(
+            parse_upstream("https://x.test/simple").unwrap().as_str(),
+            "https://x.test/simple/"
+        );
+    }
+
+    #[test]
+    fn offline_accepts_the_usual_spellings() {
+        let env = env_of(&[
+            ("DEVCACHE_OFFLINE", "1"),
+            ("DEVCACHE_UPSTREAM", "http://x.test/"),
+        ]);
+        let config = ServeConfig::load(&ServeArgs::default(), &env).unwrap();
+        assert!(config.offline.value);
+    }
+}

@@ -1,0 +1,254 @@
+//! The JSON simple API (PEP 691, with PEP 700's sizes, upload times and versions):
+//! parsing upstream pages and rendering pages for clients.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use url::Url;
+
+use super::name::ProjectName;
+use super::page::{CoreMetadata, DistFile, ProjectPage, normal_digest};
+
+pub const CONTENT_TYPE: &str = "application/vnd.pypi.simple.v1+json";
+
+#[derive(Deserialize)]
+struct UpstreamPage {
+    #[serde(default)]
+    files: Vec<UpstreamFile>,
+    #[serde(default)]
+    versions: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct UpstreamFile {
+    filename: String,
+    url: String,
+    #[serde(default)]
+    hashes: BTreeMap<String, String>,
+    #[serde(default)]
+    requires_python: Option<String>,
+    #[serde(default)]
+    yanked: Option<Value>,
+    #[serde(default)]
+    core_metadata: Option<Value>,
+    #[serde(default)]
+    dist_info_metadata: Option<Value>,
+    #[serde(default)]
+    gpg_sig: Option<bool>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    upload_time: Option<String>,
+}
+
+/// Parses an upstream JSON page; relative file URLs are resolved against `page_url`.
+pub fn parse(name: ProjectName, body: &[u8], page_url: &Url) -> serde_json::Result<ProjectPage> {
+    let upstream: UpstreamPage = serde_json::from_slice(body)?;
+    let files = upstream
+        .files
+        .into_iter()
+        .filter_map(|file| {
+            let mut url = page_url.join(&file.url).ok()?;
+            url.set_fragment(None);
+            let hashes = file
+                .hashes
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), normal_digest(&v)?)))
+                .collect();
+            // PEP 714: `core-metadata` is the new spelling of `dist-info-metadata`.
+            let core_metadata = file
+                .core_metadata
+                .or(file.dist_info_metadata)
+                .and_then(core_metadata);
+            let yanked = match file.yanked {
+                Some(Value::Bool(true)) => Some(String::new()),
+                Some(Value::String(reason)) => Some(reason),
+                _ => None,
+            };
+            Some(DistFile {
+                filename: file.filename,
+                url: url.into(),
+                hashes,
+                requires_python: file.requires_python.filter(|s| !s.is_empty()),
+                yanked,
+                core_metadata,
+                size: file.size,
+                upload_time: file.upload_time,
+                gpg_sig: file.gpg_sig,
+            })
+        })
+        .collect();
+    Ok(ProjectPage::new(name, files, upstream.versions))
+}
+
+fn core_metadata(value: Value) -> Option<CoreMetadata> {
+    match value {
+        Value::Bool(true) => Some(CoreMetadata::default()),
+        Value::Object(map) => Some(CoreMetadata {
+            hashes: map
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), normal_digest(v.as_str()?)?)))
+                .collect(),
+        }),
+        _ => None,
+    }
+}
+
+#[derive(Serialize)]
+struct Meta {
+    #[serde(rename = "api-version")]
+    api_version: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "kebab-case")]
+struct RenderedFile<'a> {
+    filename: &'a str,
+    url: String,
+    hashes: &'a BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requires_python: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    core_metadata: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dist_info_metadata: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpg_sig: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    yanked: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_time: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct RenderedPage<'a> {
+    meta: Meta,
+    name: &'a str,
+    files: Vec<RenderedFile<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    versions: Option<&'a [String]>,
+}
+
+/// Renders a project page. `link` gives the URL a client should fetch each file from.
+///
+/// The page claims API version 1.1 only when every file has its size, since 1.1 makes
+/// `size` and `versions` required; an HTML-only upstream gives no sizes.
+pub fn render(page: &ProjectPage, link: impl Fn(&DistFile) -> String) -> Vec<u8> {
+    let has_sizes = page.files.iter().all(|f| f.size.is_some());
+    let files = page
+        .files
+        .iter()
+        .map(|file| {
+            let metadata = file.core_metadata.as_ref().map(|m| {
+                if m.hashes.is_empty() {
+                    Value::Bool(true)
+                } else {
+                    serde_json::to_value(&m.hashes).unwrap_or(Value::Bool(true))
+                }
+            });
+            RenderedFile {
+                filename: &file.filename,
+                url: link(file),
+                hashes: &file.hashes,
+                requires_python: file.requires_python.as_deref(),
+                core_metadata: metadata.clone(),
+                dist_info_metadata: metadata,
+                gpg_sig: file.gpg_sig,
+                yanked: file.yanked.as_ref().map(|reason| {
+                    if reason.is_empty() {
+                        Value::Bool(true)
+                    } else {
+                        Value::String(reason.clone())
+                    }
+                }),
+                size: file.size,
+                upload_time: file.upload_time.as_deref(),
+            }
+        })
+        .collect();
+    let rendered = RenderedPage {
+        meta: Meta {
+            api_version: if has_sizes { "1.1" } else { "1.0" },
+        },
+        name: page.name.as_str(),
+        files,
+        versions: has_sizes.then_some(page.versions.as_slice()),
+    };
+    serde_json::to_vec(&rendered).expect("a page always serialises")
+}
+
+/// Renders the root index: every project devcache has a page for.
+pub fn render_index<'a>(names: impl Iterator<Item = &'a ProjectName>) -> Vec<u8> {
+    let projects: Vec<Value> = names
+        .map(|name| serde_json::json!({ "name": name.as_str() }))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "meta": { "api-version": "1.0" },
+        "projects": projects,
+    }))
+    .expect("an index always serialises")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_demo(body: &str) -> ProjectPage {
+        let url = Url::parse("https://index.test/simple/demo/").unwrap();
+        parse(ProjectName::parse("demo").unwrap(), body.as_bytes(), &url).unwrap()
+    }
+
+    #[test]
+    fn reads_pep_691_and_700_fields() {
+        let page = parse_demo(
+            r#"{"meta":{"api-version":"1.1"},"name":"demo","versions":["1.0"],
+            "files":[
+              {"filename":"demo-1.0-py3-none-any.whl","url":"../../f/demo-1.0-py3-none-any.whl",
+               "hashes":{"sha256":"AB"},"requires-python":">=3.8","dist-info-metadata":{"sha256":"cd"},
+               "yanked":"oops","size":12,"upload-time":"2024-01-01T00:00:00Z"},
+              {"filename":"demo-1.0.tar.gz","url":"https://x.test/demo-1.0.tar.gz","hashes":{},
+               "core-metadata":true,"yanked":false,"size":3}
+            ]}"#,
+        );
+        let wheel = &page.files[0];
+        assert_eq!(wheel.url, "https://index.test/f/demo-1.0-py3-none-any.whl");
+        assert_eq!(wheel.sha256(), Some("ab"));
+        assert_eq!(wheel.yanked.as_deref(), Some("oops"));
+        assert_eq!(wheel.core_metadata.as_ref().unwrap().sha256(), Some("cd"));
+        assert_eq!(wheel.size, Some(12));
+        let sdist = &page.files[1];
+        assert_eq!(sdist.yanked, None);
+        assert_eq!(sdist.core_metadata, Some(CoreMetadata::default()));
+        assert_eq!(page.versions, vec!["1.0"]);
+    }
+
+    #[test]
+    fn renders_both_metadata_spellings_and_version_1_1_when_sizes_are_known() {
+        let page = parse_demo(
+            r#"{"files":[{"filename":"demo-1.0-py3-none-any.whl","url":"x.whl",
+            "hashes":{"sha256":"ab"},"core-metadata":{"sha256":"cd"},"yanked":true,"size":5}]}"#,
+        );
+        let json: Value = serde_json::from_slice(&render(&page, |_| "/f/x.whl".into())).unwrap();
+        assert_eq!(json["meta"]["api-version"], "1.1");
+        assert_eq!(json["versions"], serde_json::json!(["1.0"]));
+        let file = &json["files"][0];
+        assert_eq!(file["url"], "/f/x.whl");
+        assert_eq!(file["core-metadata"]["sha256"], "cd");
+        assert_eq!(file["dist-info-metadata"]["sha256"], "cd");
+        assert_eq!(file["yanked"], true);
+        assert_eq!(file["size"], 5);
+    }
+
+    #[test]
+    fn renders_version_1_0_without_sizes() {
+        let page =
+            parse_demo(r#"{"files":[{"filename":"demo-1.0.tar.gz","url":"x","hashes":{}}]}"#);
+        let json: Value = serde_json::from_slice(&render(&page, |_| "x".into())).unwrap();
+        assert_eq!(json["meta"]["api-version"], "1.0");
+        assert!(json.get("versions").is_none());
+    }
+}

@@ -1,0 +1,164 @@
+//! The parsed form of one project's simple-API page, whichever format it came in.
+//!
+//! Upstream pages (HTML or JSON) are parsed into a `ProjectPage`, stored as such,
+//! and rendered again in the format a client asks for. Keeping one model is what
+//! lets an HTML-only upstream answer JSON clients and the reverse.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::name::ProjectName;
+
+/// One project's files, as the upstream listed them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectPage {
+    pub name: ProjectName,
+    pub files: Vec<DistFile>,
+    /// The project's versions, when the upstream listed them (PEP 700); derived from
+    /// file names otherwise.
+    #[serde(default)]
+    pub versions: Vec<String>,
+}
+
+/// One distribution file (wheel or sdist) and every attribute clients use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistFile {
+    pub filename: String,
+    /// Absolute upstream URL, without fragment. Only this server reads it: clients get
+    /// links into devcache instead.
+    pub url: String,
+    /// Hash name (lowercase) to lowercase hex digest.
+    #[serde(default)]
+    pub hashes: BTreeMap<String, String>,
+    #[serde(default)]
+    pub requires_python: Option<String>,
+    /// `None`: not yanked; `Some("")`: yanked without a reason (PEP 592).
+    #[serde(default)]
+    pub yanked: Option<String>,
+    /// PEP 658/714: the upstream serves `<url>.metadata`.
+    #[serde(default)]
+    pub core_metadata: Option<CoreMetadata>,
+    #[serde(default)]
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub upload_time: Option<String>,
+    #[serde(default)]
+    pub gpg_sig: Option<bool>,
+}
+
+/// The `.metadata` file beside a distribution, with its hashes when the upstream gave them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct CoreMetadata {
+    #[serde(default)]
+    pub hashes: BTreeMap<String, String>,
+}
+
+impl DistFile {
+    pub fn sha256(&self) -> Option<&str> {
+        self.hashes.get("sha256").map(String::as_str)
+    }
+
+    /// The hash a client sees in an HTML link fragment: sha256 when known.
+    pub fn fragment_hash(&self) -> Option<(&str, &str)> {
+        let (name, digest) = self
+            .hashes
+            .get_key_value("sha256")
+            .or_else(|| self.hashes.iter().next())?;
+        Some((name.as_str(), digest.as_str()))
+    }
+}
+
+impl CoreMetadata {
+    pub fn sha256(&self) -> Option<&str> {
+        self.hashes.get("sha256").map(String::as_str)
+    }
+}
+
+/// A hex digest as pages write it: lowercase, only hex digits.
+pub fn normal_digest(digest: &str) -> Option<String> {
+    let lower = digest.trim().to_ascii_lowercase();
+    (!lower.is_empty() && lower.bytes().all(|b| b.is_ascii_hexdigit())).then_some(lower)
+}
+
+impl ProjectPage {
+    /// Builds a page, deriving versions from file names when the upstream gave none.
+    pub fn new(name: ProjectName, files: Vec<DistFile>, versions: Vec<String>) -> Self {
+        let versions = if versions.is_empty() {
+            derive_versions(&name, &files)
+        } else {
+            versions
+        };
+        Self {
+            name,
+            files,
+            versions,
+        }
+    }
+
+    pub fn file(&self, filename: &str) -> Option<&DistFile> {
+        self.files.iter().find(|f| f.filename == filename)
+    }
+}
+
+fn derive_versions(name: &ProjectName, files: &[DistFile]) -> Vec<String> {
+    let mut versions: Vec<String> = Vec::new();
+    for file in files {
+        if let Some(version) = version_in_filename(name, &file.filename)
+            && !versions.contains(&version)
+        {
+            versions.push(version);
+        }
+    }
+    versions
+}
+
+/// The version a distribution's file name carries: the second field of a wheel
+/// name, or what follows the project's name in an sdist name.
+fn version_in_filename(name: &ProjectName, filename: &str) -> Option<String> {
+    if let Some(stem) = filename.strip_suffix(".whl") {
+        return stem.split('-').nth(1).map(str::to_string);
+    }
+    let stem = [".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tar"]
+        .iter()
+        .find_map(|ext| filename.strip_suffix(ext))?;
+    stem.match_indices('-').find_map(|(at, _)| {
+        let prefix = ProjectName::parse(&stem[..at]).ok()?;
+        (prefix == *name).then(|| stem[at + 1..].to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(raw: &str) -> ProjectName {
+        ProjectName::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn reads_versions_from_wheel_and_sdist_names() {
+        let django = name("Django");
+        assert_eq!(
+            version_in_filename(&django, "Django-4.2.1-py3-none-any.whl").as_deref(),
+            Some("4.2.1")
+        );
+        assert_eq!(
+            version_in_filename(&django, "Django-4.2.1.tar.gz").as_deref(),
+            Some("4.2.1")
+        );
+        let zope = name("zope.interface");
+        assert_eq!(
+            version_in_filename(&zope, "zope-interface-6.0.zip").as_deref(),
+            Some("6.0")
+        );
+        assert_eq!(version_in_filename(&zope, "README.txt"), None);
+    }
+
+    #[test]
+    fn digests_are_lowercased_and_checked() {
+        assert_eq!(normal_digest("ABCdef01").as_deref(), Some("abcdef01"));
+        assert_eq!(normal_digest("xyz"), None);
+        assert_eq!(normal_digest(""), None);
+    }
+}

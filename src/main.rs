@@ -1,0 +1,54 @@
+//! devcache: a PyPI caching proxy for Docker dev environments.
+//!
+//! This file only maps subcommands to the modules that do the work.
+
+mod cli;
+mod config;
+mod index;
+mod server;
+mod store;
+mod upstream;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+use config::{ServeConfig, process_env};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("devcache: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging();
+            let config = ServeConfig::load(&args, &process_env)?;
+            tokio::runtime::Runtime::new()?.block_on(server::run(config))
+        }
+        Command::Config(args) => {
+            let config = ServeConfig::load(&args, &process_env)?;
+            print!("{}", config.describe());
+            Ok(())
+        }
+    }
+}
+
+/// Logs go to stderr at info unless `RUST_LOG` says otherwise.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+}

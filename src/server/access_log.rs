@@ -1,0 +1,109 @@
+//! One log line per request (method, path, status, bytes, time, hit/miss), written
+//! when the response body ends, so the byte count is what the client got.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+
+use super::{Outcome, State};
+
+pub async fn log(state: State, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    let outcome = response.extensions().get::<Outcome>().copied();
+    if let Some(outcome) = outcome {
+        let counter = match outcome {
+            Outcome::Hit | Outcome::Revalidated => &state.counters.hits,
+            Outcome::Miss => &state.counters.misses,
+            Outcome::Stale => &state.counters.stale,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    let status = response.status().as_u16();
+    let (parts, inner) = response.into_parts();
+    let body = LoggedBody {
+        // HEAD and empty answers are never polled to their end.
+        finished: method == Method::HEAD || inner.is_end_stream(),
+        inner,
+        method,
+        path,
+        status,
+        outcome: outcome.map_or("-", Outcome::as_str),
+        started,
+        bytes: 0,
+    };
+    Response::from_parts(parts, Body::new(body))
+}
+
+struct LoggedBody {
+    inner: Body,
+    method: Method,
+    path: String,
+    status: u16,
+    outcome: &'static str,
+    started: Instant,
+    bytes: u64,
+    finished: bool,
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let (method, path, status, bytes, outcome) = (
+            &self.method,
+            &self.path,
+            self.status,
+            self.bytes,
+            self.outcome,
+        );
+        if self.finished {
+            tracing::info!("{method} {path} {status} {bytes}B {ms:.1}ms {outcome}");
+        } else {
+            tracing::warn!(
+                "{method} {path} {status} {bytes}B {ms:.1}ms {outcome} (connection closed before the end)"
+            );
+        }
+    }
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.finished = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,276 @@
+//! The file route: cached files from disk (with Range, HEAD and validators), cold
+//! ones streamed from their fill.
+
+use std::io::SeekFrom;
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+use super::simple::page_error;
+use super::{Outcome, State};
+use crate::index::ProjectName;
+use crate::store::BlobKey;
+use crate::store::fill::{FillError, FillRequest, Joined};
+use crate::upstream::UpstreamError;
+
+const METADATA_SUFFIX: &str = ".metadata";
+
+fn not_found(what: &str) -> Response {
+    (StatusCode::NOT_FOUND, format!("{what}\n")).into_response()
+}
+
+pub async fn file(
+    state: State,
+    Path((project, key, filename)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let (Ok(name), Some(key)) = (ProjectName::parse(&project), BlobKey::parse(&key)) else {
+        return not_found("no such file");
+    };
+    let path = state.store.blob_path(&key);
+    if let Some(response) = serve_cached(&path, &key, &filename, &headers).await {
+        return with_outcome(response, Outcome::Hit);
+    }
+
+    // Not cached: the upstream URL comes from the project's page, never from the request.
+    let (page, _) = match state.pages.get(&name).await {
+        Ok(found) => found,
+        Err(e) => return page_error(&name, e),
+    };
+    let (dist_name, metadata) = match filename.strip_suffix(METADATA_SUFFIX) {
+        Some(dist) if !dist.is_empty() => (dist, true),
+        _ => (filename.as_str(), false),
+    };
+    let Some(dist) = page.stored.page.file(dist_name) else {
+        return not_found(&format!("{name} has no file {dist_name}"));
+    };
+    if BlobKey::for_file(dist, metadata) != key || (metadata && dist.core_metadata.is_none()) {
+        return not_found(&format!("{name} has no file {filename} with that hash"));
+    }
+    let Some(upstream) = &state.upstream else {
+        return not_found(&format!("{filename} is not cached and devcache is offline"));
+    };
+    let request = FillRequest {
+        key: key.clone(),
+        url: if metadata {
+            format!("{}{METADATA_SUFFIX}", dist.url)
+        } else {
+            dist.url.clone()
+        },
+        expected_size: if metadata { None } else { dist.size },
+    };
+    let fill = match state.fills.start_or_join(&state.store, upstream, request) {
+        Ok(Joined::Fill(fill)) => fill,
+        Ok(Joined::Cached) => {
+            let response = serve_cached(&path, &key, &filename, &headers).await;
+            return with_outcome(
+                response.unwrap_or_else(|| not_found("no such file")),
+                Outcome::Hit,
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create a temp file in the data directory");
+            return (
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("devcache cannot write its cache: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+
+    // A Range asks for bytes that may not have arrived yet; answer it from the whole file.
+    if headers.contains_key(header::RANGE) {
+        if let Err(e) = fill.finished().await {
+            return with_outcome(fill_error(e), Outcome::Miss);
+        }
+        let response = serve_cached(&path, &key, &filename, &headers).await;
+        return with_outcome(
+            response.unwrap_or_else(|| not_found("no such file")),
+            Outcome::Miss,
+        );
+    }
+    let progress = match fill.started().await {
+        Ok(progress) => progress,
+        Err(e) => return with_outcome(fill_error(e), Outcome::Miss),
+    };
+    let mut response = Response::new(Body::from_stream(fill.stream()));
+    let response_headers = response.headers_mut();
+    insert_file_headers(response_headers, &key, &filename);
+    if let Some(length) = progress.length {
+        response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    with_outcome(response, Outcome::Miss)
+}
+
+fn with_outcome(mut response: Response, outcome: Outcome) -> Response {
+    response.extensions_mut().insert(outcome);
+    response
+}
+
+fn fill_error(error: FillError) -> Response {
+    let status = match error {
+        FillError::Upstream(UpstreamError::NotFound) => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    (status, format!("{error}\n")).into_response()
+}
+
+fn insert_file_headers(headers: &mut HeaderMap, key: &BlobKey, filename: &str) {
+    let content_type = if filename.ends_with(METADATA_SUFFIX) {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    };
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", key.as_str())) {
+        headers.insert(header::ETAG, etag);
+    }
+}
+
+/// Serves a cached file, or `None` when it is not in the cache.
+async fn serve_cached(
+    path: &PathBuf,
+    key: &BlobKey,
+    filename: &str,
+    request: &HeaderMap,
+) -> Option<Response> {
+    let mut file = tokio::fs::File::open(path).await.ok()?;
+    let meta = file.metadata().await.ok()?;
+    let len = meta.len();
+    let etag = format!("\"{}\"", key.as_str());
+    let mut headers = HeaderMap::new();
+    insert_file_headers(&mut headers, key, filename);
+    if let Ok(modified) = meta.modified()
+        && let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(modified))
+    {
+        headers.insert(header::LAST_MODIFIED, value);
+    }
+    let header_str = |name| {
+        request
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if header_str(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    {
+        return Some((StatusCode::NOT_MODIFIED, headers).into_response());
+    }
+    // If-Range with another validator means the client's copy differs: send it all.
+    let range_applies = header_str(header::IF_RANGE).is_none_or(|v| v == etag);
+    let range = match header_str(header::RANGE) {
+        Some(spec) if range_applies => parse_range(spec, len),
+        _ => RangeAnswer::Full,
+    };
+    let (status, start, count) = match range {
+        RangeAnswer::Full => (StatusCode::OK, 0, len),
+        RangeAnswer::Partial { start, end } => {
+            let value = format!("bytes {start}-{end}/{len}");
+            headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).ok()?);
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeAnswer::Unsatisfiable => {
+            headers.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{len}")).ok()?,
+            );
+            return Some((StatusCode::RANGE_NOT_SATISFIABLE, headers).into_response());
+        }
+    };
+    if start > 0 {
+        file.seek(SeekFrom::Start(start)).await.ok()?;
+    }
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
+    let body = Body::from_stream(ReaderStream::with_capacity(file.take(count), 256 * 1024));
+    Some((status, headers, body).into_response())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAnswer {
+    Full,
+    /// Inclusive byte positions.
+    Partial {
+        start: u64,
+        end: u64,
+    },
+    Unsatisfiable,
+}
+
+/// Reads a single-range `Range` header. Several ranges, or a header that does not
+/// parse, get the whole file, which RFC 9110 allows.
+fn parse_range(spec: &str, len: u64) -> RangeAnswer {
+    let Some(ranges) = spec.trim().strip_prefix("bytes=") else {
+        return RangeAnswer::Full;
+    };
+    if ranges.contains(',') {
+        return RangeAnswer::Full;
+    }
+    let Some((first, last)) = ranges.trim().split_once('-') else {
+        return RangeAnswer::Full;
+    };
+    let (first, last) = (first.trim(), last.trim());
+    let parsed = if first.is_empty() {
+        // A suffix: the last N bytes.
+        match last.parse::<u64>() {
+            Ok(0) => return RangeAnswer::Unsatisfiable,
+            Ok(n) => Some((len.saturating_sub(n), len.saturating_sub(1))),
+            Err(_) => None,
+        }
+    } else {
+        match (first.parse::<u64>(), last) {
+            (Ok(start), "") => Some((start, len.saturating_sub(1))),
+            (Ok(start), last) => last
+                .parse::<u64>()
+                .ok()
+                .map(|end| (start, end.min(len.saturating_sub(1)))),
+            _ => None,
+        }
+    };
+    match parsed {
+        None => RangeAnswer::Full,
+        Some((start, end)) if start >= len || start > end => RangeAnswer::Unsatisfiable,
+        Some((start, end)) => RangeAnswer::Partial { start, end },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeAnswer::*;
+        assert_eq!(parse_range("bytes=0-9", 100), Partial { start: 0, end: 9 });
+        assert_eq!(
+            parse_range("bytes=90-", 100),
+            Partial { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse_range("bytes=-10", 100),
+            Partial { start: 90, end: 99 }
+        );
+        assert_eq!(
+            parse_range("bytes=-1000", 100),
+            Partial { start: 0, end: 99 }
+        );
+        assert_eq!(
+            parse_range("bytes=50-1000", 100),
+            Partial { start: 50, end: 99 }
+        );
+        assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=9-3", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Full);
+        assert_eq!(parse_range("items=0-1", 100), Full);
+        assert_eq!(parse_range("bytes=x-y", 100), Full);
+    }
+}

@@ -1,0 +1,161 @@
+//! The HTTP server: devpi's URL layout over the store, the page cache and fills.
+//!
+//! ```text
+//! /root/pypi/+simple/[<project>/]   simple API, HTML or JSON by Accept (simple.rs)
+//! /simple/[<project>/]              the same pages
+//! /root/pypi/+f/<project>/<key>/<filename>[.metadata]   files (files.rs)
+//! /+status  /                      counters as JSON, and a page for people (status.rs)
+//! ```
+
+mod access_log;
+mod files;
+mod negotiate;
+mod pages;
+mod simple;
+mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum::routing::get;
+
+use crate::config::ServeConfig;
+use crate::store::Store;
+use crate::store::fill::Fills;
+use crate::upstream::Upstream;
+use pages::Pages;
+
+/// How a request was answered, for the access log and the hit counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served from the cache without asking the upstream.
+    Hit,
+    /// Fetched from the upstream (and cached).
+    Miss,
+    /// The upstream confirmed the cached page (304).
+    Revalidated,
+    /// The upstream could not answer; the cached copy was served.
+    Stale,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::Miss => "miss",
+            Outcome::Revalidated => "revalidated",
+            Outcome::Stale => "stale",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stale: AtomicU64,
+}
+
+struct AppState {
+    store: Store,
+    pages: Pages,
+    fills: Fills,
+    upstream: Option<Upstream>,
+    counters: Counters,
+    started: Instant,
+}
+
+type State = axum::extract::State<Arc<AppState>>;
+
+/// Builds the application for a store and an upstream (`None`: offline).
+fn app(store: Store, upstream: Option<Upstream>, index_ttl: Duration) -> Router {
+    let state = Arc::new(AppState {
+        pages: Pages::new(store.clone(), upstream.clone(), index_ttl),
+        store,
+        fills: Fills::default(),
+        upstream,
+        counters: Counters::default(),
+        started: Instant::now(),
+    });
+    Router::new()
+        .route("/", get(status::home))
+        .route("/+status", get(status::json))
+        .route("/root/pypi/+simple/", get(simple::index))
+        .route("/simple/", get(simple::index))
+        .route("/root/pypi/+simple/{project}", get(simple::add_slash))
+        .route("/simple/{project}", get(simple::add_slash))
+        .route("/root/pypi/+simple/{project}/", get(simple::project))
+        .route("/simple/{project}/", get(simple::project))
+        .route("/root/pypi/+f/{project}/{key}/{filename}", get(files::file))
+        .fallback(simple::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log::log,
+        ))
+        .with_state(state)
+}
+
+/// Runs `devcache serve` until Ctrl-C or SIGTERM.
+pub async fn run(config: ServeConfig) -> Result<()> {
+    let data_dir = &config.data_dir.value;
+    let store = Store::open(data_dir)?;
+    store.count_existing_files();
+    let upstream = match (&config.upstream.value, config.offline.value) {
+        (Some(url), false) => Some(Upstream::new(
+            url.clone(),
+            Duration::from_secs(config.upstream_timeout.value),
+        )?),
+        _ => None,
+    };
+    let host = &config.host.value;
+    let listener = tokio::net::TcpListener::bind((host.as_str(), config.port.value))
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {host}:{}; is another cache (devcache, devpi) running there? stop it or pick another --port",
+                config.port.value
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let app = app(store, upstream, Duration::from_secs(config.index_ttl.value));
+    announce(&config, addr);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("server failed")
+}
+
+/// Prints where the server listens and the index URL to give pip.
+fn announce(config: &ServeConfig, addr: SocketAddr) {
+    let shown = if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    let upstream = match (&config.upstream.value, config.offline.value) {
+        (_, true) => "offline: serving only what is cached".to_string(),
+        (Some(url), false) => format!("caching {url}"),
+        (None, false) => unreachable!("an online server always has an upstream"),
+    };
+    println!(
+        "devcache {} listening on http://{addr}/ ({upstream})",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("pip index-url: http://{shown}/root/pypi/+simple/");
+    println!("data: {}", config.data_dir.value.display());
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

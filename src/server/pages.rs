@@ -1,0 +1,242 @@
+//! Index pages as the server serves them: from memory or disk while fresh,
+//! revalidated with the upstream when stale, and served stale when the upstream
+//! cannot answer. Concurrent requests for one stale page share one upstream fetch.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
+use super::Outcome;
+use crate::index::{DistFile, ProjectName, html, json};
+use crate::store::pages::{StoredPage, now};
+use crate::store::{BlobKey, Store};
+use crate::upstream::{PageAnswer, Upstream, UpstreamError, Validators};
+
+/// A page ready to serve, rendered once in both formats.
+pub struct ReadyPage {
+    pub stored: StoredPage,
+    pub html: Bytes,
+    pub json: Bytes,
+    /// Strong validator for clients, from the rendered content.
+    pub etag: String,
+}
+
+/// Why there is no page to serve.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PageError {
+    #[error("no such project on the upstream index")]
+    NotFound,
+    #[error("devcache is offline and has no cached page for this project")]
+    OfflineMiss,
+    #[error("the upstream index cannot be reached and no page is cached: {0}")]
+    Unavailable(UpstreamError),
+}
+
+type SharedFetch = Shared<BoxFuture<'static, Result<(Arc<ReadyPage>, Outcome), PageError>>>;
+
+#[derive(Clone)]
+pub struct Pages {
+    store: Store,
+    upstream: Option<Upstream>,
+    ttl: Duration,
+    memo: Arc<Mutex<Memo>>,
+    fetching: Arc<Mutex<HashMap<ProjectName, SharedFetch>>>,
+}
+
+impl Pages {
+    pub fn new(store: Store, upstream: Option<Upstream>, ttl: Duration) -> Self {
+        Self {
+            store,
+            upstream,
+            ttl,
+            memo: Arc::new(Mutex::new(Memo::default())),
+            fetching: Arc::default(),
+        }
+    }
+
+    /// The page to serve for `name`, and how it was obtained.
+    pub async fn get(&self, name: &ProjectName) -> Result<(Arc<ReadyPage>, Outcome), PageError> {
+        let cached = self.cached(name);
+        let Some(upstream) = &self.upstream else {
+            return cached
+                .map(|page| (page, Outcome::Hit))
+                .ok_or(PageError::OfflineMiss);
+        };
+        if let Some(page) = &cached
+            && page.stored.age() < self.ttl
+        {
+            return Ok((page.clone(), Outcome::Hit));
+        }
+        let fetch = {
+            let mut fetching = self.fetching.lock().expect("fetching lock");
+            fetching
+                .entry(name.clone())
+                .or_insert_with(|| {
+                    let this = self.clone();
+                    let (name, upstream) = (name.clone(), upstream.clone());
+                    // Spawned, so a client that hangs up does not cancel the others' fetch.
+                    let task = tokio::spawn(async move {
+                        let result = this.refresh(&name, &upstream, cached).await;
+                        this.fetching.lock().expect("fetching lock").remove(&name);
+                        result
+                    });
+                    async move {
+                        task.await.unwrap_or_else(|e| {
+                            Err(PageError::Unavailable(UpstreamError::BadPage(
+                                e.to_string(),
+                            )))
+                        })
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        fetch.await
+    }
+
+    async fn refresh(
+        &self,
+        name: &ProjectName,
+        upstream: &Upstream,
+        cached: Option<Arc<ReadyPage>>,
+    ) -> Result<(Arc<ReadyPage>, Outcome), PageError> {
+        let validators = cached.as_ref().map(|page| Validators {
+            etag: page.stored.etag.as_deref(),
+            last_modified: page.stored.last_modified.as_deref(),
+        });
+        let (stored, outcome) = match (upstream.fetch_page(name, validators).await, cached) {
+            (Ok(PageAnswer::Changed(fetched)), _) => {
+                let stored = StoredPage {
+                    page: fetched.page,
+                    fetched_at: now(),
+                    etag: fetched.etag,
+                    last_modified: fetched.last_modified,
+                };
+                (stored, Outcome::Miss)
+            }
+            (Ok(PageAnswer::NotModified), Some(page)) => {
+                let mut stored = page.stored.clone();
+                stored.fetched_at = now();
+                (stored, Outcome::Revalidated)
+            }
+            (Ok(PageAnswer::NotModified), None) => {
+                return Err(PageError::Unavailable(UpstreamError::BadPage(
+                    "304 Not Modified to an unconditional request".into(),
+                )));
+            }
+            (Err(UpstreamError::NotFound), _) => {
+                self.memo.lock().expect("memo lock").remove(name);
+                return Err(PageError::NotFound);
+            }
+            (Err(e), Some(page)) => {
+                tracing::warn!(project = %name, error = %e, age_secs = page.stored.age().as_secs(), "serving a stale page");
+                return Ok((page, Outcome::Stale));
+            }
+            (Err(e), None) => return Err(PageError::Unavailable(e)),
+        };
+        let store = self.store.clone();
+        let to_save = stored.clone();
+        let saved = tokio::task::spawn_blocking(move || store.save_page(&to_save)).await;
+        if let Ok(Err(e)) | Err(e) = saved.map_err(std::io::Error::other) {
+            tracing::warn!(project = %name, error = %e, "cannot save the page; serving it uncached");
+        }
+        let ready = Arc::new(ready_page(stored));
+        self.memo
+            .lock()
+            .expect("memo lock")
+            .insert(name.clone(), ready.clone());
+        Ok((ready, outcome))
+    }
+
+    /// The page in memory, else on disk (then kept in memory).
+    fn cached(&self, name: &ProjectName) -> Option<Arc<ReadyPage>> {
+        if let Some(page) = self.memo.lock().expect("memo lock").get(name) {
+            return Some(page);
+        }
+        let ready = Arc::new(ready_page(self.store.load_page(name)?));
+        self.memo
+            .lock()
+            .expect("memo lock")
+            .insert(name.clone(), ready.clone());
+        Some(ready)
+    }
+}
+
+/// Where a client fetches a file from devcache: an absolute path, so the link works
+/// under `/root/pypi/+simple/` and `/simple/` alike, and behind any host name.
+pub fn file_link(name: &ProjectName, file: &DistFile) -> String {
+    let filename = percent_encoding::utf8_percent_encode(&file.filename, SEGMENT);
+    format!(
+        "/root/pypi/+f/{name}/{}/{filename}",
+        BlobKey::for_file(file, false).as_str()
+    )
+}
+
+/// Characters escaped in a path segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'+')
+    .remove(b'!');
+
+fn ready_page(stored: StoredPage) -> ReadyPage {
+    let name = stored.page.name.clone();
+    let html = Bytes::from(html::render(&stored.page, |f| file_link(&name, f)));
+    let json = Bytes::from(json::render(&stored.page, |f| file_link(&name, f)));
+    let etag = {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(&json);
+        format!("\"{}\"", &hex::encode(hasher.finalize())[..32])
+    };
+    ReadyPage {
+        stored,
+        html,
+        json,
+        etag,
+    }
+}
+
+/// Rendered pages kept in memory, bounded by their total size; the oldest go first.
+#[derive(Default)]
+struct Memo {
+    pages: HashMap<ProjectName, Arc<ReadyPage>>,
+    order: VecDeque<ProjectName>,
+    bytes: usize,
+}
+
+const MEMO_BYTES: usize = 16 * 1024 * 1024;
+
+impl Memo {
+    fn get(&self, name: &ProjectName) -> Option<Arc<ReadyPage>> {
+        self.pages.get(name).cloned()
+    }
+
+    fn insert(&mut self, name: ProjectName, page: Arc<ReadyPage>) {
+        self.remove(&name);
+        self.bytes += page.html.len() + page.json.len();
+        self.pages.insert(name.clone(), page);
+        self.order.push_back(name);
+        while self.bytes > MEMO_BYTES && self.order.len() > 1 {
+            if let Some(oldest) = self.order.pop_front()
+                && let Some(page) = self.pages.remove(&oldest)
+            {
+                self.bytes -= page.html.len() + page.json.len();
+            }
+        }
+    }
+
+    fn remove(&mut self, name: &ProjectName) {
+        if let Some(page) = self.pages.remove(name) {
+            self.bytes -= page.html.len() + page.json.len();
+            self.order.retain(|n| n != name);
+        }
+    }
+}

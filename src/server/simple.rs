@@ -1,0 +1,134 @@
+//! The simple-API routes: the project list and each project's page.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+
+use super::negotiate::{self, Format};
+use super::pages::PageError;
+use super::{Outcome, State};
+use crate::index::{ProjectName, html, json};
+
+/// The prefix a request came in under, so redirects keep it.
+fn prefix_of(uri: &Uri) -> &'static str {
+    if uri.path().starts_with("/simple/") {
+        "/simple/"
+    } else {
+        "/root/pypi/+simple/"
+    }
+}
+
+fn format_of(headers: &HeaderMap, query: &HashMap<String, String>) -> Format {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    negotiate::choose(accept, query.get("format").map(String::as_str))
+}
+
+/// The root index: the projects devcache has pages for. (The upstream's full list is
+/// tens of megabytes that no installer reads, so it is not proxied.)
+pub async fn index(
+    state: State,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let store = state.store.clone();
+    let names = tokio::task::spawn_blocking(move || store.page_names())
+        .await
+        .unwrap_or_default();
+    let format = format_of(&headers, &query);
+    let body = match format {
+        Format::Json => json::render_index(names.iter()),
+        Format::Html | Format::LegacyHtml => html::render_index(names.iter()).into_bytes(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "Accept"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `/simple/Foo` → `/simple/foo/`.
+pub async fn add_slash(Path(project): Path<String>, uri: Uri) -> Response {
+    match ProjectName::parse(&project) {
+        Ok(name) => Redirect::permanent(&format!("{}{name}/", prefix_of(&uri))).into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+    }
+}
+
+pub async fn project(
+    state: State,
+    Path(project): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let name = match ProjectName::parse(&project) {
+        Ok(name) => name,
+        Err(e) => return (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
+    };
+    if !name.is_spelled(&project) {
+        let mut target = format!("{}{name}/", prefix_of(&uri));
+        if let Some(q) = uri.query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        return Redirect::permanent(&target).into_response();
+    }
+    let (page, outcome) = match state.pages.get(&name).await {
+        Ok(found) => found,
+        Err(e) => return page_error(&name, e),
+    };
+    let format = format_of(&headers, &query);
+    let mut response = if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == page.etag.as_bytes())
+    {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let body = match format {
+            Format::Json => page.json.clone(),
+            Format::Html | Format::LegacyHtml => page.html.clone(),
+        };
+        ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    // Clients revalidate every time: a 304 from devcache costs nothing, and a page
+    // never looks older to them than it is here.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=0, must-revalidate"),
+    );
+    if let Ok(etag) = HeaderValue::from_str(&page.etag) {
+        headers.insert(header::ETAG, etag);
+    }
+    response.extensions_mut().insert(outcome);
+    response
+}
+
+pub fn page_error(name: &ProjectName, error: PageError) -> Response {
+    let status = match error {
+        PageError::NotFound | PageError::OfflineMiss => StatusCode::NOT_FOUND,
+        PageError::Unavailable(_) => StatusCode::BAD_GATEWAY,
+    };
+    let mut response = (status, format!("{name}: {error}\n")).into_response();
+    if !matches!(error, PageError::NotFound) {
+        response.extensions_mut().insert(Outcome::Miss);
+    }
+    response
+}
+
+pub async fn not_found(uri: Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        format!(
+            "{} is not a devcache route; the index is at /root/pypi/+simple/\n",
+            uri.path()
+        ),
+    )
+        .into_response()
+}

@@ -1,0 +1,152 @@
+//! `/+status` (JSON for scripts and health checks) and `/` (a page for people).
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::http::{HeaderMap, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::Serialize;
+
+use super::State;
+use crate::index::html::escape;
+
+#[derive(Serialize)]
+pub struct Status {
+    version: &'static str,
+    upstream: Option<String>,
+    /// Whether the upstream answered last time it was asked; `null` when offline.
+    upstream_reachable: Option<bool>,
+    offline: bool,
+    projects: u64,
+    files: u64,
+    bytes: u64,
+    hits: u64,
+    misses: u64,
+    stale: u64,
+    uptime_seconds: u64,
+    index_path: &'static str,
+}
+
+async fn collect(state: &State) -> Status {
+    let store = state.store.clone();
+    let projects = tokio::task::spawn_blocking(move || store.page_names().len() as u64)
+        .await
+        .unwrap_or(0);
+    let (files, bytes) = state.store.file_totals();
+    Status {
+        version: env!("CARGO_PKG_VERSION"),
+        upstream: state.upstream.as_ref().map(|u| u.base().to_string()),
+        upstream_reachable: state.upstream.as_ref().map(|u| u.is_reachable()),
+        offline: state.upstream.is_none(),
+        projects,
+        files,
+        bytes,
+        hits: state.counters.hits.load(Ordering::Relaxed),
+        misses: state.counters.misses.load(Ordering::Relaxed),
+        stale: state.counters.stale.load(Ordering::Relaxed),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        index_path: "/root/pypi/+simple/",
+    }
+}
+
+pub async fn json(state: State) -> Json<Status> {
+    Json(collect(&state).await)
+}
+
+pub async fn home(state: State, headers: HeaderMap) -> Response {
+    let status = collect(&state).await;
+    let store = state.store.clone();
+    let names = tokio::task::spawn_blocking(move || store.page_names())
+        .await
+        .unwrap_or_default();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost:3141");
+    let index_url = format!("http://{}/root/pypi/+simple/", escape(host));
+    let served = status.hits + status.misses + status.stale;
+    let hit_rate = if served == 0 {
+        "none served yet".to_string()
+    } else {
+        format!(
+            "{:.1}%",
+            100.0 * (status.hits + status.stale) as f64 / served as f64
+        )
+    };
+    let upstream = match (&status.upstream, status.upstream_reachable) {
+        (None, _) => "none (offline: serving only what is cached)".to_string(),
+        (Some(url), Some(false)) => format!("{} (unreachable: serving cached pages)", escape(url)),
+        (Some(url), _) => escape(url),
+    };
+    let mut projects = String::new();
+    for name in &names {
+        projects.push_str(&format!(
+            "<li><a href=\"/root/pypi/+simple/{name}/\">{name}</a></li>\n"
+        ));
+    }
+    if names.is_empty() {
+        projects.push_str("<li>nothing cached yet</li>\n");
+    }
+    let page = format!(
+        r#"<!DOCTYPE html>
+<html>
+<head><meta charset="utf-8"><title>devcache</title>
+<style>body{{font-family:sans-serif;max-width:50em;margin:2em auto}}td{{padding:0 1em 0 0}}pre{{background:#eee;padding:.5em}}</style>
+</head>
+<body>
+<h1>devcache {version}</h1>
+<p>A PyPI cache. Point pip at it:</p>
+<pre>[global]
+index-url = {index_url}
+trusted-host = {host}</pre>
+<table>
+<tr><td>upstream</td><td>{upstream}</td></tr>
+<tr><td>projects cached</td><td>{projects_count}</td></tr>
+<tr><td>files cached</td><td>{files} ({size})</td></tr>
+<tr><td>hit rate</td><td>{hit_rate} ({hits} hits, {misses} misses, {stale} served stale)</td></tr>
+<tr><td>up for</td><td>{uptime}s</td></tr>
+</table>
+<h2>Projects</h2>
+<ul>
+{projects}</ul>
+<p><a href="/root/pypi/+simple/">simple index</a> · <a href="/+status">status as JSON</a></p>
+</body>
+</html>
+"#,
+        version = status.version,
+        host = escape(host.split(':').next().unwrap_or(host)),
+        projects_count = names.len(),
+        files = status.files,
+        size = human_bytes(status.bytes),
+        hits = status.hits,
+        misses = status.misses,
+        stale = status.stale,
+        uptime = status.uptime_seconds,
+    );
+    Html(page).into_response()
+}
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes_read_like_a_person_would_say_them() {
+        assert_eq!(super::human_bytes(512), "512 B");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}

@@ -1,0 +1,141 @@
+//! Cached files, addressed by their sha256: written once, never changed.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::Store;
+use crate::index::DistFile;
+
+/// The name of a cached file: its sha256 as the upstream page gave it, or for the rare
+/// file listed without one, `url-` and the sha256 of its upstream URL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobKey(String);
+
+impl BlobKey {
+    /// The key of a distribution file (or of its `.metadata` when `metadata` is set).
+    pub fn for_file(file: &DistFile, metadata: bool) -> Self {
+        let sha256 = if metadata {
+            file.core_metadata.as_ref().and_then(|m| m.sha256())
+        } else {
+            file.sha256()
+        };
+        match sha256.filter(|d| is_sha256(d)) {
+            Some(digest) => Self(digest.to_string()),
+            None => {
+                let url = if metadata {
+                    format!("{}.metadata", file.url)
+                } else {
+                    file.url.clone()
+                };
+                Self(format!(
+                    "url-{}",
+                    hex::encode(Sha256::digest(url.as_bytes()))
+                ))
+            }
+        }
+    }
+
+    /// Parses a key from a request path; anything else is refused, which is what keeps
+    /// request paths out of the filesystem.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let digest = raw.strip_prefix("url-").unwrap_or(raw);
+        is_sha256(digest).then(|| Self(raw.to_string()))
+    }
+
+    /// The sha256 the file's bytes must have, when the upstream said.
+    pub fn expected_sha256(&self) -> Option<&str> {
+        (!self.0.starts_with("url-")).then_some(self.0.as_str())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_sha256(digest: &str) -> bool {
+    digest.len() == 64
+        && digest
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Store {
+    pub fn blob_path(&self, key: &BlobKey) -> PathBuf {
+        let digest = key.0.strip_prefix("url-").unwrap_or(&key.0);
+        self.root().join("files").join(&digest[..2]).join(&key.0)
+    }
+
+    /// Moves a finished, verified temp file into place.
+    pub fn publish_blob(&self, temp: &Path, key: &BlobKey, size: u64) -> std::io::Result<()> {
+        let dest = self.blob_path(key);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(temp, &dest)?;
+        self.record_new_file(size);
+        Ok(())
+    }
+}
+
+/// Counts the files under `files/` and their bytes.
+pub(super) fn count(dir: &Path) -> (u64, u64) {
+    let mut files = 0;
+    let mut bytes = 0;
+    for shard in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(shard.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(meta) = entry.metadata()
+                && meta.is_file()
+            {
+                files += 1;
+                bytes += meta.len();
+            }
+        }
+    }
+    (files, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_from_requests_are_only_hex_digests() {
+        let digest = "a".repeat(64);
+        assert!(BlobKey::parse(&digest).is_some());
+        assert!(BlobKey::parse(&format!("url-{digest}")).is_some());
+        for bad in [
+            "..",
+            "../../etc/passwd",
+            &"A".repeat(64),
+            &"a".repeat(63),
+            "url-",
+            "",
+        ] {
+            assert!(BlobKey::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_file_without_sha256_is_keyed_by_url_and_not_verified() {
+        let file = DistFile {
+            filename: "x-1.0.tar.gz".into(),
+            url: "https://files.test/x-1.0.tar.gz".into(),
+            hashes: [("md5".to_string(), "00".to_string())].into(),
+            requires_python: None,
+            yanked: None,
+            core_metadata: None,
+            size: None,
+            upload_time: None,
+            gpg_sig: None,
+        };
+        let key = BlobKey::for_file(&file, false);
+        assert!(key.as_str().starts_with("url-"));
+        assert_eq!(key.expected_sha256(), None);
+        assert_eq!(BlobKey::parse(key.as_str()), Some(key));
+    }
+}

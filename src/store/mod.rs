@@ -1,0 +1,118 @@
+//! The on-disk cache under the data directory:
+//!
+//! ```text
+//! pages/<project>.json   index pages with their fetch time and validators (pages.rs)
+//! files/<ab>/<key>       distribution and metadata files, by sha256 (blobs.rs)
+//! tmp/                   files being written; emptied at start, so a crash leaves nothing half-done
+//! ```
+//!
+//! Every write goes to `tmp/` first and is renamed into place, so a reader (or the
+//! next start after a kill -9) sees either the old file or the whole new one.
+
+pub mod blobs;
+pub mod fill;
+pub mod pages;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+
+pub use blobs::BlobKey;
+
+/// Handle on a data directory. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    files: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Store {
+    /// Opens (creating if needed) a data directory and removes temp files a previous
+    /// run left behind.
+    pub fn open(root: &Path) -> Result<Self> {
+        for dir in ["pages", "files", "tmp"] {
+            let path = root.join(dir);
+            std::fs::create_dir_all(&path).with_context(|| {
+                format!(
+                    "cannot create {}; pick a writable --data-dir",
+                    path.display()
+                )
+            })?;
+        }
+        let tmp = root.join("tmp");
+        for entry in
+            std::fs::read_dir(&tmp).with_context(|| format!("cannot read {}", tmp.display()))?
+        {
+            let path = entry?.path();
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove leftover temp file {}", path.display()))?;
+        }
+        let store = Self {
+            inner: Arc::new(Inner {
+                root: root.to_path_buf(),
+                files: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+            }),
+        };
+        Ok(store)
+    }
+
+    /// Counts the files already cached, in the background so that start-up stays fast
+    /// however big the cache is.
+    pub fn count_existing_files(&self) {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let (files, bytes) = blobs::count(&store.inner.root.join("files"));
+            store.inner.files.fetch_add(files, Ordering::Relaxed);
+            store.inner.bytes.fetch_add(bytes, Ordering::Relaxed);
+        });
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// Files cached and their total size.
+    pub fn file_totals(&self) -> (u64, u64) {
+        (
+            self.inner.files.load(Ordering::Relaxed),
+            self.inner.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    fn record_new_file(&self, size: u64) {
+        self.inner.files.fetch_add(1, Ordering::Relaxed);
+        self.inner.bytes.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// A fresh path under `tmp/` for a file about to be written.
+    fn temp_path(&self) -> PathBuf {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .root
+            .join("tmp")
+            .join(format!("{}-{n}.part", std::process::id()))
+    }
+
+    /// Writes `bytes` to `dest` through a temp file and a rename.
+    fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        let temp = self.temp_path();
+        let result = (|| {
+            std::fs::write(&temp, bytes)?;
+            std::fs::File::open(&temp)?.sync_all()?;
+            std::fs::rename(&temp, dest)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        result
+    }
+}

@@ -1,0 +1,118 @@
+//! Cached index pages: the parsed page, when it was fetched, and the validators
+//! (ETag, Last-Modified) that let a stale page be revalidated cheaply.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::Store;
+use crate::index::{ProjectName, ProjectPage};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredPage {
+    pub page: ProjectPage,
+    /// Seconds since the epoch when the upstream last confirmed this page.
+    pub fetched_at: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl StoredPage {
+    pub fn age(&self) -> Duration {
+        Duration::from_secs(now().saturating_sub(self.fetched_at))
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Store {
+    /// The cached page of a project. A page that cannot be read is treated as absent
+    /// (and logged), so one bad file never takes the server down.
+    pub fn load_page(&self, name: &ProjectName) -> Option<StoredPage> {
+        let path = self.root().join("pages").join(format!("{name}.json"));
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read cached page");
+                return None;
+            }
+        };
+        match serde_json::from_slice(&bytes) {
+            Ok(page) => Some(page),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable cached page");
+                None
+            }
+        }
+    }
+
+    pub fn save_page(&self, stored: &StoredPage) -> std::io::Result<()> {
+        let path = self
+            .root()
+            .join("pages")
+            .join(format!("{}.json", stored.page.name));
+        let bytes = serde_json::to_vec(stored).map_err(std::io::Error::other)?;
+        self.write_atomically(&path, &bytes)
+    }
+
+    /// Every project with a cached page, sorted.
+    pub fn page_names(&self) -> Vec<ProjectName> {
+        let mut names: Vec<ProjectName> = std::fs::read_dir(self.root().join("pages"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| {
+                let file_name = entry.file_name();
+                let stem = file_name.to_str()?.strip_suffix(".json")?;
+                ProjectName::parse(stem).ok()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_survive_a_reopen_and_garbage_reads_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let name = ProjectName::parse("demo").unwrap();
+        let stored = StoredPage {
+            page: ProjectPage::new(name.clone(), Vec::new(), Vec::new()),
+            fetched_at: now(),
+            etag: Some("\"v1\"".into()),
+            last_modified: None,
+        };
+        store.save_page(&stored).unwrap();
+        let reopened = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.load_page(&name).unwrap().etag.as_deref(),
+            Some("\"v1\"")
+        );
+        assert_eq!(reopened.page_names(), vec![name.clone()]);
+
+        std::fs::write(dir.path().join("pages/demo.json"), b"{not json").unwrap();
+        assert!(reopened.load_page(&name).is_none());
+    }
+
+    #[test]
+    fn leftover_temp_files_are_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("tmp/123-0.part"), b"half a wheel").unwrap();
+        Store::open(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+}

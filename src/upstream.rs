@@ -1,0 +1,182 @@
+//! The HTTP client to the upstream index: page fetches with revalidation and a
+//! timeout, and streaming file downloads.
+//!
+//! reqwest honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, and with rustls and the
+//! native roots it trusts the OS store and `SSL_CERT_FILE`/`SSL_CERT_DIR`, which is
+//! what a user behind a corporate proxy with its own CA needs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::StatusCode;
+use reqwest::header::{
+    ACCEPT, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+};
+use url::Url;
+
+use crate::index::{ProjectName, ProjectPage, html, json};
+
+/// Why the upstream gave no usable answer. Callers branch on `NotFound`; the others
+/// all mean "serve a stale copy if there is one".
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the upstream has no such project or file")]
+    NotFound,
+    #[error("the upstream answered {0}")]
+    Status(StatusCode),
+    #[error("cannot reach the upstream: {0}")]
+    Transport(Arc<reqwest::Error>),
+    #[error("the upstream sent a page devcache cannot read: {0}")]
+    BadPage(String),
+}
+
+impl From<reqwest::Error> for UpstreamError {
+    fn from(e: reqwest::Error) -> Self {
+        Self::Transport(Arc::new(e))
+    }
+}
+
+/// A page as the upstream sent it, parsed.
+pub struct FetchedPage {
+    pub page: ProjectPage,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+pub enum PageAnswer {
+    Changed(FetchedPage),
+    NotModified,
+}
+
+/// The cached page's validators, sent so the upstream can answer 304.
+pub struct Validators<'a> {
+    pub etag: Option<&'a str>,
+    pub last_modified: Option<&'a str>,
+}
+
+#[derive(Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    base: Url,
+    page_timeout: Duration,
+    reachable: Arc<AtomicBool>,
+}
+
+/// What devcache asks for: JSON first (it carries sizes), HTML as the fallback.
+const PAGE_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
+
+impl Upstream {
+    pub fn new(base: Url, page_timeout: Duration) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("devcache/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .read_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(32)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            client,
+            base,
+            page_timeout,
+            reachable: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    /// Whether the last contact with the upstream got an answer.
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    fn note<T>(&self, result: Result<T, reqwest::Error>) -> Result<T, reqwest::Error> {
+        self.reachable.store(result.is_ok(), Ordering::Relaxed);
+        result
+    }
+
+    /// Fetches a project's page, conditionally when validators are given.
+    pub async fn fetch_page(
+        &self,
+        name: &ProjectName,
+        validators: Option<Validators<'_>>,
+    ) -> Result<PageAnswer, UpstreamError> {
+        let url = self
+            .base
+            .join(&format!("{name}/"))
+            .map_err(|e| UpstreamError::BadPage(e.to_string()))?;
+        let mut request = self
+            .client
+            .get(url)
+            .header(ACCEPT, PAGE_ACCEPT)
+            .timeout(self.page_timeout);
+        if let Some(v) = validators {
+            if let Some(etag) = v.etag {
+                request = request.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(date) = v.last_modified {
+                request = request.header(IF_MODIFIED_SINCE, date);
+            }
+        }
+        let response = self.note(request.send().await)?;
+        match response.status() {
+            StatusCode::NOT_MODIFIED => return Ok(PageAnswer::NotModified),
+            StatusCode::NOT_FOUND | StatusCode::GONE => return Err(UpstreamError::NotFound),
+            status if !status.is_success() => return Err(UpstreamError::Status(status)),
+            _ => {}
+        }
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let etag = header(ETAG);
+        let last_modified = header(LAST_MODIFIED);
+        let content_type = header(CONTENT_TYPE).unwrap_or_default();
+        // Relative links resolve against where the page really was, after redirects.
+        let page_url = response.url().clone();
+        let body = self.note(response.bytes().await)?;
+        let page = parse_page(name.clone(), &content_type, &body, &page_url)?;
+        Ok(PageAnswer::Changed(FetchedPage {
+            page,
+            etag,
+            last_modified,
+        }))
+    }
+
+    /// Starts downloading a file; the caller reads the body as it arrives.
+    pub async fn fetch_file(&self, url: &str) -> Result<reqwest::Response, UpstreamError> {
+        let response = self.note(self.client.get(url).send().await)?;
+        match response.status() {
+            StatusCode::NOT_FOUND | StatusCode::GONE => Err(UpstreamError::NotFound),
+            status if !status.is_success() => Err(UpstreamError::Status(status)),
+            _ => Ok(response),
+        }
+    }
+}
+
+fn parse_page(
+    name: ProjectName,
+    content_type: &str,
+    body: &Bytes,
+    page_url: &Url,
+) -> Result<ProjectPage, UpstreamError> {
+    let media_type = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if media_type.ends_with("+json") || media_type == "application/json" {
+        json::parse(name, body, page_url).map_err(|e| UpstreamError::BadPage(e.to_string()))
+    } else {
+        let text = String::from_utf8_lossy(body);
+        Ok(html::parse(name, &text, page_url))
+    }
+}
