@@ -92,6 +92,8 @@ impl HttpBody for LoggedBody {
                 if let Some(data) = frame.data_ref() {
                     this.bytes += data.len() as u64;
                 }
+                // A body of known length is not polled again after its last frame.
+                this.finished |= this.inner.is_end_stream();
             }
             Poll::Ready(None) => this.finished = true,
             _ => {}

@@ -32,25 +32,34 @@ pub async fn file(
     let (Ok(name), Some(key)) = (ProjectName::parse(&project), BlobKey::parse(&key)) else {
         return not_found("no such file");
     };
-    let path = state.store.blob_path(&key);
-    if let Some(response) = serve_cached(&path, &key, &filename, &headers).await {
-        return with_outcome(response, Outcome::Hit);
-    }
-
-    // Not cached: the upstream URL comes from the project's page, never from the request.
-    let (page, _) = match state.pages.get(&name).await {
-        Ok(found) => found,
-        Err(e) => return page_error(&name, e),
-    };
     let (dist_name, metadata) = match filename.strip_suffix(METADATA_SUFFIX) {
         Some(dist) if !dist.is_empty() => (dist, true),
         _ => (filename.as_str(), false),
     };
+    // A distribution is named by its own hash in the URL, so a cached one is served
+    // without reading the page. Its `.metadata` has a hash of its own, on the page.
+    if !metadata
+        && let Some(response) =
+            serve_cached(&state.store.blob_path(&key), &key, &filename, &headers).await
+    {
+        return with_outcome(response, Outcome::Hit);
+    }
+
+    // The upstream URL comes from the project's page, never from the request.
+    let (page, _) = match state.pages.get(&name).await {
+        Ok(found) => found,
+        Err(e) => return page_error(&name, e),
+    };
     let Some(dist) = page.stored.page.file(dist_name) else {
         return not_found(&format!("{name} has no file {dist_name}"));
     };
-    if BlobKey::for_file(dist, metadata) != key || (metadata && dist.core_metadata.is_none()) {
+    if BlobKey::for_file(dist, false) != key || (metadata && dist.core_metadata.is_none()) {
         return not_found(&format!("{name} has no file {filename} with that hash"));
+    }
+    let key = BlobKey::for_file(dist, metadata);
+    let path = state.store.blob_path(&key);
+    if metadata && let Some(response) = serve_cached(&path, &key, &filename, &headers).await {
+        return with_outcome(response, Outcome::Hit);
     }
     let Some(upstream) = &state.upstream else {
         return not_found(&format!("{filename} is not cached and devcache is offline"));

@@ -20,8 +20,10 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use axum::Router;
+use axum::extract::Request;
 use axum::routing::get;
+use axum::{Router, ServiceExt};
+use tower::Layer;
 
 use crate::config::ServeConfig;
 use crate::store::Store;
@@ -123,10 +125,29 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     let addr = listener.local_addr()?;
     let app = app(store, upstream, Duration::from_secs(config.index_ttl.value));
     announce(&config, addr);
-    axum::serve(listener, app)
+    // The path is normalised before routing, so it wraps the router rather than being a layer of it.
+    let app = axum::middleware::map_request(decode_plus).layer(app);
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")
+}
+
+/// pip writes the `+` of `/root/pypi/+f/` as `%2B`; routes are matched on the raw path,
+/// so it is decoded first.
+async fn decode_plus(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.contains("%2B") || path.contains("%2b") {
+        let decoded = path.replace("%2B", "+").replace("%2b", "+");
+        let rewritten = match request.uri().query() {
+            Some(query) => format!("{decoded}?{query}"),
+            None => decoded,
+        };
+        if let Ok(uri) = rewritten.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }
 
 /// Prints where the server listens and the index URL to give pip.
@@ -141,12 +162,13 @@ fn announce(config: &ServeConfig, addr: SocketAddr) {
         (Some(url), false) => format!("caching {url}"),
         (None, false) => unreachable!("an online server always has an upstream"),
     };
-    println!(
-        "devcache {} listening on http://{addr}/ ({upstream})",
-        env!("CARGO_PKG_VERSION")
+    // One write, errors ignored: a closed stdout must not take the server down.
+    let text = format!(
+        "devcache {} listening on http://{addr}/ ({upstream})\npip index-url: http://{shown}/root/pypi/+simple/\ndata: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        config.data_dir.value.display()
     );
-    println!("pip index-url: http://{shown}/root/pypi/+simple/");
-    println!("data: {}", config.data_dir.value.display());
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
 }
 
 async fn shutdown_signal() {

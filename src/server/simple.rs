@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 
 use super::negotiate::{self, Format};
 use super::pages::PageError;
@@ -54,7 +54,7 @@ pub async fn index(
 /// `/simple/Foo` → `/simple/foo/`.
 pub async fn add_slash(Path(project): Path<String>, uri: Uri) -> Response {
     match ProjectName::parse(&project) {
-        Ok(name) => Redirect::permanent(&format!("{}{name}/", prefix_of(&uri))).into_response(),
+        Ok(name) => moved(format!("{}{name}/", prefix_of(&uri))),
         Err(e) => (StatusCode::NOT_FOUND, format!("{e}\n")).into_response(),
     }
 }
@@ -76,7 +76,7 @@ pub async fn project(
             target.push('?');
             target.push_str(q);
         }
-        return Redirect::permanent(&target).into_response();
+        return moved(target);
     }
     let (page, outcome) = match state.pages.get(&name).await {
         Ok(found) => found,
@@ -108,6 +108,15 @@ pub async fn project(
     }
     response.extensions_mut().insert(outcome);
     response
+}
+
+/// A 301 (as devpi and PyPI answer), not axum's 308.
+fn moved(location: String) -> Response {
+    (
+        StatusCode::MOVED_PERMANENTLY,
+        [(header::LOCATION, location)],
+    )
+        .into_response()
 }
 
 pub fn page_error(name: &ProjectName, error: PageError) -> Response {

@@ -1,0 +1,844 @@
+//! `devcache serve` against a real upstream on 127.0.0.1, with real pip and uv.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use support::dists::{blob, wheel};
+use support::upstream::{Fault, Links, PageFormat, TestUpstream};
+use support::{Devcache, assert_ok, devcache_command, http, pip, uv};
+
+const JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+/// An upstream with `demo` 1.0 and 2.0 (2.0 needs `helper`) and `helper` 1.0.
+async fn demo_upstream(format: PageFormat, links: Links) -> TestUpstream {
+    let upstream = TestUpstream::start(format, links).await;
+    upstream.add("demo", wheel("demo", "1.0", &[]));
+    upstream.add("demo", wheel("demo", "2.0", &["helper>=1.0"]));
+    upstream.add("helper", wheel("helper", "1.0", &[]));
+    upstream
+}
+
+fn installed_version(target: &std::path::Path, module: &str) -> String {
+    std::fs::read_to_string(target.join(module).join("__init__.py")).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pip_installs_through_the_cache_and_files_are_fetched_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = demo_upstream(PageFormat::Html, Links::Relative).await;
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+    );
+
+    for round in 0..2 {
+        let target = tmp.path().join(format!("site{round}"));
+        let out = pip(
+            tmp.path(),
+            &[
+                "install",
+                "--index-url",
+                &cache.index(),
+                "--target",
+                target.to_str().unwrap(),
+                "demo",
+            ],
+        );
+        assert_ok(&out, "pip install demo");
+        assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
+        assert_eq!(installed_version(&target, "helper"), "VERSION = \"1.0\"\n");
+    }
+    assert_eq!(upstream.requests("/files/demo-2.0-py3-none-any.whl"), 1);
+    assert_eq!(upstream.requests("/files/helper-1.0-py3-none-any.whl"), 1);
+    let status = cache.status().await;
+    assert_eq!(status["projects"], 2);
+    assert_eq!(
+        status["files"], 4,
+        "two wheels and their metadata: {status}"
+    );
+    assert!(status["hits"].as_u64().unwrap() >= 2, "{status}");
+    assert!(
+        cache.log().contains("/root/pypi/+f/demo/"),
+        "one log line per request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uv_installs_and_compiles_through_the_cache_using_core_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = demo_upstream(PageFormat::Json, Links::Absolute).await;
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+    );
+
+    std::fs::write(tmp.path().join("requirements.in"), "demo\n").unwrap();
+    let out = uv(
+        tmp.path(),
+        &[
+            "pip",
+            "compile",
+            "--index-url",
+            &cache.index(),
+            tmp.path().join("requirements.in").to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "uv pip compile");
+    let locked = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        locked.contains("demo==2.0") && locked.contains("helper==1.0"),
+        "{locked}"
+    );
+    // Resolution read the PEP 658 metadata, not the wheels.
+    assert_eq!(
+        upstream.requests("/files/demo-2.0-py3-none-any.whl.metadata"),
+        1
+    );
+    assert_eq!(upstream.requests("/files/demo-2.0-py3-none-any.whl"), 0);
+
+    let target = tmp.path().join("site");
+    let out = uv(
+        tmp.path(),
+        &[
+            "pip",
+            "install",
+            "--index-url",
+            &cache.index(),
+            "--target",
+            target.to_str().unwrap(),
+            "demo==2.0",
+        ],
+    );
+    assert_ok(&out, "uv pip install");
+    assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
+    assert_eq!(installed_version(&target, "helper"), "VERSION = \"1.0\"\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_upstream_answers_json_clients_with_every_attribute() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Html, Links::Absolute).await;
+    let mut yanked = wheel("demo", "1.0", &[]);
+    yanked.yanked = Some("broken build".into());
+    yanked.requires_python = Some(">=3.8,<4".into());
+    upstream.add("demo", yanked.clone());
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+    );
+
+    let response = http()
+        .get(format!("{}demo/", cache.index()))
+        .header("Accept", format!("{JSON}, text/html;q=0.1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], JSON);
+    let page: serde_json::Value = response.json().await.unwrap();
+    let file = &page["files"][0];
+    assert_eq!(file["filename"], yanked.filename);
+    assert_eq!(file["hashes"]["sha256"], yanked.sha256());
+    assert_eq!(file["requires-python"], ">=3.8,<4");
+    assert_eq!(file["yanked"], "broken build");
+    assert!(file["core-metadata"]["sha256"].is_string(), "{file}");
+    let url = file["url"].as_str().unwrap();
+    assert!(
+        url.starts_with("/root/pypi/+f/demo/"),
+        "file links point at devcache: {url}"
+    );
+
+    let bytes = http()
+        .get(format!("{}{url}", cache.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(bytes.as_ref(), yanked.bytes.as_slice());
+    let metadata = http()
+        .get(format!("{}{url}.metadata", cache.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metadata.status(), StatusCode::OK);
+    assert_eq!(
+        metadata.bytes().await.unwrap().as_ref(),
+        yanked.metadata.as_deref().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_upstream_answers_html_clients_with_every_attribute() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
+    let mut dist = wheel("demo", "1.0", &[]);
+    dist.yanked = Some(String::new());
+    upstream.add("demo", dist.clone());
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+    );
+
+    let response = http()
+        .get(format!("{}demo/", cache.index()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains(&format!("#sha256={}", dist.sha256())),
+        "{html}"
+    );
+    assert!(html.contains("data-requires-python=\"&gt;=3.7\""), "{html}");
+    assert!(html.contains("data-yanked=\"\""), "{html}");
+    assert!(html.contains("data-core-metadata=\"sha256="), "{html}");
+    assert!(html.contains("data-dist-info-metadata=\"sha256="), "{html}");
+
+    let json: serde_json::Value = http()
+        .get(format!("{}demo/", cache.index()))
+        .header("Accept", JSON)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(json["meta"]["api-version"], "1.1");
+    assert_eq!(json["files"][0]["size"], dist.bytes.len());
+    assert_eq!(
+        json["files"][0]["upload-time"],
+        "2024-05-01T12:00:00.000000Z"
+    );
+    assert_eq!(json["versions"], serde_json::json!(["1.0"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_are_normalised_and_unknown_projects_are_404() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Html, Links::Relative).await;
+    upstream.add("zope-interface", wheel("zope-interface", "1.0", &[]));
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    for (path, location) in [
+        (
+            "/root/pypi/+simple/Zope.Interface/",
+            "/root/pypi/+simple/zope-interface/",
+        ),
+        (
+            "/root/pypi/+simple/zope_interface",
+            "/root/pypi/+simple/zope-interface/",
+        ),
+        ("/simple/ZOPE--interface/", "/simple/zope-interface/"),
+    ] {
+        let response = client
+            .get(format!("{}{path}", cache.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY, "{path}");
+        assert_eq!(response.headers()["location"], location, "{path}");
+    }
+    let page = client
+        .get(format!("{}/simple/zope-interface/", cache.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let missing = client
+        .get(format!("{}nothing-here/", cache.index()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+
+    let out = pip(
+        tmp.path(),
+        &[
+            "download",
+            "--no-deps",
+            "--index-url",
+            &cache.index(),
+            "-d",
+            tmp.path().join("dl").to_str().unwrap(),
+            "nothing-here",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No matching distribution"));
+
+    let index = client
+        .get(cache.index())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        index.contains("zope-interface/"),
+        "the root index lists cached projects: {index}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_never_escape_and_client_chosen_files_are_never_fetched() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = demo_upstream(PageFormat::Html, Links::Relative).await;
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+    );
+    std::fs::write(tmp.path().join("secret"), "do not serve").unwrap();
+    let sha = "0".repeat(64);
+    for path in [
+        "/root/pypi/+simple/..%2f..%2fsecret/".to_string(),
+        "/root/pypi/+simple/%2e%2e/".to_string(),
+        "/root/pypi/+f/demo/..%2f..%2f..%2fsecret/x".to_string(),
+        "/root/pypi/+f/%2e%2e/%2e%2e/secret".to_string(),
+        format!("/root/pypi/+f/demo/{sha}/..%2f..%2f..%2fsecret"),
+        format!("/root/pypi/+f/demo/{sha}/evil-1.0-py3-none-any.whl"),
+        "/root/pypi/+f/demo/../../../secret".to_string(),
+    ] {
+        let response = http()
+            .get(format!("{}{path}", cache.url))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap();
+        assert!(!body.contains("do not serve"), "{path} leaked a file");
+        assert!(status.is_client_error(), "{path}: {status}");
+    }
+    let asked: Vec<_> = ["/files/evil-1.0-py3-none-any.whl", "/files/secret"]
+        .iter()
+        .map(|p| upstream.requests(p))
+        .collect();
+    assert_eq!(
+        asked,
+        vec![0, 0],
+        "the upstream was asked for a file a client chose"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_after_warm_up_installs_from_the_cache_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = demo_upstream(PageFormat::Html, Links::Relative).await;
+    let data = tmp.path().join("data");
+    let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
+    let out = pip(
+        tmp.path(),
+        &[
+            "download",
+            "--index-url",
+            &cache.index(),
+            "-d",
+            tmp.path().join("warm").to_str().unwrap(),
+            "demo",
+        ],
+    );
+    assert_ok(&out, "warm-up download");
+    cache.kill9();
+    upstream.stop().await;
+    let before = upstream.total_requests();
+
+    let cache = Devcache::start(&data, &["--offline"]);
+    let target = tmp.path().join("site");
+    let out = pip(
+        tmp.path(),
+        &[
+            "install",
+            "--index-url",
+            &cache.index(),
+            "--target",
+            target.to_str().unwrap(),
+            "demo",
+        ],
+    );
+    assert_ok(&out, "offline pip install");
+    assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
+    assert_eq!(upstream.total_requests(), before);
+    let status = cache.status().await;
+    assert_eq!(status["offline"], true);
+    let uncached = http()
+        .get(format!("{}never-seen/", cache.index()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uncached.status(), StatusCode::NOT_FOUND);
+    assert!(uncached.text().await.unwrap().contains("offline"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_pages_are_revalidated_and_served_when_the_upstream_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = demo_upstream(PageFormat::Json, Links::Relative).await;
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &[
+            "--upstream",
+            &upstream.index_url(),
+            "--index-ttl",
+            "0",
+            "--upstream-timeout",
+            "1",
+        ],
+    );
+    let page_url = format!("{}demo/", cache.index());
+    let out = pip(
+        tmp.path(),
+        &[
+            "download",
+            "--index-url",
+            &cache.index(),
+            "-d",
+            tmp.path().join("warm").to_str().unwrap(),
+            "demo==1.0",
+        ],
+    );
+    assert_ok(&out, "warm-up download");
+    let not_modified_before = upstream.not_modified_answers();
+    let first = http()
+        .get(&page_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // A stale page is revalidated with the upstream's ETag: a 304, same page.
+    let second = http()
+        .get(&page_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(upstream.not_modified_answers(), not_modified_before + 2);
+    assert_eq!(first, second);
+
+    // Clients get 304 for their own ETag too.
+    let etag = http().get(&page_url).send().await.unwrap().headers()["etag"].clone();
+    let conditional = http()
+        .get(&page_url)
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(conditional.status(), StatusCode::NOT_MODIFIED);
+
+    for fault in [
+        Fault::Status(500),
+        Fault::Status(503),
+        Fault::SlowStart(Duration::from_secs(3)),
+    ] {
+        upstream.fault_pages(Some(fault.clone()));
+        let response = http().get(&page_url).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{fault:?}");
+        assert_eq!(response.text().await.unwrap(), first, "{fault:?}");
+    }
+    upstream.fault_pages(None);
+    upstream.stop().await;
+    let target = tmp.path().join("site");
+    let out = pip(
+        tmp.path(),
+        &[
+            "install",
+            "--index-url",
+            &cache.index(),
+            "--target",
+            target.to_str().unwrap(),
+            "demo==1.0",
+        ],
+    );
+    assert_ok(&out, "pip install while the upstream is down");
+    let status = cache.status().await;
+    assert_eq!(status["upstream_reachable"], false, "{status}");
+    assert!(status["stale"].as_u64().unwrap() >= 4, "{status}");
+    assert!(cache.log().contains("serving a stale page"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_of_a_cold_file_share_one_download() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
+    let big = blob("big-1.0.tar.gz", 4 * 1024 * 1024);
+    upstream.add("big", big.clone());
+    upstream.fault_file(
+        &big.filename,
+        Some(Fault::SlowBody(256 * 1024, Duration::from_millis(20))),
+    );
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+    );
+    let page: serde_json::Value = http()
+        .get(format!("{}big/", cache.index()))
+        .header("Accept", JSON)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!("{}{}", cache.url, page["files"][0]["url"].as_str().unwrap());
+
+    let downloads = (0..8).map(|_| {
+        let url = url.clone();
+        tokio::spawn(async move { http().get(url).send().await.unwrap().bytes().await.unwrap() })
+    });
+    for download in futures::future::join_all(downloads).await {
+        assert!(
+            download.unwrap().as_ref() == big.bytes.as_slice(),
+            "a client got other bytes"
+        );
+    }
+    assert_eq!(upstream.requests(&format!("/files/{}", big.filename)), 1);
+    assert!(cache.has_blob(&big.sha256()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_or_truncated_bytes_are_never_published() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Html, Links::Relative).await;
+    let dist = blob("bad-1.0.tar.gz", 1024 * 1024);
+    upstream.add("bad", dist.clone());
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+    );
+    let url = format!(
+        "{}/root/pypi/+f/bad/{}/{}",
+        cache.url,
+        dist.sha256(),
+        dist.filename
+    );
+    http()
+        .get(format!("{}bad/", cache.index()))
+        .send()
+        .await
+        .unwrap();
+
+    for fault in [Fault::WrongBytes, Fault::Truncate] {
+        upstream.fault_file(&dist.filename, Some(fault.clone()));
+        let result = match http().get(&url).send().await {
+            Ok(response) if response.status().is_success() => {
+                response.bytes().await.map(|b| b.to_vec())
+            }
+            Ok(response) => Ok(format!("status {}", response.status()).into_bytes()),
+            Err(e) => Err(e),
+        };
+        if let Ok(bytes) = &result {
+            assert!(
+                bytes != &dist.bytes,
+                "{fault:?}: complete bytes with a bad download?"
+            );
+            assert!(
+                bytes.starts_with(b"status 5") || bytes.len() < dist.bytes.len(),
+                "{fault:?}: a client got a full-length body of wrong bytes"
+            );
+        }
+        assert!(!cache.has_blob(&dist.sha256()), "{fault:?} was published");
+        assert!(cache.temp_files().is_empty(), "{fault:?} left a temp file");
+    }
+    upstream.fault_file(&dist.filename, None);
+    let good = http()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(good.as_ref() == dist.bytes.as_slice());
+    assert!(cache.has_blob(&dist.sha256()));
+    assert!(cache.log().contains("do not match its sha256"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_head_and_validators_on_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Html, Links::Relative).await;
+    let dist = blob("ranged-1.0.tar.gz", 100_000);
+    upstream.add("ranged", dist.clone());
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+    );
+    let url = format!(
+        "{}/root/pypi/+f/ranged/{}/{}",
+        cache.url,
+        dist.sha256(),
+        dist.filename
+    );
+
+    // A Range on a cold file: fetched whole, answered in part.
+    let cold = http()
+        .get(&url)
+        .header("Range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cold.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(cold.headers()["content-range"], "bytes 10-19/100000");
+    assert_eq!(cold.bytes().await.unwrap().as_ref(), &dist.bytes[10..20]);
+
+    let tail = http()
+        .get(&url)
+        .header("Range", "bytes=-100")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tail.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(tail.bytes().await.unwrap().as_ref(), &dist.bytes[99_900..]);
+    let beyond = http()
+        .get(&url)
+        .header("Range", "bytes=200000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+
+    let head = http().head(&url).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], "100000");
+    assert_eq!(head.headers()["accept-ranges"], "bytes");
+    let etag = head.headers()["etag"].clone();
+    assert!(head.headers().contains_key("last-modified"));
+    let again = http()
+        .get(&url)
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(upstream.requests(&format!("/files/{}", dist.filename)), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_mid_download_leaves_a_cache_the_next_start_serves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Html, Links::Relative).await;
+    let dist = blob("large-1.0.tar.gz", 8 * 1024 * 1024);
+    upstream.add("large", dist.clone());
+    upstream.fault_file(
+        &dist.filename,
+        Some(Fault::SlowBody(128 * 1024, Duration::from_millis(50))),
+    );
+    let data = tmp.path().join("data");
+    let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
+    http()
+        .get(format!("{}large/", cache.index()))
+        .send()
+        .await
+        .unwrap();
+    let url = format!("/root/pypi/+f/large/{}/{}", dist.sha256(), dist.filename);
+
+    let mut response = http()
+        .get(format!("{}{url}", cache.url))
+        .send()
+        .await
+        .unwrap();
+    let mut received = 0;
+    while received < 512 * 1024 {
+        received += response.chunk().await.unwrap().expect("more bytes").len();
+    }
+    assert_eq!(
+        cache.temp_files().len(),
+        1,
+        "the download is being written to tmp/"
+    );
+    cache.kill9();
+    assert!(response.bytes().await.is_err() || received < dist.bytes.len());
+    assert!(!cache.has_blob(&dist.sha256()));
+
+    upstream.fault_file(&dist.filename, None);
+    let cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
+    assert!(
+        cache.temp_files().is_empty(),
+        "leftover temp files are cleaned at start"
+    );
+    let page = http()
+        .get(format!("{}large/", cache.index()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK, "the cached page survived");
+    let bytes = http()
+        .get(format!("{}{url}", cache.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(bytes.as_ref() == dist.bytes.as_slice());
+    assert!(cache.has_blob(&dist.sha256()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_and_json_say_what_is_cached() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = demo_upstream(PageFormat::Both, Links::Absolute).await;
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+    );
+    let out = pip(
+        tmp.path(),
+        &[
+            "download",
+            "--index-url",
+            &cache.index(),
+            "-d",
+            tmp.path().join("dl").to_str().unwrap(),
+            "demo",
+        ],
+    );
+    assert_ok(&out, "pip download");
+
+    let status = cache.status().await;
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(status["upstream"], upstream.index_url());
+    assert_eq!(status["upstream_reachable"], true);
+    assert_eq!(status["projects"], 2);
+    assert_eq!(
+        status["files"],
+        4,
+        "two wheels and their metadata: {status}\n{}",
+        cache.log()
+    );
+    assert!(status["bytes"].as_u64().unwrap() > 0);
+    assert!(status["misses"].as_u64().unwrap() >= 4, "{status}");
+    assert!(status["uptime_seconds"].is_u64());
+
+    let home = http()
+        .get(format!("{}/", cache.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        home.contains("<a href=\"/root/pypi/+simple/demo/\">demo</a>"),
+        "{home}"
+    );
+    assert!(home.contains("/root/pypi/+simple/"));
+    assert!(home.contains("hit rate"));
+}
+
+#[test]
+fn with_no_upstream_anywhere_it_says_the_three_ways_to_set_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = devcache_command(tmp.path())
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if std::path::Path::new("/etc/pip.conf").exists()
+        || std::path::Path::new("/etc/xdg/pip/pip.conf").exists()
+    {
+        // The host's global pip config names an index; the error path cannot be reached here.
+        assert!(
+            stderr.is_empty() || !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        return;
+    }
+    for way in ["--upstream", "DEVCACHE_UPSTREAM", "devcache.yml"] {
+        assert!(stderr.contains(way), "{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_settings_and_a_taken_port_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = devcache_command(tmp.path())
+        .args(["serve", "--upstream", "ftp://nope/"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("must be an http:// or https:// URL"),
+        "{stderr}"
+    );
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = devcache_command(tmp.path())
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--upstream",
+            "http://127.0.0.1:9/simple/",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pick another --port"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn config_shows_each_value_and_where_it_came_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("devcache.yml"),
+        "upstream: http://from-file.test/simple/\nindex_ttl: 60\n",
+    )
+    .unwrap();
+    let out = devcache_command(tmp.path())
+        .args(["config", "--port", "4000"])
+        .env("DEVCACHE_INDEX_TTL", "90")
+        .output()
+        .unwrap();
+    assert_ok(&out, "devcache config");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = |key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        line("upstream ").contains("http://from-file.test/simple/")
+            && line("upstream ").contains("devcache.yml"),
+        "{text}"
+    );
+    assert!(
+        line("port").contains("4000") && line("port").contains("command line"),
+        "{text}"
+    );
+    assert!(
+        line("index_ttl").contains("90s") && line("index_ttl").contains("DEVCACHE_INDEX_TTL"),
+        "{text}"
+    );
+    assert!(line("host").contains("default"), "{text}");
+}

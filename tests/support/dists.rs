@@ -1,0 +1,96 @@
+//! Distributions the test upstream serves: real wheels pip and uv can install, and
+//! opaque files of any size for download tests.
+
+use std::io::Write;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+/// A file on the test upstream.
+#[derive(Clone)]
+pub struct Dist {
+    pub filename: String,
+    pub bytes: Vec<u8>,
+    pub requires_python: Option<String>,
+    pub yanked: Option<String>,
+    /// Core metadata served beside the file (PEP 658), when set.
+    pub metadata: Option<Vec<u8>>,
+}
+
+impl Dist {
+    pub fn sha256(&self) -> String {
+        hex::encode(Sha256::digest(&self.bytes))
+    }
+}
+
+fn record_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    format!(
+        "sha256={}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest)
+    )
+}
+
+/// A pure-Python wheel whose module `<name>` holds `VERSION = "<version>"`.
+pub fn wheel(name: &str, version: &str, requires: &[&str]) -> Dist {
+    let module = name.replace('-', "_");
+    let dist_info = format!("{module}-{version}.dist-info");
+    let mut metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
+    for requirement in requires {
+        metadata.push_str(&format!("Requires-Dist: {requirement}\n"));
+    }
+    let files = vec![
+        (
+            format!("{module}/__init__.py"),
+            format!("VERSION = \"{version}\"\n").into_bytes(),
+        ),
+        (format!("{dist_info}/METADATA"), metadata.clone().into_bytes()),
+        (
+            format!("{dist_info}/WHEEL"),
+            b"Wheel-Version: 1.0\nGenerator: devcache-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+                .to_vec(),
+        ),
+    ];
+    let mut record = String::new();
+    for (path, bytes) in &files {
+        record.push_str(&format!("{path},{},{}\n", record_hash(bytes), bytes.len()));
+    }
+    record.push_str(&format!("{dist_info}/RECORD,,\n"));
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default();
+    for (path, bytes) in files.iter().chain(std::iter::once(&(
+        format!("{dist_info}/RECORD"),
+        record.into_bytes(),
+    ))) {
+        zip.start_file(path.as_str(), options).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    let bytes = zip.finish().unwrap().into_inner();
+    Dist {
+        filename: format!("{module}-{version}-py3-none-any.whl"),
+        bytes,
+        requires_python: Some(">=3.7".into()),
+        yanked: None,
+        metadata: Some(metadata.into_bytes()),
+    }
+}
+
+/// A file of `size` pseudo-random bytes under `filename`.
+pub fn blob(filename: &str, size: usize) -> Dist {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15 ^ size as u64;
+    let mut bytes = Vec::with_capacity(size);
+    while bytes.len() < size {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        bytes.extend_from_slice(&state.to_le_bytes());
+    }
+    bytes.truncate(size);
+    Dist {
+        filename: filename.to_string(),
+        bytes,
+        requires_python: None,
+        yanked: None,
+        metadata: None,
+    }
+}

@@ -1,0 +1,203 @@
+//! What the integration tests stand on: a test upstream, generated distributions,
+//! a `devcache serve` process, and the real pip and uv.
+
+pub mod dists;
+pub mod upstream;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// A running `devcache serve`, killed when dropped.
+pub struct Devcache {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    log: PathBuf,
+    /// Kept open: the server's later lines must have somewhere to go.
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Devcache {
+    /// Starts `devcache serve` on a free port of 127.0.0.1 with `args` after the
+    /// data directory. Its log goes to `<data_dir>.log`.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Self {
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut child = devcache_command(data_dir.parent().unwrap())
+            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
+            .arg(data_dir)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("devcache starts");
+        let mut first = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut first).unwrap();
+        let url = first
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no URL in {first:?}; log: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .trim_end_matches('/')
+            .to_string();
+        Self {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+            log,
+            _stdout: stdout,
+        }
+    }
+
+    pub fn index(&self) -> String {
+        format!("{}/root/pypi/+simple/", self.url)
+    }
+
+    /// Kills the server the hard way, as a crash or an OOM kill would.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Files under the data directory's `tmp/`.
+    pub fn temp_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.data_dir.join("tmp"))
+            .map(|dir| dir.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a file with this sha256 is in the cache.
+    pub fn has_blob(&self, sha256: &str) -> bool {
+        self.data_dir
+            .join("files")
+            .join(&sha256[..2])
+            .join(sha256)
+            .exists()
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        http()
+            .get(format!("{}/+status", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Devcache {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The devcache binary with an environment that cannot leak the host's settings:
+/// a private HOME and no pip or devcache variables.
+pub fn devcache_command(home: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_devcache"));
+    command
+        .current_dir(home)
+        .env("HOME", home)
+        .env("RUST_LOG", "info");
+    for var in [
+        "PIP_INDEX_URL",
+        "PIP_CONFIG_FILE",
+        "XDG_CONFIG_HOME",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "ALL_PROXY",
+    ] {
+        command.env_remove(var);
+    }
+    for (key, _) in std::env::vars() {
+        if key.starts_with("DEVCACHE_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// An HTTP client that ignores proxy settings.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A tool of the test venv that `.ci/run` makes (pip, uv, python).
+fn venv_tool(tool: &str) -> PathBuf {
+    let venv = std::env::var_os("DEVCACHE_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
+    let path = venv.join("bin").join(tool);
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash .ci/run` once (it makes the venv with pip and uv), or set DEVCACHE_TEST_VENV",
+        path.display()
+    );
+    path
+}
+
+/// Runs pip from the test venv, isolated from the host's pip configuration and cache.
+pub fn pip(home: &Path, args: &[&str]) -> Output {
+    without_vars(Command::new(venv_tool("pip")), "PIP_")
+        .args(args)
+        .env("HOME", home)
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PIP_NO_CACHE_DIR", "1")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("PIP_NO_INPUT", "1")
+        .env("NO_PROXY", "*")
+        .output()
+        .unwrap()
+}
+
+/// Runs uv from the test venv with its own empty cache and no user configuration.
+pub fn uv(home: &Path, args: &[&str]) -> Output {
+    without_vars(Command::new(venv_tool("uv")), "UV_")
+        .args(args)
+        .env("HOME", home)
+        .env("UV_CACHE_DIR", home.join("uv-cache"))
+        .env("UV_NO_CONFIG", "1")
+        .env("UV_PYTHON", venv_tool("python"))
+        .env("NO_PROXY", "*")
+        .output()
+        .unwrap()
+}
+
+/// The command without the host's variables of a prefix (`PIP_FIND_LINKS` and the like).
+fn without_vars(mut command: Command, prefix: &str) -> Command {
+    for (key, _) in std::env::vars() {
+        if key.starts_with(prefix) {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Asserts a client succeeded, showing what it said when it did not.
+pub fn assert_ok(output: &Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -1,0 +1,347 @@
+//! A real HTTP index on 127.0.0.1 for the tests: pages in HTML and/or JSON, files,
+//! request counters, and fault modes (status codes, truncated or wrong bytes, slow
+//! answers, down).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use super::dists::Dist;
+
+/// Which page formats the upstream speaks.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PageFormat {
+    Html,
+    Json,
+    /// Chosen by Accept, as PyPI does.
+    Both,
+}
+
+/// How file links are written in pages.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Links {
+    Absolute,
+    Relative,
+}
+
+/// A misbehaviour for a file or for every page.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    Status(u16),
+    /// Announce the full length, send half, close.
+    Truncate,
+    /// The right length, one byte flipped.
+    WrongBytes,
+    /// Wait before answering at all.
+    SlowStart(Duration),
+    /// Send the body in chunks of this size, pausing between them.
+    SlowBody(usize, Duration),
+}
+
+#[derive(Default)]
+pub struct Shared {
+    projects: HashMap<String, Vec<Dist>>,
+    file_faults: HashMap<String, Fault>,
+    page_fault: Option<Fault>,
+    requests: HashMap<String, usize>,
+    not_modified: usize,
+}
+
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    format: PageFormat,
+    links: Links,
+    shared: Arc<Mutex<Shared>>,
+    stop: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+}
+
+impl TestUpstream {
+    pub async fn start(format: PageFormat, links: Links) -> Self {
+        let mut upstream = Self {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            format,
+            links,
+            shared: Arc::default(),
+            stop: None,
+        };
+        upstream.listen().await;
+        upstream
+    }
+
+    /// The index URL to give devcache.
+    pub fn index_url(&self) -> String {
+        format!("http://{}/simple/", self.addr)
+    }
+
+    pub fn add(&self, project: &str, dist: Dist) {
+        let mut shared = self.shared.lock().unwrap();
+        shared
+            .projects
+            .entry(project.to_string())
+            .or_default()
+            .push(dist);
+    }
+
+    pub fn fault_file(&self, filename: &str, fault: Option<Fault>) {
+        let mut shared = self.shared.lock().unwrap();
+        match fault {
+            Some(fault) => shared.file_faults.insert(filename.to_string(), fault),
+            None => shared.file_faults.remove(filename),
+        };
+    }
+
+    pub fn fault_pages(&self, fault: Option<Fault>) {
+        self.shared.lock().unwrap().page_fault = fault;
+    }
+
+    /// How many requests reached `path` (e.g. `/files/x.whl` or `/simple/demo/`).
+    pub fn requests(&self, path: &str) -> usize {
+        self.shared
+            .lock()
+            .unwrap()
+            .requests
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn total_requests(&self) -> usize {
+        self.shared.lock().unwrap().requests.values().sum()
+    }
+
+    pub fn not_modified_answers(&self) -> usize {
+        self.shared.lock().unwrap().not_modified
+    }
+
+    /// Stops answering: new connections are refused, idle ones closed.
+    pub async fn stop(&mut self) {
+        if let Some((tx, task)) = self.stop.take() {
+            let _ = tx.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn listen(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/simple/{project}/", get(page))
+            .route("/files/{filename}", get(file))
+            .with_state((self.shared.clone(), self.format, self.links));
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        self.stop = Some((tx, task));
+    }
+}
+
+type AppState = State<(Arc<Mutex<Shared>>, PageFormat, Links)>;
+
+async fn page(
+    State((shared, format, links)): AppState,
+    Path(project): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let (dists, fault) = {
+        let mut shared = shared.lock().unwrap();
+        *shared
+            .requests
+            .entry(format!("/simple/{project}/"))
+            .or_default() += 1;
+        (
+            shared.projects.get(&project).cloned(),
+            shared.page_fault.clone(),
+        )
+    };
+    match fault {
+        Some(Fault::Status(code)) => return StatusCode::from_u16(code).unwrap().into_response(),
+        Some(Fault::SlowStart(delay)) => tokio::time::sleep(delay).await,
+        _ => {}
+    }
+    let Some(dists) = dists else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let json = match format {
+        PageFormat::Html => false,
+        PageFormat::Json => true,
+        PageFormat::Both => accept.contains("application/vnd.pypi.simple.v1+json"),
+    };
+    let link = |d: &Dist| match links {
+        Links::Absolute => format!("http://HOST/files/{}", d.filename),
+        Links::Relative => format!("../../files/{}", d.filename),
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let (body, content_type) = if json {
+        let files: Vec<serde_json::Value> = dists
+            .iter()
+            .map(|d| {
+                let mut file = serde_json::json!({
+                    "filename": d.filename,
+                    "url": link(d).replace("HOST", &host),
+                    "hashes": {"sha256": d.sha256()},
+                    "size": d.bytes.len(),
+                    "upload-time": "2024-05-01T12:00:00.000000Z",
+                });
+                if let Some(rp) = &d.requires_python {
+                    file["requires-python"] = rp.clone().into();
+                }
+                if let Some(reason) = &d.yanked {
+                    file["yanked"] = if reason.is_empty() {
+                        true.into()
+                    } else {
+                        reason.clone().into()
+                    };
+                }
+                if let Some(metadata) = &d.metadata {
+                    file["core-metadata"] =
+                        serde_json::json!({"sha256": hex::encode(sha2::Sha256::digest(metadata))});
+                }
+                file
+            })
+            .collect();
+        let page = serde_json::json!({"meta": {"api-version": "1.1"}, "name": project, "files": files, "versions": []});
+        (page.to_string(), "application/vnd.pypi.simple.v1+json")
+    } else {
+        let mut html = String::from("<!DOCTYPE html><html><body>\n");
+        for d in &dists {
+            let mut attrs = String::new();
+            if let Some(rp) = &d.requires_python {
+                attrs.push_str(&format!(
+                    " data-requires-python=\"{}\"",
+                    rp.replace('>', "&gt;").replace('<', "&lt;")
+                ));
+            }
+            if let Some(reason) = &d.yanked {
+                attrs.push_str(&format!(" data-yanked=\"{reason}\""));
+            }
+            if let Some(metadata) = &d.metadata {
+                attrs.push_str(&format!(
+                    " data-dist-info-metadata=\"sha256={}\"",
+                    hex::encode(sha2::Sha256::digest(metadata))
+                ));
+            }
+            html.push_str(&format!(
+                "<a href=\"{}#sha256={}\"{attrs}>{}</a><br/>\n",
+                link(d).replace("HOST", &host),
+                d.sha256(),
+                d.filename
+            ));
+        }
+        html.push_str("</body></html>\n");
+        (html, "text/html")
+    };
+    let etag = format!(
+        "\"{}\"",
+        &hex::encode(sha2::Sha256::digest(body.as_bytes()))[..16]
+    );
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        shared.lock().unwrap().not_modified += 1;
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (header::ETAG, etag),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+use sha2::Digest;
+
+async fn file(State((shared, _, _)): AppState, Path(filename): Path<String>) -> Response {
+    let (found, fault) = {
+        let mut shared = shared.lock().unwrap();
+        *shared
+            .requests
+            .entry(format!("/files/{filename}"))
+            .or_default() += 1;
+        let base = filename.strip_suffix(".metadata");
+        let found = shared.projects.values().flatten().find_map(|d| {
+            if d.filename == filename {
+                Some(d.bytes.clone())
+            } else if base == Some(d.filename.as_str()) {
+                d.metadata.clone()
+            } else {
+                None
+            }
+        });
+        (found, shared.file_faults.get(&filename).cloned())
+    };
+    let Some(bytes) = found else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let len = bytes.len();
+    let body = match fault {
+        None => Body::from(bytes),
+        Some(Fault::Status(code)) => return StatusCode::from_u16(code).unwrap().into_response(),
+        Some(Fault::SlowStart(delay)) => {
+            tokio::time::sleep(delay).await;
+            Body::from(bytes)
+        }
+        Some(Fault::WrongBytes) => {
+            let mut bytes = bytes;
+            bytes[len / 2] ^= 0xff;
+            Body::from(bytes)
+        }
+        Some(Fault::Truncate) => {
+            let half = Bytes::from(bytes).slice(..len / 2);
+            let stream = futures::stream::iter(vec![
+                Ok(half),
+                Err(std::io::Error::other("truncated on purpose")),
+            ]);
+            Body::from_stream(stream)
+        }
+        Some(Fault::SlowBody(chunk, delay)) => {
+            let bytes = Bytes::from(bytes);
+            let stream = futures::stream::unfold(0usize, move |at| {
+                let bytes = bytes.clone();
+                async move {
+                    if at >= bytes.len() {
+                        return None;
+                    }
+                    if at > 0 {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let end = (at + chunk).min(bytes.len());
+                    Some((Ok::<_, std::io::Error>(bytes.slice(at..end)), end))
+                }
+            });
+            Body::from_stream(stream)
+        }
+    };
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    response
+}
