@@ -745,6 +745,75 @@ async fn the_status_page_and_json_say_what_is_cached() {
     assert!(home.contains("hit rate"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_behind_a_proxy_is_reached_through_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The test upstream answers absolute-form requests too, so it doubles as the proxy:
+    // `index.invalid` resolves nowhere, and only a proxied request can reach it.
+    let upstream = demo_upstream(PageFormat::Html, Links::Absolute).await;
+    let proxy = format!("http://{}", upstream.addr);
+    let cache = Devcache::start_with_env(
+        &tmp.path().join("data"),
+        &["--upstream", "http://index.invalid/simple/"],
+        &[("HTTP_PROXY", &proxy), ("NO_PROXY", "")],
+    );
+    let target = tmp.path().join("site");
+    let out = pip(
+        tmp.path(),
+        &[
+            "install",
+            "--index-url",
+            &cache.index(),
+            "--target",
+            target.to_str().unwrap(),
+            "demo",
+        ],
+    );
+    assert_ok(&out, "pip install through a proxied upstream");
+    assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
+    assert_eq!(upstream.requests("/files/demo-2.0-py3-none-any.whl"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_upstream_signed_by_a_private_ca_is_trusted_through_ssl_cert_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_file = tmp.path().join("corporate-ca.pem");
+    let upstream = TestUpstream::start_tls(PageFormat::Json, Links::Relative, &ca_file).await;
+    upstream.add("demo", wheel("demo", "1.0", &[]));
+
+    // Without the CA, the upstream's certificate is refused.
+    let untrusting = Devcache::start(
+        &tmp.path().join("plain"),
+        &["--upstream", &upstream.index_url()],
+    );
+    let refused = http()
+        .get(format!("{}demo/", untrusting.index()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+
+    let cache = Devcache::start_with_env(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+        &[("SSL_CERT_FILE", ca_file.to_str().unwrap())],
+    );
+    let target = tmp.path().join("site");
+    let out = pip(
+        tmp.path(),
+        &[
+            "install",
+            "--index-url",
+            &cache.index(),
+            "--target",
+            target.to_str().unwrap(),
+            "demo",
+        ],
+    );
+    assert_ok(&out, "pip install from an https upstream with a private CA");
+    assert_eq!(installed_version(&target, "demo"), "VERSION = \"1.0\"\n");
+}
+
 #[test]
 fn with_no_upstream_anywhere_it_says_the_three_ways_to_set_one() {
     let tmp = tempfile::tempdir().unwrap();

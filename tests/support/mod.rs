@@ -22,6 +22,11 @@ impl Devcache {
     /// Starts `devcache serve` on a free port of 127.0.0.1 with `args` after the
     /// data directory. Its log goes to `<data_dir>.log`.
     pub fn start(data_dir: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(data_dir, args, &[])
+    }
+
+    /// Like `start`, with extra environment variables for the server.
+    pub fn start_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = data_dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -32,6 +37,7 @@ impl Devcache {
             .args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(data_dir)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()

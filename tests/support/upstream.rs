@@ -63,6 +63,7 @@ pub struct TestUpstream {
     links: Links,
     shared: Arc<Mutex<Shared>>,
     stop: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl TestUpstream {
@@ -73,6 +74,46 @@ impl TestUpstream {
             links,
             shared: Arc::default(),
             stop: None,
+            tls: None,
+        };
+        upstream.listen().await;
+        upstream
+    }
+
+    /// An upstream on https://localhost with a certificate from a private CA, as behind
+    /// a corporate proxy. The CA's certificate is written to `ca_file` (PEM).
+    pub async fn start_tls(format: PageFormat, links: Links, ca_file: &std::path::Path) -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "devcache test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        std::fs::write(ca_file, ca_cert.pem()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let cert = params
+            .signed_by(&key, &rcgen::Issuer::from_params(&ca_params, &ca_key))
+            .unwrap();
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
+            tokio_rustls::rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let mut upstream = Self {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            format,
+            links,
+            shared: Arc::default(),
+            stop: None,
+            tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
         };
         upstream.listen().await;
         upstream
@@ -80,7 +121,10 @@ impl TestUpstream {
 
     /// The index URL to give devcache.
     pub fn index_url(&self) -> String {
-        format!("http://{}/simple/", self.addr)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}/simple/", self.addr.port()),
+            None => format!("http://{}/simple/", self.addr),
+        }
     }
 
     pub fn add(&self, project: &str, dist: Dist) {
@@ -140,6 +184,11 @@ impl TestUpstream {
             .route("/files/{filename}", get(file))
             .with_state((self.shared.clone(), self.format, self.links));
         let (tx, rx) = oneshot::channel::<()>();
+        if let Some(acceptor) = self.tls.clone() {
+            let task = tokio::spawn(serve_tls(listener, acceptor, app, rx));
+            self.stop = Some((tx, task));
+            return;
+        }
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
@@ -149,6 +198,32 @@ impl TestUpstream {
                 .unwrap();
         });
         self.stop = Some((tx, task));
+    }
+}
+
+/// Serves `app` over TLS until `stop` fires.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    app: Router,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => accepted.unwrap(),
+            _ = &mut stop => return,
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+        });
     }
 }
 
