@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use support::dists::{blob, wheel};
 use support::upstream::{Fault, Links, PageFormat, TestUpstream};
-use support::{Devcache, assert_ok, devcache_command, http, pip, uv};
+use support::{Devcache, assert_ok, devcache_command, http, pip, pip_download, pip_install, uv};
 
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
 
@@ -28,24 +28,11 @@ fn installed_version(target: &std::path::Path, module: &str) -> String {
 async fn pip_installs_through_the_cache_and_files_are_fetched_once() {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = demo_upstream(PageFormat::Html, Links::Relative).await;
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &["--upstream", &upstream.index_url()],
-    );
+    let cache = Devcache::caching(tmp.path(), &upstream);
 
     for round in 0..2 {
         let target = tmp.path().join(format!("site{round}"));
-        let out = pip(
-            tmp.path(),
-            &[
-                "install",
-                "--index-url",
-                &cache.index(),
-                "--target",
-                target.to_str().unwrap(),
-                "demo",
-            ],
-        );
+        let out = pip_install(tmp.path(), &cache, &target, "demo");
         assert_ok(&out, "pip install demo");
         assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
         assert_eq!(installed_version(&target, "helper"), "VERSION = \"1.0\"\n");
@@ -69,10 +56,7 @@ async fn pip_installs_through_the_cache_and_files_are_fetched_once() {
 async fn uv_installs_and_compiles_through_the_cache_using_core_metadata() {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = demo_upstream(PageFormat::Json, Links::Absolute).await;
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &["--upstream", &upstream.index_url()],
-    );
+    let cache = Devcache::caching(tmp.path(), &upstream);
 
     std::fs::write(tmp.path().join("requirements.in"), "demo\n").unwrap();
     let out = uv(
@@ -124,10 +108,7 @@ async fn an_html_upstream_answers_json_clients_with_every_attribute() {
     yanked.yanked = Some("broken build".into());
     yanked.requires_python = Some(">=3.8,<4".into());
     upstream.add("demo", yanked.clone());
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &["--upstream", &upstream.index_url()],
-    );
+    let cache = Devcache::caching(tmp.path(), &upstream);
 
     let response = http()
         .get(format!("{}demo/", cache.index()))
@@ -177,10 +158,7 @@ async fn a_json_upstream_answers_html_clients_with_every_attribute() {
     let mut dist = wheel("demo", "1.0", &[]);
     dist.yanked = Some(String::new());
     upstream.add("demo", dist.clone());
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &["--upstream", &upstream.index_url()],
-    );
+    let cache = Devcache::caching(tmp.path(), &upstream);
 
     let response = http()
         .get(format!("{}demo/", cache.index()))
@@ -224,10 +202,7 @@ async fn names_are_normalised_and_unknown_projects_are_404() {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = TestUpstream::start(PageFormat::Html, Links::Relative).await;
     upstream.add("zope-interface", wheel("zope-interface", "1.0", &[]));
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &["--upstream", &upstream.index_url()],
-    );
+    let cache = Devcache::caching(tmp.path(), &upstream);
     let client = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -299,10 +274,7 @@ async fn names_are_normalised_and_unknown_projects_are_404() {
 async fn paths_never_escape_and_client_chosen_files_are_never_fetched() {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = demo_upstream(PageFormat::Html, Links::Relative).await;
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &["--upstream", &upstream.index_url()],
-    );
+    let cache = Devcache::caching(tmp.path(), &upstream);
     std::fs::write(tmp.path().join("secret"), "do not serve").unwrap();
     let sha = "0".repeat(64);
     for path in [
@@ -341,35 +313,14 @@ async fn offline_after_warm_up_installs_from_the_cache_alone() {
     let mut upstream = demo_upstream(PageFormat::Html, Links::Relative).await;
     let data = tmp.path().join("data");
     let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
-    let out = pip(
-        tmp.path(),
-        &[
-            "download",
-            "--index-url",
-            &cache.index(),
-            "-d",
-            tmp.path().join("warm").to_str().unwrap(),
-            "demo",
-        ],
-    );
-    assert_ok(&out, "warm-up download");
+    pip_download(tmp.path(), &cache, "demo");
     cache.kill9();
     upstream.stop().await;
     let before = upstream.total_requests();
 
     let cache = Devcache::start(&data, &["--offline"]);
     let target = tmp.path().join("site");
-    let out = pip(
-        tmp.path(),
-        &[
-            "install",
-            "--index-url",
-            &cache.index(),
-            "--target",
-            target.to_str().unwrap(),
-            "demo",
-        ],
-    );
+    let out = pip_install(tmp.path(), &cache, &target, "demo");
     assert_ok(&out, "offline pip install");
     assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
     assert_eq!(upstream.total_requests(), before);
@@ -400,18 +351,7 @@ async fn stale_pages_are_revalidated_and_served_when_the_upstream_fails() {
         ],
     );
     let page_url = format!("{}demo/", cache.index());
-    let out = pip(
-        tmp.path(),
-        &[
-            "download",
-            "--index-url",
-            &cache.index(),
-            "-d",
-            tmp.path().join("warm").to_str().unwrap(),
-            "demo==1.0",
-        ],
-    );
-    assert_ok(&out, "warm-up download");
+    pip_download(tmp.path(), &cache, "demo==1.0");
     let not_modified_before = upstream.not_modified_answers();
     let first = http()
         .get(&page_url)
@@ -457,17 +397,7 @@ async fn stale_pages_are_revalidated_and_served_when_the_upstream_fails() {
     upstream.fault_pages(None);
     upstream.stop().await;
     let target = tmp.path().join("site");
-    let out = pip(
-        tmp.path(),
-        &[
-            "install",
-            "--index-url",
-            &cache.index(),
-            "--target",
-            target.to_str().unwrap(),
-            "demo==1.0",
-        ],
-    );
+    let out = pip_install(tmp.path(), &cache, &target, "demo==1.0");
     assert_ok(&out, "pip install while the upstream is down");
     let status = cache.status().await;
     assert_eq!(status["upstream_reachable"], false, "{status}");
@@ -485,10 +415,7 @@ async fn concurrent_clients_of_a_cold_file_share_one_download() {
         &big.filename,
         Some(Fault::SlowBody(256 * 1024, Duration::from_millis(20))),
     );
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &["--upstream", &upstream.index_url()],
-    );
+    let cache = Devcache::caching(tmp.path(), &upstream);
     let page: serde_json::Value = http()
         .get(format!("{}big/", cache.index()))
         .header("Accept", JSON)
@@ -520,10 +447,7 @@ async fn bad_or_truncated_bytes_are_never_published() {
     let upstream = TestUpstream::start(PageFormat::Html, Links::Relative).await;
     let dist = blob("bad-1.0.tar.gz", 1024 * 1024);
     upstream.add("bad", dist.clone());
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &["--upstream", &upstream.index_url()],
-    );
+    let cache = Devcache::caching(tmp.path(), &upstream);
     let url = format!(
         "{}/root/pypi/+f/bad/{}/{}",
         cache.url,
@@ -578,10 +502,7 @@ async fn range_head_and_validators_on_files() {
     let upstream = TestUpstream::start(PageFormat::Html, Links::Relative).await;
     let dist = blob("ranged-1.0.tar.gz", 100_000);
     upstream.add("ranged", dist.clone());
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &["--upstream", &upstream.index_url()],
-    );
+    let cache = Devcache::caching(tmp.path(), &upstream);
     let url = format!(
         "{}/root/pypi/+f/ranged/{}/{}",
         cache.url,
@@ -697,22 +618,8 @@ async fn a_kill_9_mid_download_leaves_a_cache_the_next_start_serves() {
 async fn the_status_page_and_json_say_what_is_cached() {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = demo_upstream(PageFormat::Both, Links::Absolute).await;
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &["--upstream", &upstream.index_url()],
-    );
-    let out = pip(
-        tmp.path(),
-        &[
-            "download",
-            "--index-url",
-            &cache.index(),
-            "-d",
-            tmp.path().join("dl").to_str().unwrap(),
-            "demo",
-        ],
-    );
-    assert_ok(&out, "pip download");
+    let cache = Devcache::caching(tmp.path(), &upstream);
+    pip_download(tmp.path(), &cache, "demo");
 
     let status = cache.status().await;
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
@@ -758,17 +665,7 @@ async fn an_upstream_behind_a_proxy_is_reached_through_it() {
         &[("HTTP_PROXY", &proxy), ("NO_PROXY", "")],
     );
     let target = tmp.path().join("site");
-    let out = pip(
-        tmp.path(),
-        &[
-            "install",
-            "--index-url",
-            &cache.index(),
-            "--target",
-            target.to_str().unwrap(),
-            "demo",
-        ],
-    );
+    let out = pip_install(tmp.path(), &cache, &target, "demo");
     assert_ok(&out, "pip install through a proxied upstream");
     assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
     assert_eq!(upstream.requests("/files/demo-2.0-py3-none-any.whl"), 1);
@@ -799,17 +696,7 @@ async fn an_https_upstream_signed_by_a_private_ca_is_trusted_through_ssl_cert_fi
         &[("SSL_CERT_FILE", ca_file.to_str().unwrap())],
     );
     let target = tmp.path().join("site");
-    let out = pip(
-        tmp.path(),
-        &[
-            "install",
-            "--index-url",
-            &cache.index(),
-            "--target",
-            target.to_str().unwrap(),
-            "demo",
-        ],
-    );
+    let out = pip_install(tmp.path(), &cache, &target, "demo");
     assert_ok(&out, "pip install from an https upstream with a private CA");
     assert_eq!(installed_version(&target, "demo"), "VERSION = \"1.0\"\n");
 }

@@ -65,6 +65,11 @@ impl Devcache {
         }
     }
 
+    /// A server in `<dir>/data` caching `upstream`.
+    pub fn caching(dir: &Path, upstream: &upstream::TestUpstream) -> Self {
+        Self::start(&dir.join("data"), &["--upstream", &upstream.index_url()])
+    }
+
     pub fn index(&self) -> String {
         format!("{}/root/pypi/+simple/", self.url)
     }
@@ -173,6 +178,38 @@ pub fn pip(home: &Path, args: &[&str]) -> Output {
         .env("NO_PROXY", "*")
         .output()
         .unwrap()
+}
+
+/// `pip install --target TARGET SPEC` through `cache`.
+pub fn pip_install(home: &Path, cache: &Devcache, target: &Path, spec: &str) -> Output {
+    pip(
+        home,
+        &[
+            "install",
+            "--index-url",
+            &cache.index(),
+            "--target",
+            target.to_str().unwrap(),
+            spec,
+        ],
+    )
+}
+
+/// `pip download SPEC` through `cache` into a fresh folder of `home`; it must succeed.
+pub fn pip_download(home: &Path, cache: &Devcache, spec: &str) {
+    let dest = tempfile::tempdir_in(home).unwrap();
+    let out = pip(
+        home,
+        &[
+            "download",
+            "--index-url",
+            &cache.index(),
+            "-d",
+            dest.path().to_str().unwrap(),
+            spec,
+        ],
+    );
+    assert_ok(&out, &format!("pip download {spec}"));
 }
 
 /// Runs uv from the test venv with its own empty cache and no user configuration.

@@ -68,13 +68,21 @@ pub struct TestUpstream {
 
 impl TestUpstream {
     pub async fn start(format: PageFormat, links: Links) -> Self {
+        Self::start_with(format, links, None).await
+    }
+
+    async fn start_with(
+        format: PageFormat,
+        links: Links,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         let mut upstream = Self {
             addr: "127.0.0.1:0".parse().unwrap(),
             format,
             links,
             shared: Arc::default(),
             stop: None,
-            tls: None,
+            tls,
         };
         upstream.listen().await;
         upstream
@@ -107,16 +115,8 @@ impl TestUpstream {
             rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
         )
         .unwrap();
-        let mut upstream = Self {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            format,
-            links,
-            shared: Arc::default(),
-            stop: None,
-            tls: Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
-        };
-        upstream.listen().await;
-        upstream
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        Self::start_with(format, links, Some(acceptor)).await
     }
 
     /// The index URL to give devcache.
