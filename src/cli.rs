@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "devcache",
     version,
-    about = "A PyPI caching proxy for Docker dev environments (devpi-compatible URLs on port 3141)",
+    about = "A PyPI caching proxy for Docker dev environments (devpi-compatible URLs on port 3141), \
+             and the manager of devstack's cache container",
     after_help = "Point pip at it with: pip install --index-url http://localhost:3141/root/pypi/+simple/ PACKAGE"
 )]
 pub struct Cli {
@@ -27,6 +28,112 @@ Examples:
     Serve(ServeArgs),
     /// Print the merged configuration and where each value came from.
     Config(ServeArgs),
+    /// Start the devstack's cache container and wire pip and uv in lms, studio, ... to it.
+    #[command(after_help = "\
+Examples:
+  devcache up --upstream https://my-index.example/simple/
+  devcache up ecommerce            # wire one more service (remembered)
+  COMPOSE_PROJECT_NAME=mystack devcache up --port 3142")]
+    Up(UpArgs),
+    /// Unwire the consumers and remove the cache container (the cached data stays).
+    #[command(
+        after_help = "Examples:\n  devcache down\n  devcache down --volumes   # also delete everything cached"
+    )]
+    Down(DownArgs),
+    /// Wire services to the cache (and remember it).
+    #[command(after_help = "Examples:\n  devcache enable lms studio\n  devcache enable ecommerce")]
+    Enable(ServicesArgs),
+    /// Unwire services, giving back the pip.conf they had (and remember it).
+    #[command(after_help = "Example:\n  devcache disable lms")]
+    Disable(ServicesArgs),
+    /// Say what runs where: the cache container, its counters, each consumer.
+    #[command(
+        after_help = "Examples:\n  devcache status\n  devcache status --json | jq .cache.server.hits"
+    )]
+    Status(StatusArgs),
+    /// Show the cache's logs (or a service's); -f follows them until Ctrl-C.
+    #[command(after_help = "Examples:\n  devcache logs -f\n  devcache logs --tail 50 lms")]
+    Logs(LogsArgs),
+    /// Wire enabled services again whenever their containers start (until Ctrl-C).
+    Watch(StackArgs),
+    /// Make the devcache image from this executable (`up` does it when needed).
+    Image {
+        /// Make it even if the image already holds this executable.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Exit 0 when the cache answers; the container's health check.
+    #[command(hide = true)]
+    Health {
+        #[arg(default_value = "http://127.0.0.1:3141/+status")]
+        url: String,
+    },
+}
+
+/// Which devstack to work on.
+#[derive(Debug, Clone, Args)]
+pub struct StackArgs {
+    /// The compose project (devstack's COMPOSE_PROJECT_NAME)
+    #[arg(long, env = "COMPOSE_PROJECT_NAME", default_value = "devstack")]
+    pub project: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// The index the cache container caches [env: DEVCACHE_UPSTREAM] [default: as for `serve`]
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Host port to publish the cache on; 0 picks a free one
+    #[arg(long, default_value_t = 3141)]
+    pub port: u16,
+    /// Configuration file, as for `serve`
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Services to wire (remembered); default: lms, studio and those enabled before
+    pub services: Vec<String>,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DownArgs {
+    /// Also remove the data volume, and with it everything cached
+    #[arg(long)]
+    pub volumes: bool,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServicesArgs {
+    /// devstack services, e.g. lms studio ecommerce
+    #[arg(required = true)]
+    pub services: Vec<String>,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Print JSON, for scripts
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Keep streaming new lines until Ctrl-C
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines
+    #[arg(long, value_name = "N")]
+    pub tail: Option<String>,
+    /// A service's logs instead of the cache's (e.g. lms)
+    pub service: Option<String>,
+    #[command(flatten)]
+    pub stack: StackArgs,
 }
 
 /// Settings of the cache server. Each may also come from a `DEVCACHE_*` variable or

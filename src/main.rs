@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod index;
 mod server;
+mod stack;
 mod store;
 mod upstream;
 
@@ -39,7 +40,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", config.describe());
             Ok(())
         }
+        Command::Up(args) => block_on(stack::commands::up(args)),
+        Command::Down(args) => block_on(stack::commands::down(args)),
+        Command::Enable(args) => block_on(stack::commands::enable(args)),
+        Command::Disable(args) => block_on(stack::commands::disable(args)),
+        Command::Status(args) => block_on(stack::commands::status(args)),
+        Command::Logs(args) => block_on(stack::commands::logs(args)),
+        Command::Watch(args) => block_on(stack::commands::watch(args)),
+        Command::Image { force } => block_on(stack::commands::image(force)),
+        Command::Health { url } => block_on(stack::commands::health(&url)),
     }
+}
+
+fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(work)
 }
 
 /// Logs go to stderr at info unless `RUST_LOG` says otherwise.

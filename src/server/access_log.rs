@@ -32,7 +32,12 @@ pub async fn log(state: State, request: Request, next: Next) -> Response {
     }
     let status = response.status().as_u16();
     let (parts, inner) = response.into_parts();
+    let length = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
     let body = LoggedBody {
+        length,
         // HEAD and empty answers are never polled to their end.
         finished: method == Method::HEAD || inner.is_end_stream(),
         inner,
@@ -48,6 +53,8 @@ pub async fn log(state: State, request: Request, next: Next) -> Response {
 
 struct LoggedBody {
     inner: Body,
+    /// The Content-Length, after which hyper stops polling the body.
+    length: Option<u64>,
     method: Method,
     path: String,
     status: u16,
@@ -93,7 +100,7 @@ impl HttpBody for LoggedBody {
                     this.bytes += data.len() as u64;
                 }
                 // A body of known length is not polled again after its last frame.
-                this.finished |= this.inner.is_end_stream();
+                this.finished |= this.inner.is_end_stream() || Some(this.bytes) == this.length;
             }
             Poll::Ready(None) => this.finished = true,
             _ => {}

@@ -1,0 +1,209 @@
+//! The containers that use the cache (lms, studio, ...): finding them, and writing
+//! or taking back their pip.conf and uv.toml.
+//!
+//! A config file the user had is moved aside to `<file>.devcache-saved` (never
+//! overwritten: an older saved copy is kept under a timestamped name) and given back
+//! when the consumer is disabled. devcache's own files are known by their first line.
+
+use std::collections::HashMap;
+
+use anyhow::{Result, bail};
+use bollard::Docker;
+use bollard::query_parameters::ListContainersOptions;
+
+use super::engine::{is_not_found, message};
+use super::exec::{read_file, script, write_file_atomically};
+use super::names::{CACHE_HOST, Project, cache_index_url, shown};
+
+const MARKER: &str = "# Written by devcache";
+
+/// A config file devcache writes into consumers.
+struct ConfigFile {
+    dir: &'static str,
+    name: &'static str,
+    template: &'static str,
+}
+
+const PIP_CONF: ConfigFile = ConfigFile {
+    dir: "/root/.pip",
+    name: "pip.conf",
+    template: include_str!("../../templates/pip.conf"),
+};
+
+const UV_TOML: ConfigFile = ConfigFile {
+    dir: "/root/.config/uv",
+    name: "uv.toml",
+    template: include_str!("../../templates/uv.toml"),
+};
+
+impl ConfigFile {
+    fn path(&self) -> String {
+        format!("{}/{}", self.dir, self.name)
+    }
+
+    fn render(&self, service: &str) -> String {
+        self.template
+            .replace("{index_url}", &cache_index_url())
+            .replace("{host}", CACHE_HOST)
+            .replace("{service}", shown(service))
+    }
+}
+
+/// A consumer's container, found by compose labels or by devstack's name.
+pub struct Consumer {
+    pub service: String,
+    pub container: String,
+    pub running: bool,
+}
+
+/// Finds a service's container: first by compose labels, then by `edx.<project>.<service>`.
+pub async fn find(docker: &Docker, project: &Project, service: &str) -> Result<Option<Consumer>> {
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("com.docker.compose.project={}", project.name()),
+            format!("com.docker.compose.service={service}"),
+        ],
+    )]);
+    let labelled = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot list containers: {}", message(&e)))?;
+    if let Some(found) = labelled.into_iter().next() {
+        let name = found
+            .names
+            .and_then(|n| n.into_iter().next())
+            .map(|n| n.trim_start_matches('/').to_string())
+            .or(found.id)
+            .unwrap_or_default();
+        let running = matches!(
+            found.state,
+            Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
+        );
+        return Ok(Some(Consumer {
+            service: service.to_string(),
+            container: name,
+            running,
+        }));
+    }
+    let name = project.container(service);
+    match docker.inspect_container(&name, None).await {
+        Ok(container) => Ok(Some(Consumer {
+            service: service.to_string(),
+            running: super::cache::is_running(&container),
+            container: name,
+        })),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
+    }
+}
+
+/// Finds a consumer that must be running, or says how to start it.
+pub async fn find_running(docker: &Docker, project: &Project, service: &str) -> Result<Consumer> {
+    match find(docker, project, service).await? {
+        Some(consumer) if consumer.running => Ok(consumer),
+        Some(consumer) => bail!(
+            "{} ({}) is not running: start it (make dev.up.{}) and run this again",
+            shown(service),
+            consumer.container,
+            shown(service)
+        ),
+        None => bail!(
+            "no container for {} in project {}: start it (make dev.up.{}) or set COMPOSE_PROJECT_NAME",
+            shown(service),
+            project.name(),
+            shown(service)
+        ),
+    }
+}
+
+/// Moves a user's file aside (keeping any copy saved before), in one shell step.
+const SAVE_USERS_FILE: &str = r#"f="$1"; saved="$1.devcache-saved"
+if [ -e "$f" ] && ! head -n 1 "$f" | grep -q '^# Written by devcache'; then
+  if [ -e "$saved" ]; then mv "$saved" "$saved.$(date +%s)"; fi
+  mv "$f" "$saved" && echo saved
+fi"#;
+
+/// Removes devcache's file and gives back the user's, never overwriting one of theirs.
+const RESTORE_USERS_FILE: &str = r#"f="$1"; saved="$1.devcache-saved"
+if [ -e "$f" ] && head -n 1 "$f" | grep -q '^# Written by devcache'; then rm -f "$f" && echo removed; fi
+if [ -e "$saved" ] && [ ! -e "$f" ]; then mv "$saved" "$f" && echo restored; fi"#;
+
+/// What wiring a consumer did.
+#[derive(Debug, Default)]
+pub struct Wiring {
+    pub changed: bool,
+    pub saved_users_file: bool,
+}
+
+/// Writes pip.conf and uv.toml into a running consumer.
+pub async fn wire(docker: &Docker, consumer: &Consumer) -> Result<Wiring> {
+    let mut wiring = Wiring::default();
+    for file in [PIP_CONF, UV_TOML] {
+        let wanted = file.render(&consumer.service);
+        let current = read_file(docker, &consumer.container, &file.path()).await?;
+        if current.as_deref() == Some(wanted.as_bytes()) {
+            continue;
+        }
+        let said = script(
+            docker,
+            &consumer.container,
+            SAVE_USERS_FILE,
+            &[&file.path()],
+        )
+        .await?;
+        wiring.saved_users_file |= said.contains("saved");
+        write_file_atomically(
+            docker,
+            &consumer.container,
+            file.dir,
+            file.name,
+            wanted.as_bytes(),
+        )
+        .await?;
+        wiring.changed = true;
+    }
+    Ok(wiring)
+}
+
+/// What unwiring a consumer did.
+#[derive(Debug, Default)]
+pub struct Unwiring {
+    pub removed: bool,
+    pub restored_users_file: bool,
+}
+
+/// Takes devcache's files out of a running consumer and gives back the user's.
+pub async fn unwire(docker: &Docker, consumer: &Consumer) -> Result<Unwiring> {
+    let mut unwiring = Unwiring::default();
+    for file in [PIP_CONF, UV_TOML] {
+        let said = script(
+            docker,
+            &consumer.container,
+            RESTORE_USERS_FILE,
+            &[&file.path()],
+        )
+        .await?;
+        unwiring.removed |= said.contains("removed");
+        unwiring.restored_users_file |= said.contains("restored");
+    }
+    Ok(unwiring)
+}
+
+/// How a consumer's pip is configured, for `status`.
+pub async fn pip_state(docker: &Docker, consumer: &Consumer) -> Result<&'static str> {
+    if !consumer.running {
+        return Ok("stopped");
+    }
+    Ok(
+        match read_file(docker, &consumer.container, &PIP_CONF.path()).await? {
+            Some(bytes) if bytes.starts_with(MARKER.as_bytes()) => "wired",
+            Some(_) => "user pip.conf",
+            None => "not wired",
+        },
+    )
+}

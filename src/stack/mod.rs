@@ -1,0 +1,22 @@
+//! The devstack manager: the cache container, its consumers' pip and uv
+//! configuration, logs and status, all through the Docker Engine API (bollard).
+//!
+//! ```text
+//! names.rs      devstack's names for services, containers, network, volume
+//! engine.rs     connecting to the Engine, and errors that name the fix
+//! image.rs      the devcache image, made from this executable (no registry needed)
+//! cache.rs      the cache container: create, start, wait, remove
+//! exec.rs       files and commands inside containers
+//! consumers.rs  finding lms, studio, ... and wiring pip.conf and uv.toml into them
+//! state.rs      which consumers are enabled or disabled, remembered per project
+//! commands.rs   the subcommands, each saying plainly what it did
+//! ```
+
+pub mod cache;
+pub mod commands;
+pub mod consumers;
+pub mod engine;
+pub mod exec;
+pub mod image;
+pub mod names;
+pub mod state;

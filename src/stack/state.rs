@@ -1,0 +1,94 @@
+//! Which consumers are enabled or disabled, remembered per project in a small file
+//! under the user's state directory, so `up` and `watch` wire the same set again
+//! after containers are recreated.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::names::{DEFAULT_CONSUMERS, Project};
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Choices {
+    /// Services wired beyond the defaults.
+    #[serde(default)]
+    pub enabled: BTreeSet<String>,
+    /// Services never to wire, defaults included.
+    #[serde(default)]
+    pub disabled: BTreeSet<String>,
+}
+
+impl Choices {
+    pub fn load(project: &Project) -> Result<Self> {
+        let path = path(project)?;
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
+                format!("{} is damaged; delete it to start afresh", path.display())
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    pub fn save(&self, project: &Project) -> Result<()> {
+        let path = path(project)?;
+        let dir = path.parent().expect("state path has a parent");
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let temp = path.with_extension("json.tmp");
+        std::fs::write(&temp, serde_json::to_vec_pretty(self)?)
+            .and_then(|()| std::fs::rename(&temp, &path))
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    pub fn enable(&mut self, service: &str) {
+        self.disabled.remove(service);
+        self.enabled.insert(service.to_string());
+    }
+
+    pub fn disable(&mut self, service: &str) {
+        self.enabled.remove(service);
+        self.disabled.insert(service.to_string());
+    }
+
+    pub fn is_enabled(&self, service: &str) -> bool {
+        !self.disabled.contains(service)
+            && (self.enabled.contains(service) || DEFAULT_CONSUMERS.contains(&service))
+    }
+
+    /// The services to wire: the defaults and the enabled ones, less the disabled.
+    pub fn consumers(&self) -> Vec<String> {
+        let mut all: BTreeSet<String> = DEFAULT_CONSUMERS.iter().map(|s| s.to_string()).collect();
+        all.extend(self.enabled.iter().cloned());
+        all.retain(|s| !self.disabled.contains(s));
+        all.into_iter().collect()
+    }
+}
+
+fn path(project: &Project) -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .context("neither XDG_STATE_HOME nor HOME is set: devcache has nowhere to remember enabled services")?;
+    Ok(base
+        .join("devcache")
+        .join(format!("{}.json", project.name())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_wired_unless_disabled_and_more_can_be_enabled() {
+        let mut choices = Choices::default();
+        assert_eq!(choices.consumers(), vec!["cms", "lms"]);
+        choices.disable("lms");
+        choices.enable("ecommerce");
+        assert_eq!(choices.consumers(), vec!["cms", "ecommerce"]);
+        assert!(!choices.is_enabled("lms"));
+        choices.enable("lms");
+        assert!(choices.is_enabled("lms"));
+    }
+}
