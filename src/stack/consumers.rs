@@ -13,7 +13,7 @@ use bollard::query_parameters::ListContainersOptions;
 
 use super::engine::{is_not_found, message};
 use super::exec::{read_file, script, write_file_atomically};
-use super::names::{CACHE_HOST, Project, cache_index_url, shown};
+use super::names::{CACHE_HOST, Project, cache_index_url, shown, spellings};
 
 const MARKER: &str = "# Written by devcache";
 
@@ -56,8 +56,39 @@ pub struct Consumer {
     pub running: bool,
 }
 
-/// Finds a service's container: first by compose labels, then by `edx.<project>.<service>`.
+/// Finds a service's container: first by compose labels, then by `edx.<project>.<service>`,
+/// under each name the service has had.
 pub async fn find(docker: &Docker, project: &Project, service: &str) -> Result<Option<Consumer>> {
+    for spelling in spellings(service) {
+        if let Some(container) = find_labelled(docker, project, spelling).await? {
+            return Ok(Some(Consumer {
+                service: service.to_string(),
+                ..container
+            }));
+        }
+    }
+    for spelling in spellings(service) {
+        let name = project.container(spelling);
+        match docker.inspect_container(&name, None).await {
+            Ok(container) => {
+                return Ok(Some(Consumer {
+                    service: service.to_string(),
+                    running: super::cache::is_running(&container),
+                    container: name,
+                }));
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
+        }
+    }
+    Ok(None)
+}
+
+async fn find_labelled(
+    docker: &Docker,
+    project: &Project,
+    service: &str,
+) -> Result<Option<Consumer>> {
     let filters = HashMap::from([(
         "label".to_string(),
         vec![
@@ -73,33 +104,19 @@ pub async fn find(docker: &Docker, project: &Project, service: &str) -> Result<O
         }))
         .await
         .map_err(|e| anyhow::anyhow!("cannot list containers: {}", message(&e)))?;
-    if let Some(found) = labelled.into_iter().next() {
-        let name = found
+    Ok(labelled.into_iter().next().map(|found| Consumer {
+        service: service.to_string(),
+        container: found
             .names
             .and_then(|n| n.into_iter().next())
             .map(|n| n.trim_start_matches('/').to_string())
             .or(found.id)
-            .unwrap_or_default();
-        let running = matches!(
+            .unwrap_or_default(),
+        running: matches!(
             found.state,
             Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
-        );
-        return Ok(Some(Consumer {
-            service: service.to_string(),
-            container: name,
-            running,
-        }));
-    }
-    let name = project.container(service);
-    match docker.inspect_container(&name, None).await {
-        Ok(container) => Ok(Some(Consumer {
-            service: service.to_string(),
-            running: super::cache::is_running(&container),
-            container: name,
-        })),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
-    }
+        ),
+    }))
 }
 
 /// Finds a consumer that must be running, or says how to start it.

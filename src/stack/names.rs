@@ -89,6 +89,15 @@ pub fn service(word: &str) -> anyhow::Result<String> {
     }
 }
 
+/// The names a service's containers may carry: devstack called `cms` `studio` before.
+pub fn spellings(service: &str) -> Vec<&str> {
+    if service == "cms" {
+        vec!["cms", "studio"]
+    } else {
+        vec![service]
+    }
+}
+
 /// How a service is shown to people: `cms` as devstack's docs call it, `studio`.
 pub fn shown(service: &str) -> &str {
     if service == "cms" { "studio" } else { service }

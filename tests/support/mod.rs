@@ -1,6 +1,9 @@
 //! What the integration tests stand on: a test upstream, generated distributions,
 //! a `devcache serve` process, and the real pip and uv.
 
+// Each test crate uses the part of this that it needs.
+#![allow(dead_code)]
+
 pub mod dists;
 pub mod upstream;
 
