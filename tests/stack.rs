@@ -364,7 +364,10 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
     );
     assert_ok(&install, "pip install in lms with the upstream gone");
     let status = stack.status();
-    assert_eq!(status["misses"], 0, "everything came from the cache: {status}");
+    assert_eq!(
+        status["misses"], 0,
+        "everything came from the cache: {status}"
+    );
     assert!(status["hits"].as_u64().unwrap() >= 4, "{status}");
 }
 
