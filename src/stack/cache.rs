@@ -53,7 +53,9 @@ pub enum Change {
 pub async fn ensure(docker: &Docker, project: &Project, wanted: &Wanted) -> Result<Change> {
     ensure_network(docker, project).await?;
     ensure_volume(docker, project).await?;
-    let image_id = docker
+    // The binary's digest, not the image id: re-importing the same binary makes a new
+    // id (import stamps the time), and that must not count as a change.
+    let binary = docker
         .inspect_image(&image::tag())
         .await
         .map_err(|e| {
@@ -63,10 +65,12 @@ pub async fn ensure(docker: &Docker, project: &Project, wanted: &Wanted) -> Resu
                 message(&e)
             )
         })?
-        .id
+        .config
+        .and_then(|c| c.labels)
+        .and_then(|labels| labels.get(image::DIGEST_LABEL).cloned())
         .unwrap_or_default();
     let body = container_body(project, wanted);
-    let spec = spec_digest(&body, &image_id);
+    let spec = spec_digest(&body, &binary);
     let name = project.cache_container();
     let mut change = Change::Created;
     match docker.inspect_container(&name, None).await {
@@ -278,11 +282,11 @@ fn container_body(project: &Project, wanted: &Wanted) -> ContainerCreateBody {
     }
 }
 
-/// A digest of everything that decides the container (the image's id included), so a
+/// A digest of everything that decides the container (the binary included), so a
 /// second `up` can tell whether anything would change. Going through a JSON value
 /// sorts the maps' keys, which a HashMap leaves in a different order each run.
-fn spec_digest(body: &ContainerCreateBody, image_id: &str) -> String {
-    let canonical = serde_json::json!({ "body": body, "image": image_id }).to_string();
+fn spec_digest(body: &ContainerCreateBody, binary: &str) -> String {
+    let canonical = serde_json::json!({ "body": body, "binary": binary }).to_string();
     hex::encode(&Sha256::digest(canonical.as_bytes())[..12])
 }
 

@@ -20,7 +20,7 @@ use super::engine::{is_not_found, message};
 pub const REPOSITORY: &str = "devcache";
 const BINARY_IN_IMAGE: &str = "/usr/local/bin/devcache";
 const CA_BUNDLE_IN_IMAGE: &str = "/etc/ssl/certs/ca-certificates.crt";
-const DIGEST_LABEL: &str = "devcache.binary-sha256";
+pub const DIGEST_LABEL: &str = "devcache.binary-sha256";
 
 pub fn tag() -> String {
     format!("{REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
