@@ -56,6 +56,14 @@ Examples:
     Logs(LogsArgs),
     /// Wire enabled services again whenever their containers start (until Ctrl-C).
     Watch(StackArgs),
+    /// Fill the cache with what requirement files pin, for installing offline later.
+    #[command(after_help = "\
+Examples:
+  devcache warm -r requirements/base.txt                # into the running cache container
+  devcache warm -r requirements.txt --python 3.12 --platform manylinux_2_28_x86_64
+  devcache warm -r requirements.txt --data-dir ./cache --upstream https://my-index.example/simple/
+  devcache warm lms studio                              # their own requirement files, for their Python")]
+    Warm(WarmArgs),
     /// Make the devcache image from this executable (`up` does it when needed).
     Image {
         /// Make it even if the image already holds this executable.
@@ -90,6 +98,39 @@ pub struct UpArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Services to wire (remembered); default: lms, studio and those enabled before
+    pub services: Vec<String>,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WarmArgs {
+    /// A requirement file (repeatable); -r/-c includes inside it are followed
+    #[arg(short = 'r', long = "requirement", value_name = "FILE")]
+    pub requirements: Vec<std::path::PathBuf>,
+    /// The Python that will install [default: 3.11, or the service's own]
+    #[arg(long, value_name = "VERSION")]
+    pub python: Option<String>,
+    /// Wheel platform tags to fetch for (repeatable) [default: manylinux_2_35 of this machine's
+    /// architecture, or the service's own]
+    #[arg(long, value_name = "TAG")]
+    pub platform: Vec<String>,
+    /// Fill this data directory (through a cache devcache runs for the purpose)
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// With --data-dir: the upstream index [default: as for `serve`]
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Fill the cache (devcache or devpi) at this URL instead
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Downloads at once
+    #[arg(long, default_value_t = 8)]
+    pub jobs: usize,
+    /// Configuration file, as for `serve`
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// devstack services whose own requirement files to warm for (e.g. lms studio)
     pub services: Vec<String>,
     #[command(flatten)]
     pub stack: StackArgs,

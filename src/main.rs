@@ -9,6 +9,7 @@ mod server;
 mod stack;
 mod store;
 mod upstream;
+mod warm;
 
 use std::process::ExitCode;
 
@@ -47,6 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => block_on(stack::commands::status(args)),
         Command::Logs(args) => block_on(stack::commands::logs(args)),
         Command::Watch(args) => block_on(stack::commands::watch(args)),
+        Command::Warm(args) => block_on(warm::command(args)),
         Command::Image { force } => block_on(stack::commands::image(force)),
         Command::Health { url } => block_on(stack::commands::health(&url)),
     }

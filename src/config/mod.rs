@@ -58,7 +58,13 @@ pub struct ServeConfig {
 /// The keys devcache.yml may hold.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileConfig {
+pub struct FileConfig {
+    /// devstack services `up` wires besides lms and studio.
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Requirement files (paths inside the service's container) `warm SERVICE` reads.
+    #[serde(default)]
+    pub warm: std::collections::BTreeMap<String, Vec<String>>,
     host: Option<String>,
     port: Option<u16>,
     data_dir: Option<PathBuf>,
@@ -214,6 +220,11 @@ fn env_value<T: std::str::FromStr>(env: Env, name: &'static str) -> Result<Optio
         Ok(value) => Ok(Some((value, Source::Env(name)))),
         Err(_) => bail!("{name}={raw:?} is not a valid value; unset it or fix it"),
     }
+}
+
+/// devcache.yml as found for these arguments (empty when there is none).
+pub fn file_config(args: &ServeArgs) -> Result<FileConfig> {
+    Ok(read_file_config(args, &process_env)?.0)
 }
 
 fn read_file_config(args: &ServeArgs, env: Env) -> Result<(FileConfig, Option<PathBuf>)> {

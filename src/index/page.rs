@@ -115,7 +115,7 @@ fn derive_versions(name: &ProjectName, files: &[DistFile]) -> Vec<String> {
 
 /// The version a distribution's file name carries: the second field of a wheel
 /// name, or what follows the project's name in an sdist name.
-fn version_in_filename(name: &ProjectName, filename: &str) -> Option<String> {
+pub fn version_in_filename(name: &ProjectName, filename: &str) -> Option<String> {
     if let Some(stem) = filename.strip_suffix(".whl") {
         return stem.split('-').nth(1).map(str::to_string);
     }

@@ -16,11 +16,15 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{Outcome, State};
 
+/// Tells clients how their request was answered (`hit`, `miss`, ...): `warm` counts
+/// what was already cached by it, and people debugging can see it with `curl -I`.
+pub const OUTCOME_HEADER: &str = "x-devcache-cache";
+
 pub async fn log(state: State, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
     let outcome = response.extensions().get::<Outcome>().copied();
     if let Some(outcome) = outcome {
         let counter = match outcome {
@@ -29,6 +33,10 @@ pub async fn log(state: State, request: Request, next: Next) -> Response {
             Outcome::Stale => &state.counters.stale,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        response.headers_mut().insert(
+            OUTCOME_HEADER,
+            axum::http::HeaderValue::from_static(outcome.as_str()),
+        );
     }
     let status = response.status().as_u16();
     let (parts, inner) = response.into_parts();

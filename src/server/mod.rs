@@ -14,15 +14,18 @@ mod pages;
 mod simple;
 mod status;
 
+pub use access_log::OUTCOME_HEADER;
+pub use status::human_bytes;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use axum::Router;
 use axum::extract::Request;
 use axum::routing::get;
-use axum::{Router, ServiceExt};
 use tower::Layer;
 
 use crate::config::ServeConfig;
@@ -73,8 +76,19 @@ struct AppState {
 
 type State = axum::extract::State<Arc<AppState>>;
 
-/// Builds the application for a store and an upstream (`None`: offline).
-fn app(store: Store, upstream: Option<Upstream>, index_ttl: Duration) -> Router {
+/// Builds the application for a configuration: the store opened (temp files of a
+/// previous run removed) and the upstream client made (none when offline).
+fn app(config: &ServeConfig) -> Result<Router> {
+    let store = Store::open(&config.data_dir.value)?;
+    store.count_existing_files();
+    let upstream = match (&config.upstream.value, config.offline.value) {
+        (Some(url), false) => Some(Upstream::new(
+            url.clone(),
+            Duration::from_secs(config.upstream_timeout.value),
+        )?),
+        _ => None,
+    };
+    let index_ttl = Duration::from_secs(config.index_ttl.value);
     let state = Arc::new(AppState {
         pages: Pages::new(store.clone(), upstream.clone(), index_ttl),
         store,
@@ -83,7 +97,7 @@ fn app(store: Store, upstream: Option<Upstream>, index_ttl: Duration) -> Router 
         counters: Counters::default(),
         started: Instant::now(),
     });
-    Router::new()
+    let routes = Router::new()
         .route("/", get(status::home))
         .route("/+status", get(status::json))
         .route("/root/pypi/+simple/", get(simple::index))
@@ -98,21 +112,16 @@ fn app(store: Store, upstream: Option<Upstream>, index_ttl: Duration) -> Router 
             state.clone(),
             access_log::log,
         ))
-        .with_state(state)
+        .with_state(state);
+    // The path is normalised before routing, so that step wraps the routes rather than
+    // being a layer of them.
+    let normalised = axum::middleware::map_request(decode_plus).layer(routes);
+    Ok(Router::new().fallback_service(normalised))
 }
 
 /// Runs `devcache serve` until Ctrl-C or SIGTERM.
 pub async fn run(config: ServeConfig) -> Result<()> {
-    let data_dir = &config.data_dir.value;
-    let store = Store::open(data_dir)?;
-    store.count_existing_files();
-    let upstream = match (&config.upstream.value, config.offline.value) {
-        (Some(url), false) => Some(Upstream::new(
-            url.clone(),
-            Duration::from_secs(config.upstream_timeout.value),
-        )?),
-        _ => None,
-    };
+    let app = app(&config)?;
     let host = &config.host.value;
     let listener = tokio::net::TcpListener::bind((host.as_str(), config.port.value))
         .await
@@ -123,11 +132,8 @@ pub async fn run(config: ServeConfig) -> Result<()> {
             )
         })?;
     let addr = listener.local_addr()?;
-    let app = app(store, upstream, Duration::from_secs(config.index_ttl.value));
     announce(&config, addr);
-    // The path is normalised before routing, so it wraps the router rather than being a layer of it.
-    let app = axum::middleware::map_request(decode_plus).layer(app);
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("server failed")
@@ -148,6 +154,20 @@ async fn decode_plus(mut request: Request) -> Request {
         }
     }
     request
+}
+
+/// Serves a data directory on a free port of 127.0.0.1 for the rest of this process,
+/// for commands that fill a cache through its HTTP API (`warm --data-dir`).
+pub async fn spawn_local(config: &ServeConfig) -> Result<SocketAddr> {
+    let app = app(config)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the local cache server stopped");
+        }
+    });
+    Ok(addr)
 }
 
 /// Prints where the server listens and the index URL to give pip.

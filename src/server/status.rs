@@ -126,7 +126,8 @@ trusted-host = {host}</pre>
     Html(page).into_response()
 }
 
-fn human_bytes(bytes: u64) -> String {
+/// A size as a person says it: `1.5 KiB`, `3.0 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthConfig, HostConfig,
@@ -161,6 +161,25 @@ pub async fn remove(docker: &Docker, project: &Project) -> Result<bool> {
         Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => bail!("cannot remove {name}: {}", message(&e)),
     }
+}
+
+/// The running cache container and its host port, or how to start it.
+pub async fn running(
+    docker: &Docker,
+    project: &Project,
+) -> Result<(bollard::models::ContainerInspectResponse, u16)> {
+    let name = project.cache_container();
+    let container = match docker.inspect_container(&name, None).await {
+        Ok(container) => container,
+        Err(e) if is_not_found(&e) => bail!("the cache is not up: run `devcache up`"),
+        Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
+    };
+    if !is_running(&container) {
+        bail!("the cache container {name} is not running: run `devcache up`");
+    }
+    let port = host_port(&container)
+        .with_context(|| format!("{name} publishes no port; run `devcache up`"))?;
+    Ok((container, port))
 }
 
 pub fn is_running(container: &ContainerInspectResponse) -> bool {

@@ -55,10 +55,10 @@ pub async fn up(args: UpArgs) -> Result<()> {
             project.volume()
         ),
     }
-    let (_, port) = running_cache(&docker, &project).await?;
+    let (_, port) = cache::running(&docker, &project).await?;
     cache::wait_ready(port).await?;
 
-    let mut choices = Choices::load(&project)?;
+    let mut choices = Choices::load(&project, args.config.clone())?;
     for service in &services {
         choices.enable(service);
     }
@@ -139,30 +139,11 @@ fn upstream_for_container(args: &UpArgs) -> Result<String> {
     Ok(url.to_string())
 }
 
-/// The running cache container and its host port, or how to start it.
-async fn running_cache(
-    docker: &Docker,
-    project: &Project,
-) -> Result<(bollard::models::ContainerInspectResponse, u16)> {
-    let name = project.cache_container();
-    let container = match docker.inspect_container(&name, None).await {
-        Ok(container) => container,
-        Err(e) if is_not_found(&e) => bail!("the cache is not up: run `devcache up`"),
-        Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
-    };
-    if !cache::is_running(&container) {
-        bail!("the cache container {name} is not running: run `devcache up`");
-    }
-    let port = cache::host_port(&container)
-        .with_context(|| format!("{name} publishes no port; run `devcache up`"))?;
-    Ok((container, port))
-}
-
 /// `devcache down`: consumers unwired (their own config back), the container removed.
 pub async fn down(args: DownArgs) -> Result<()> {
     let project = Project::new(&args.stack.project)?;
     let docker = engine::connect().await?;
-    let choices = Choices::load(&project)?;
+    let choices = Choices::load(&project, None)?;
     for service in choices.consumers() {
         let Some(consumer) = consumers::find(&docker, &project, &service).await? else {
             continue;
@@ -218,13 +199,13 @@ pub async fn enable(args: crate::cli::ServicesArgs) -> Result<()> {
         .iter()
         .map(|s| names::service(s))
         .collect::<Result<Vec<_>>>()?;
-    let mut choices = Choices::load(&project)?;
+    let mut choices = Choices::load(&project, None)?;
     for service in &services {
         choices.enable(service);
     }
     choices.save(&project)?;
     let docker = engine::connect().await?;
-    if running_cache(&docker, &project).await.is_err() {
+    if cache::running(&docker, &project).await.is_err() {
         for service in &services {
             println!("{}: enabled; `devcache up` wires it", shown(service));
         }
@@ -252,7 +233,7 @@ pub async fn disable(args: crate::cli::ServicesArgs) -> Result<()> {
         .iter()
         .map(|s| names::service(s))
         .collect::<Result<Vec<_>>>()?;
-    let mut choices = Choices::load(&project)?;
+    let mut choices = Choices::load(&project, None)?;
     for service in &services {
         choices.disable(service);
     }
@@ -344,7 +325,7 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         Err(e) if is_not_found(&e) => {}
         Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
     }
-    let choices = Choices::load(&project)?;
+    let choices = Choices::load(&project, None)?;
     let mut services: Vec<String> = names::PYTHON_SERVICES
         .iter()
         .map(|s| s.to_string())
@@ -505,8 +486,8 @@ pub async fn logs(args: LogsArgs) -> Result<()> {
 pub async fn watch(args: crate::cli::StackArgs) -> Result<()> {
     let project = Project::new(&args.project)?;
     let docker = engine::connect().await?;
-    running_cache(&docker, &project).await?;
-    for service in Choices::load(&project)?.consumers() {
+    cache::running(&docker, &project).await?;
+    for service in Choices::load(&project, None)?.consumers() {
         report_wiring(&docker, &project, &service).await;
     }
     println!(
@@ -529,7 +510,7 @@ pub async fn watch(args: crate::cli::StackArgs) -> Result<()> {
             let Some(service) = service_of(&project, &attributes) else {
                 continue;
             };
-            if Choices::load(&project)?.is_enabled(&service) {
+            if Choices::load(&project, None)?.is_enabled(&service) {
                 report_wiring(&docker, &project, &service).await;
             }
         }

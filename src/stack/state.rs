@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::names::{DEFAULT_CONSUMERS, Project};
+use super::names::{self, DEFAULT_CONSUMERS, Project};
+use crate::cli::ServeArgs;
+use crate::config::file_config;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Choices {
@@ -18,18 +20,32 @@ pub struct Choices {
     /// Services never to wire, defaults included.
     #[serde(default)]
     pub disabled: BTreeSet<String>,
+    /// Services devcache.yml names (`services:`): wired like the defaults.
+    #[serde(skip)]
+    configured: BTreeSet<String>,
 }
 
 impl Choices {
-    pub fn load(project: &Project) -> Result<Self> {
+    /// The remembered choices, with the services devcache.yml (found as for `serve`,
+    /// or at `config`) names.
+    pub fn load(project: &Project, config: Option<PathBuf>) -> Result<Self> {
         let path = path(project)?;
-        match std::fs::read(&path) {
+        let mut choices: Self = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
                 format!("{} is damaged; delete it to start afresh", path.display())
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let file = file_config(&ServeArgs {
+            config,
+            ..Default::default()
+        })?;
+        for word in &file.services {
+            let service = names::service(word).context("in devcache.yml `services:`")?;
+            choices.configured.insert(service);
         }
+        Ok(choices)
     }
 
     pub fn save(&self, project: &Project) -> Result<()> {
@@ -54,13 +70,17 @@ impl Choices {
 
     pub fn is_enabled(&self, service: &str) -> bool {
         !self.disabled.contains(service)
-            && (self.enabled.contains(service) || DEFAULT_CONSUMERS.contains(&service))
+            && (self.enabled.contains(service)
+                || self.configured.contains(service)
+                || DEFAULT_CONSUMERS.contains(&service))
     }
 
-    /// The services to wire: the defaults and the enabled ones, less the disabled.
+    /// The services to wire: the defaults, the configured and the enabled ones, less the
+    /// disabled.
     pub fn consumers(&self) -> Vec<String> {
         let mut all: BTreeSet<String> = DEFAULT_CONSUMERS.iter().map(|s| s.to_string()).collect();
         all.extend(self.enabled.iter().cloned());
+        all.extend(self.configured.iter().cloned());
         all.retain(|s| !self.disabled.contains(s));
         all.into_iter().collect()
     }

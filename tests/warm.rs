@@ -1,0 +1,156 @@
+//! `devcache warm` against a real upstream, then pip installing offline from what it
+//! fetched.
+
+mod support;
+
+use support::dists::{blob, wheel};
+use support::upstream::{Links, PageFormat, TestUpstream};
+use support::{Devcache, assert_ok, devcache_command, pip};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warmed_cache_installs_the_requirements_with_the_upstream_gone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
+    let demo = wheel("demo", "2.0", &["helper"]);
+    upstream.add("demo", wheel("demo", "1.0", &[]));
+    upstream.add("demo", demo.clone());
+    upstream.add("helper", wheel("helper", "1.0", &[]));
+    let mut native = wheel("fast", "1.0", &[]);
+    native.filename = "fast-1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl".into();
+    let mut other_python = native.clone();
+    other_python.filename =
+        "fast-1.0-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl".into();
+    other_python.bytes.push(b'\n');
+    upstream.add("fast", native.clone());
+    upstream.add("fast", other_python.clone());
+    let source_only = blob("plain-1.0.tar.gz", 2048);
+    upstream.add("plain", source_only.clone());
+
+    let reqs = tmp.path().join("requirements");
+    std::fs::create_dir_all(&reqs).unwrap();
+    std::fs::write(
+        reqs.join("base.txt"),
+        format!(
+            "# what lms pins\n-r common.txt\n-c constraints.txt\n\
+             demo==2.0 \\\n    --hash=sha256:{}\nhelper ; python_version >= \"3\"\n\
+             ancient==1.0 ; python_version < \"3\"\nfast[speedups]==1.0\n",
+            demo.sha256()
+        ),
+    )
+    .unwrap();
+    std::fs::write(reqs.join("common.txt"), "plain==1.0  # sdist only\n").unwrap();
+    std::fs::write(reqs.join("constraints.txt"), "helper==1.0\nunused==3.0\n").unwrap();
+    let base = reqs.join("base.txt");
+    let data = tmp.path().join("data");
+
+    let out = devcache_command(tmp.path())
+        .args(["warm", "-r", base.to_str().unwrap(), "--python", "3.11"])
+        .args([
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args(["--upstream", &upstream.index_url()])
+        .output()
+        .unwrap();
+    assert_ok(&out, "devcache warm");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("4 projects"), "{said}");
+    assert!(
+        said.contains("excluded by their markers:") && said.contains("ancient==1.0"),
+        "{said}"
+    );
+    let has = |sha: &str| data.join("files").join(&sha[..2]).join(sha).exists();
+    assert!(
+        has(&native.sha256()),
+        "the wheel for this Python and platform"
+    );
+    assert!(
+        !has(&other_python.sha256()),
+        "not the wheel for another Python"
+    );
+    assert!(has(&source_only.sha256()), "the sdist when no wheel exists");
+    assert!(has(&demo.sha256()));
+
+    // Again: everything is already there.
+    let again = devcache_command(tmp.path())
+        .args([
+            "warm",
+            "-r",
+            base.to_str().unwrap(),
+            "--python",
+            "3.11",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .args(["--upstream", &upstream.index_url()])
+        .output()
+        .unwrap();
+    assert_ok(&again, "second warm");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 B fetched"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+
+    upstream.stop().await;
+    let before = upstream.total_requests();
+    let cache = Devcache::start(&data, &["--offline"]);
+    std::fs::write(
+        reqs.join("install.txt"),
+        "demo==2.0\nhelper==1.0\nfast==1.0\n",
+    )
+    .unwrap();
+    let target = tmp.path().join("site");
+    let out = pip(
+        tmp.path(),
+        &[
+            "install",
+            "--index-url",
+            &cache.index(),
+            "--target",
+            target.to_str().unwrap(),
+            "-r",
+            reqs.join("install.txt").to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "pip install -r from the warmed cache, offline");
+    assert!(
+        target.join("demo").exists()
+            && target.join("helper").exists()
+            && target.join("fast").exists()
+    );
+    assert_eq!(upstream.total_requests(), before, "the upstream was asked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_are_named_and_missing_pins_fail_the_warm_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Html, Links::Relative).await;
+    upstream.add("demo", wheel("demo", "1.0", &[]));
+    let req = tmp.path().join("req.txt");
+    std::fs::write(&req, "demo==1.0\ndemo ===\ndemo==9.9\nnowhere==1.0\n").unwrap();
+    let out = devcache_command(tmp.path())
+        .args(["warm", "-r", req.to_str().unwrap(), "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .args(["--upstream", &upstream.index_url()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("{}:2: ", req.display())), "{said}");
+    assert!(
+        said.contains("demo==9.9") && said.contains("no such version"),
+        "{said}"
+    );
+    assert!(
+        said.contains("nowhere==1.0") && said.contains("no such project"),
+        "{said}"
+    );
+    assert!(
+        said.contains("1 projects, 2 files"),
+        "demo 1.0 and its metadata were still warmed: {said}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not with everything asked for"));
+}
