@@ -64,6 +64,18 @@ Examples:
   devcache warm -r requirements.txt --data-dir ./cache --upstream https://my-index.example/simple/
   devcache warm lms studio                              # their own requirement files, for their Python")]
     Warm(WarmArgs),
+    /// Write the cache to one portable file (a .tar, or .tar.zst to compress it).
+    #[command(after_help = "\
+Examples:
+  devcache export devstack-cache.tar.zst                 # from the running cache container
+  devcache export cache.tar --data-dir ~/.cache/devcache")]
+    Export(TransferArgs),
+    /// Fill the cache from a bundle; every file is checked, and a bad bundle changes nothing.
+    #[command(after_help = "\
+Examples:
+  devcache import devstack-cache.tar.zst                 # into the running cache container
+  devcache import cache.tar --data-dir ./cache")]
+    Import(TransferArgs),
     /// Make the devcache image from this executable (`up` does it when needed).
     Image {
         /// Make it even if the image already holds this executable.
@@ -132,6 +144,17 @@ pub struct WarmArgs {
     pub config: Option<PathBuf>,
     /// devstack services whose own requirement files to warm for (e.g. lms studio)
     pub services: Vec<String>,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TransferArgs {
+    /// The bundle (.tar or .tar.zst)
+    pub file: PathBuf,
+    /// A data directory instead of the running cache container
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub stack: StackArgs,
 }

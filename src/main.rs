@@ -8,6 +8,7 @@ mod index;
 mod server;
 mod stack;
 mod store;
+mod transfer;
 mod upstream;
 mod warm;
 
@@ -49,6 +50,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logs(args) => block_on(stack::commands::logs(args)),
         Command::Watch(args) => block_on(stack::commands::watch(args)),
         Command::Warm(args) => block_on(warm::command(args)),
+        Command::Export(args) => block_on(transfer::export(args)),
+        Command::Import(args) => block_on(transfer::import(args)),
         Command::Image { force } => block_on(stack::commands::image(force)),
         Command::Health { url } => block_on(stack::commands::health(&url)),
     }

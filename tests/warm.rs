@@ -154,3 +154,189 @@ async fn bad_lines_are_named_and_missing_pins_fail_the_warm_up() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("not with everything asked for"));
 }
+
+/// Lists a data directory's pages and files with their contents.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut all = Vec::new();
+    for sub in ["pages", "files", "tmp"] {
+        let mut stack = vec![dir.join(sub)];
+        while let Some(path) = stack.pop() {
+            for entry in std::fs::read_dir(&path).into_iter().flatten().flatten() {
+                if entry.path().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    let name = entry
+                        .path()
+                        .strip_prefix(dir)
+                        .unwrap()
+                        .display()
+                        .to_string();
+                    all.push((name, std::fs::read(entry.path()).unwrap()));
+                }
+            }
+        }
+    }
+    all.sort();
+    all
+}
+
+fn devcache(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    devcache_command(home).args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_seeds_another_cache_and_a_bad_one_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = TestUpstream::start(PageFormat::Html, Links::Relative).await;
+    let demo = wheel("demo", "1.0", &["helper"]);
+    upstream.add("demo", demo.clone());
+    upstream.add("helper", wheel("helper", "1.0", &[]));
+    let source = tmp.path().join("source");
+    let req = tmp.path().join("req.txt");
+    std::fs::write(&req, "demo==1.0\nhelper==1.0\n").unwrap();
+    let out = devcache(
+        tmp.path(),
+        &[
+            "warm",
+            "-r",
+            req.to_str().unwrap(),
+            "--data-dir",
+            source.to_str().unwrap(),
+            "--upstream",
+            &upstream.index_url(),
+        ],
+    );
+    assert_ok(&out, "warm the source cache");
+    upstream.stop().await;
+
+    for name in ["bundle.tar.zst", "bundle.tar"] {
+        let bundle = tmp.path().join(name);
+        let out = devcache(
+            tmp.path(),
+            &[
+                "export",
+                bundle.to_str().unwrap(),
+                "--data-dir",
+                source.to_str().unwrap(),
+            ],
+        );
+        assert_ok(&out, "export");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("exported 2 pages and 4 files"));
+    }
+    let compressed = std::fs::read(tmp.path().join("bundle.tar.zst")).unwrap();
+    assert_eq!(
+        &compressed[..4],
+        &[0x28, 0xb5, 0x2f, 0xfd],
+        "a .zst bundle is compressed"
+    );
+
+    // A fresh laptop: import, then pip installs with no upstream at all.
+    let fresh = tmp.path().join("fresh");
+    let out = devcache(
+        tmp.path(),
+        &[
+            "import",
+            tmp.path().join("bundle.tar.zst").to_str().unwrap(),
+            "--data-dir",
+            fresh.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "import");
+    assert_eq!(snapshot(&fresh), snapshot(&source));
+    let cache = Devcache::start(&fresh, &["--offline"]);
+    let target = tmp.path().join("site");
+    let out = pip(
+        tmp.path(),
+        &[
+            "install",
+            "--index-url",
+            &cache.index(),
+            "--target",
+            target.to_str().unwrap(),
+            "-r",
+            req.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "pip install -r from an imported bundle, offline");
+    drop(cache);
+
+    // One flipped byte in a file: refused, the entry named, and the cache untouched.
+    let plain = std::fs::read(tmp.path().join("bundle.tar")).unwrap();
+    let at = plain
+        .windows(demo.bytes.len())
+        .position(|w| w == demo.bytes.as_slice())
+        .unwrap()
+        + demo.bytes.len() / 2;
+    let mut tampered = plain.clone();
+    tampered[at] ^= 0x01;
+    std::fs::write(tmp.path().join("tampered.tar"), &tampered).unwrap();
+    std::fs::remove_file(
+        fresh
+            .join("files")
+            .join(&demo.sha256()[..2])
+            .join(demo.sha256()),
+    )
+    .unwrap();
+    let before = snapshot(&fresh);
+    let out = devcache(
+        tmp.path(),
+        &[
+            "import",
+            tmp.path().join("tampered.tar").to_str().unwrap(),
+            "--data-dir",
+            fresh.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "entry files/{}/{} is damaged",
+            &demo.sha256()[..2],
+            demo.sha256()
+        )),
+        "{said}"
+    );
+    assert_eq!(
+        snapshot(&fresh),
+        before,
+        "a refused import changed the cache"
+    );
+
+    // Cut short: refused too.
+    std::fs::write(tmp.path().join("short.tar"), &plain[..plain.len() / 2]).unwrap();
+    let out = devcache(
+        tmp.path(),
+        &[
+            "import",
+            tmp.path().join("short.tar").to_str().unwrap(),
+            "--data-dir",
+            fresh.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("truncated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(snapshot(&fresh), before);
+
+    // The good bundle again puts back the missing file and leaves the rest.
+    let out = devcache(
+        tmp.path(),
+        &[
+            "import",
+            tmp.path().join("bundle.tar").to_str().unwrap(),
+            "--data-dir",
+            fresh.to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "import again");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("already here"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(snapshot(&fresh), snapshot(&source));
+}

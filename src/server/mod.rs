@@ -76,10 +76,14 @@ struct AppState {
 
 type State = axum::extract::State<Arc<AppState>>;
 
-/// Builds the application for a configuration: the store opened (temp files of a
-/// previous run removed) and the upstream client made (none when offline).
-fn app(config: &ServeConfig) -> Result<Router> {
+/// Builds the application for a configuration: the store opened and the upstream
+/// client made (none when offline). The server that owns the data directory removes
+/// what a previous run left in `tmp/`.
+fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<Router> {
     let store = Store::open(&config.data_dir.value)?;
+    if owns_data_dir {
+        store.remove_leftovers()?;
+    }
     store.count_existing_files();
     let upstream = match (&config.upstream.value, config.offline.value) {
         (Some(url), false) => Some(Upstream::new(
@@ -121,7 +125,7 @@ fn app(config: &ServeConfig) -> Result<Router> {
 
 /// Runs `devcache serve` until Ctrl-C or SIGTERM.
 pub async fn run(config: ServeConfig) -> Result<()> {
-    let app = app(&config)?;
+    let app = app(&config, true)?;
     let host = &config.host.value;
     let listener = tokio::net::TcpListener::bind((host.as_str(), config.port.value))
         .await
@@ -159,7 +163,8 @@ async fn decode_plus(mut request: Request) -> Request {
 /// Serves a data directory on a free port of 127.0.0.1 for the rest of this process,
 /// for commands that fill a cache through its HTTP API (`warm --data-dir`).
 pub async fn spawn_local(config: &ServeConfig) -> Result<SocketAddr> {
-    let app = app(config)?;
+    // Another devcache may be serving this directory: its downloads in tmp/ stay.
+    let app = app(config, false)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {

@@ -10,6 +10,7 @@
 //! next start after a kill -9) sees either the old file or the whole new one.
 
 pub mod blobs;
+pub mod bundle;
 pub mod fill;
 pub mod pages;
 
@@ -34,8 +35,8 @@ struct Inner {
 }
 
 impl Store {
-    /// Opens (creating if needed) a data directory and removes temp files a previous
-    /// run left behind.
+    /// Opens (creating if needed) a data directory. Other processes may be using it
+    /// too (a server while `warm` or `import` runs): nothing is removed.
     pub fn open(root: &Path) -> Result<Self> {
         for dir in ["pages", "files", "tmp"] {
             let path = root.join(dir);
@@ -46,7 +47,19 @@ impl Store {
                 )
             })?;
         }
-        let tmp = root.join("tmp");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                root: root.to_path_buf(),
+                files: AtomicU64::new(0),
+                bytes: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Removes the temp files a previous run left behind (a crash mid-download). Only
+    /// the server that owns the directory calls this, when it starts.
+    pub fn remove_leftovers(&self) -> Result<()> {
+        let tmp = self.inner.root.join("tmp");
         for entry in
             std::fs::read_dir(&tmp).with_context(|| format!("cannot read {}", tmp.display()))?
         {
@@ -54,14 +67,7 @@ impl Store {
             std::fs::remove_file(&path)
                 .with_context(|| format!("cannot remove leftover temp file {}", path.display()))?;
         }
-        let store = Self {
-            inner: Arc::new(Inner {
-                root: root.to_path_buf(),
-                files: AtomicU64::new(0),
-                bytes: AtomicU64::new(0),
-            }),
-        };
-        Ok(store)
+        Ok(())
     }
 
     /// Counts the files already cached, in the background so that start-up stays fast

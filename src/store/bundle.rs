@@ -1,0 +1,333 @@
+//! Cache bundles: a data directory as one portable tar (zstd-compressed when the name
+//! ends in `.zst`), to seed another laptop or a CI image.
+//!
+//! The first entry, `manifest.json`, lists every other entry with its sha256. Import
+//! stages every entry in `tmp/`, checking its path, its digest and (for files stored
+//! by sha256) its name, and only when the whole bundle is sound moves the entries
+//! into place, never over a file the cache already has. A damaged or truncated
+//! bundle is refused, naming the entry, and leaves the cache as it was.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::pages::StoredPage;
+use super::{BlobKey, Store};
+use crate::index::ProjectName;
+
+const MANIFEST: &str = "manifest.json";
+const FORMAT: &str = "devcache-bundle";
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    format: String,
+    version: u32,
+    /// Entry path to sha256.
+    entries: BTreeMap<String, String>,
+}
+
+/// What an export or import did.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub pages: usize,
+    pub files: usize,
+    pub bytes: u64,
+    /// Import only: entries the cache already had.
+    pub already_present: usize,
+}
+
+/// Writes the store's pages and files to `dest`.
+pub fn export(store: &Store, dest: &Path) -> Result<Counts> {
+    let mut counts = Counts::default();
+    let mut entries = BTreeMap::new();
+    let root = store.root();
+    for name in store.page_names() {
+        let path = format!("pages/{name}.json");
+        entries.insert(path.clone(), file_digest(&root.join(&path))?);
+        counts.pages += 1;
+    }
+    for shard in std::fs::read_dir(root.join("files"))?.flatten() {
+        for file in std::fs::read_dir(shard.path())?.flatten() {
+            let name = file.file_name().to_string_lossy().into_owned();
+            let path = format!("files/{}/{name}", shard.file_name().to_string_lossy());
+            // Files stored by sha256 were checked when they were cached: the name is the digest.
+            let digest =
+                match BlobKey::parse(&name).and_then(|k| k.expected_sha256().map(str::to_string)) {
+                    Some(digest) => digest,
+                    None => file_digest(&file.path())?,
+                };
+            counts.bytes += file.metadata()?.len();
+            counts.files += 1;
+            entries.insert(path, digest);
+        }
+    }
+    let manifest = serde_json::to_vec_pretty(&Manifest {
+        format: FORMAT.into(),
+        version: 1,
+        entries: entries.clone(),
+    })?;
+    // Written beside the destination and renamed: a failed export leaves no half bundle.
+    let partial = dest.with_extension("partial");
+    let write = || -> Result<()> {
+        let file = std::fs::File::create(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        let sink: Box<dyn Write> = if is_zstd_name(dest) {
+            Box::new(zstd::Encoder::new(file, 3)?.auto_finish())
+        } else {
+            Box::new(std::io::BufWriter::new(file))
+        };
+        let mut tar = tar::Builder::new(sink);
+        let mut header = tar::Header::new_gnu();
+        header.set_size(manifest.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, MANIFEST, manifest.as_slice())?;
+        for path in entries.keys() {
+            tar.append_path_with_name(root.join(path), path)
+                .with_context(|| format!("cannot add {path}"))?;
+        }
+        tar.into_inner()?.flush()?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    std::fs::rename(&partial, dest).with_context(|| format!("cannot write {}", dest.display()))?;
+    Ok(counts)
+}
+
+fn is_zstd_name(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "zst")
+}
+
+fn file_digest(path: &Path) -> Result<String> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buffer[..n]);
+    }
+}
+
+/// An entry staged in `tmp/`, waiting for the whole bundle to be checked.
+struct Staged {
+    temp: PathBuf,
+    path: String,
+    size: u64,
+}
+
+/// Reads a bundle into the store; all or nothing.
+pub fn import(store: &Store, bundle: &Path) -> Result<Counts> {
+    let mut staged: Vec<Staged> = Vec::new();
+    let result = stage(store, bundle, &mut staged).and_then(|()| publish(store, &staged));
+    for entry in &staged {
+        let _ = std::fs::remove_file(&entry.temp);
+    }
+    result
+}
+
+fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
+    let mut file =
+        std::fs::File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
+    let mut magic = [0u8; 4];
+    let compressed = file.read_exact(&mut magic).is_ok() && magic == ZSTD_MAGIC;
+    let file = std::fs::File::open(bundle)?;
+    let source: Box<dyn Read> = if compressed {
+        Box::new(zstd::Decoder::new(file)?)
+    } else {
+        Box::new(std::io::BufReader::new(file))
+    };
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "{} is refused: {why}; nothing was imported",
+            bundle.display()
+        )
+    };
+    let mut archive = tar::Archive::new(source);
+    let mut entries = archive
+        .entries()
+        .map_err(|e| refuse(format!("not a tar archive ({e})")))?;
+
+    let mut first = entries
+        .next()
+        .ok_or_else(|| refuse("it is empty".into()))?
+        .map_err(|e| refuse(format!("unreadable ({e})")))?;
+    if first.path().ok().as_deref() != Some(Path::new(MANIFEST)) {
+        return Err(refuse(format!(
+            "its first entry is not {MANIFEST}: not a devcache bundle"
+        )));
+    }
+    let mut text = Vec::new();
+    first
+        .read_to_end(&mut text)
+        .map_err(|e| refuse(format!("unreadable manifest ({e})")))?;
+    let manifest: Manifest =
+        serde_json::from_slice(&text).map_err(|e| refuse(format!("damaged manifest ({e})")))?;
+    if manifest.format != FORMAT || manifest.version != 1 {
+        return Err(refuse(format!(
+            "format {} version {} is not one this devcache reads",
+            manifest.format, manifest.version
+        )));
+    }
+
+    let mut seen = 0;
+    for entry in entries {
+        let mut entry = entry
+            .map_err(|e| refuse(format!("truncated or damaged after {seen} entries ({e})")))?;
+        let path = entry
+            .path()
+            .map_err(|e| refuse(format!("an entry has an unreadable path ({e})")))?
+            .to_string_lossy()
+            .into_owned();
+        let Some(expected) = manifest.entries.get(&path) else {
+            return Err(refuse(format!("entry {path} is not in its manifest")));
+        };
+        check_path(&path).map_err(|why| refuse(format!("entry {path}: {why}")))?;
+        let temp = store.temp_path();
+        let mut out = std::fs::File::create(&temp)?;
+        staged.push(Staged {
+            temp: temp.clone(),
+            path: path.clone(),
+            size: 0,
+        });
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = entry
+                .read(&mut buffer)
+                .map_err(|e| refuse(format!("entry {path} is truncated ({e})")))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            out.write_all(&buffer[..n])?;
+            size += n as u64;
+        }
+        if entry.header().size().is_ok_and(|declared| declared != size) {
+            return Err(refuse(format!("it is truncated: entry {path} ends after {size} bytes")));
+        }
+        let actual = hex::encode(hasher.finalize());
+        if &actual != expected {
+            return Err(refuse(format!(
+                "entry {path} is damaged (sha256 {actual}, manifest says {expected})"
+            )));
+        }
+        if path.starts_with("pages/") {
+            let bytes = std::fs::read(&temp)?;
+            serde_json::from_slice::<StoredPage>(&bytes)
+                .map_err(|e| refuse(format!("entry {path} is not a page ({e})")))?;
+        }
+        out.sync_all()?;
+        if let Some(last) = staged.last_mut() {
+            last.size = size;
+        }
+        seen += 1;
+    }
+    if seen != manifest.entries.len() {
+        return Err(refuse(format!(
+            "it is truncated: {} of {} entries are missing",
+            manifest.entries.len() - seen,
+            manifest.entries.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Only `pages/<project>.json` and `files/<ab>/<key>`, with names devcache itself would
+/// write: nothing in a bundle can land outside the data directory.
+fn check_path(path: &str) -> Result<(), String> {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts[..] {
+        ["pages", name] => {
+            let stem = name
+                .strip_suffix(".json")
+                .ok_or("a page must be a .json file")?;
+            let project = ProjectName::parse(stem).map_err(|e| e.to_string())?;
+            if project.as_str() != stem {
+                return Err("a page name must be normalised".into());
+            }
+            Ok(())
+        }
+        ["files", shard, name] => {
+            BlobKey::parse(name).ok_or("not a file name devcache writes")?;
+            let digest = name.strip_prefix("url-").unwrap_or(name);
+            if shard != &digest[..2] {
+                return Err("stored under the wrong folder".into());
+            }
+            Ok(())
+        }
+        _ => Err("not a path devcache writes".into()),
+    }
+}
+
+fn publish(store: &Store, staged: &[Staged]) -> Result<Counts> {
+    let mut counts = Counts::default();
+    for entry in staged {
+        let dest = store.root().join(&entry.path);
+        if entry.path.starts_with("pages/") {
+            counts.pages += 1;
+            // Keep the fresher page when the cache has one already.
+            let newer_here = std::fs::read(&dest)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<StoredPage>(&b).ok())
+                .zip(
+                    std::fs::read(&entry.temp)
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<StoredPage>(&b).ok()),
+                )
+                .is_some_and(|(here, incoming)| here.fetched_at >= incoming.fetched_at);
+            if newer_here {
+                counts.already_present += 1;
+                continue;
+            }
+            std::fs::rename(&entry.temp, &dest)?;
+        } else {
+            counts.files += 1;
+            if dest.exists() {
+                counts.already_present += 1;
+                continue;
+            }
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(&entry.temp, &dest)?;
+            counts.bytes += entry.size;
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_devcache_writes_are_accepted() {
+        let sha = "ab".repeat(32);
+        assert!(check_path("pages/django.json").is_ok());
+        assert!(check_path(&format!("files/ab/{sha}")).is_ok());
+        for bad in [
+            "pages/Django.json".to_string(),
+            "pages/../x.json".to_string(),
+            format!("files/cd/{sha}"),
+            format!("files/ab/../{sha}"),
+            "tmp/x".to_string(),
+            "/etc/passwd".to_string(),
+            "manifest.json".to_string(),
+        ] {
+            assert!(check_path(&bad).is_err(), "{bad}");
+        }
+    }
+}
