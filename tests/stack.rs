@@ -493,3 +493,93 @@ fn errors_name_the_fix_and_exit_non_zero() {
         assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
     }
 }
+
+#[test]
+fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
+    let stack = Devstack::new();
+    let index = tempfile::tempdir().unwrap();
+    let mut fast = wheel("fast", "1.0", &[]);
+    fast.filename = "fast-1.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl".into();
+    let mut other_python = fast.clone();
+    other_python.filename =
+        "fast-1.0-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl".into();
+    static_index(
+        index.path(),
+        &[
+            ("demo", wheel("demo", "1.0", &["helper"])),
+            ("helper", wheel("helper", "1.0", &[])),
+            ("fast", fast),
+            ("fast", other_python),
+        ],
+    );
+    let upstream = stack.start_upstream(index.path());
+    stack.start_service("lms");
+    stack.start_service("cms");
+    let write_requirements = "mkdir -p /srv/req && printf -- '-r extra.txt\\ndemo==1.0\\n' > /srv/req/base.txt \
+                              && printf 'fast==1.0\\nhelper==1.0\\n' > /srv/req/extra.txt";
+    assert_ok(
+        &stack.exec("lms", write_requirements),
+        "write lms's requirement files",
+    );
+    std::fs::write(
+        stack.home.path().join("devcache.yml"),
+        "warm:\n  lms: [/srv/req/base.txt]\n",
+    )
+    .unwrap();
+    assert_ok(
+        &stack.devcache(&["up", "--upstream", &upstream, "--port", "0"]),
+        "devcache up",
+    );
+
+    let out = stack.devcache(&["warm", "lms"]);
+    assert_ok(&out, "devcache warm lms");
+    let said = stdout(&out);
+    assert!(
+        said.contains("warmed for Python 3.11 on manylinux_2_"),
+        "the container's own Python: {said}"
+    );
+    assert!(said.contains("3 projects, 3 files"), "{said}");
+    let upstream_log = stderr(&docker(&["logs", &stack.container("upstream")]));
+    assert!(upstream_log.contains("fast-1.0-cp311"), "{upstream_log}");
+    assert!(
+        !upstream_log.contains("fast-1.0-cp312"),
+        "a wheel for another Python was fetched: {upstream_log}"
+    );
+
+    // The cache as a bundle, into a brand-new volume, with no upstream left.
+    let bundle = stack.home.path().join("devstack-cache.tar.zst");
+    let out = stack.devcache(&["export", bundle.to_str().unwrap()]);
+    assert_ok(&out, "devcache export");
+    assert!(
+        stdout(&out).contains("exported 3 pages and 3 files"),
+        "{}",
+        stdout(&out)
+    );
+    assert_ok(
+        &stack.devcache(&["down", "--volumes"]),
+        "devcache down --volumes",
+    );
+    assert_ok(
+        &docker(&["rm", "-f", &stack.container("upstream")]),
+        "remove the upstream",
+    );
+    assert_ok(
+        &stack.devcache(&["up", "--upstream", &upstream, "--port", "0"]),
+        "devcache up, empty",
+    );
+    let out = stack.devcache(&["import", bundle.to_str().unwrap()]);
+    assert_ok(&out, "devcache import");
+    assert!(
+        stdout(&out).contains("imported 3 pages and 3 files"),
+        "{}",
+        stdout(&out)
+    );
+    let install = stack.exec(
+        "lms",
+        "pip install --no-cache-dir --target /tmp/site -r /srv/req/base.txt",
+    );
+    assert_ok(
+        &install,
+        "pip install -r in lms from the imported cache, offline",
+    );
+}

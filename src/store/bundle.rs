@@ -216,7 +216,9 @@ fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
             size += n as u64;
         }
         if entry.header().size().is_ok_and(|declared| declared != size) {
-            return Err(refuse(format!("it is truncated: entry {path} ends after {size} bytes")));
+            return Err(refuse(format!(
+                "it is truncated: entry {path} ends after {size} bytes"
+            )));
         }
         let actual = hex::encode(hasher.finalize());
         if &actual != expected {
