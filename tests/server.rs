@@ -635,6 +635,16 @@ async fn the_status_page_and_json_say_what_is_cached() {
     assert!(status["bytes"].as_u64().unwrap() > 0);
     assert!(status["misses"].as_u64().unwrap() >= 4, "{status}");
     assert!(status["uptime_seconds"].is_u64());
+    let client = &status["clients"][0];
+    assert_eq!(client["address"], "127.0.0.1", "{status}");
+    assert!(
+        client["user_agent"].as_str().unwrap().starts_with("pip/"),
+        "{status}"
+    );
+    assert!(
+        client["misses"].as_u64().unwrap() >= 4 && client["bytes_fetched"].as_u64().unwrap() > 0,
+        "{status}"
+    );
 
     let home = http()
         .get(format!("{}/", cache.url))
@@ -650,6 +660,7 @@ async fn the_status_page_and_json_say_what_is_cached() {
     );
     assert!(home.contains("/root/pypi/+simple/"));
     assert!(home.contains("hit rate"));
+    assert!(home.contains("<td>127.0.0.1</td><td>pip/"), "{home}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

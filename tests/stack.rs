@@ -264,6 +264,32 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
     let status = stack.status();
     assert_eq!(status["projects"], 2, "{status}");
     assert!(status["misses"].as_u64().unwrap() >= 4, "{status}");
+    // The cache's counters per consumer: lms asked, studio did not.
+    let report: serde_json::Value =
+        serde_json::from_slice(&stack.devcache(&["status", "--json"]).stdout).unwrap();
+    let lms = report["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "lms")
+        .unwrap()
+        .clone();
+    assert!(lms["served"]["misses"].as_u64().unwrap() >= 4, "{report}");
+    assert!(
+        lms["served"]["user_agent"]
+            .as_str()
+            .unwrap()
+            .starts_with("pip/"),
+        "{report}"
+    );
+    let studio = report["consumers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["service"] == "studio")
+        .unwrap()
+        .clone();
+    assert!(studio["served"].is_null(), "{report}");
 
     // disable gives the user's pip.conf back; enable wires it again.
     let out = stack.devcache(&["disable", "lms"]);

@@ -1,20 +1,22 @@
 //! One log line per request (method, path, status, bytes, time, hit/miss), written
 //! when the response body ends, so the byte count is what the client got.
 
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
-use super::{Outcome, State};
+use super::{AppState, Outcome, State};
 
 /// Tells clients how their request was answered (`hit`, `miss`, ...): `warm` counts
 /// what was already cached by it, and people debugging can see it with `curl -I`.
@@ -24,6 +26,15 @@ pub async fn log(state: State, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let client = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let user_agent = request
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut response = next.run(request).await;
     let outcome = response.extensions().get::<Outcome>().copied();
     if let Some(outcome) = outcome {
@@ -52,9 +63,12 @@ pub async fn log(state: State, request: Request, next: Next) -> Response {
         method,
         path,
         status,
-        outcome: outcome.map_or("-", Outcome::as_str),
+        outcome,
         started,
         bytes: 0,
+        client,
+        user_agent,
+        state: state.0.clone(),
     };
     Response::from_parts(parts, Body::new(body))
 }
@@ -66,21 +80,29 @@ struct LoggedBody {
     method: Method,
     path: String,
     status: u16,
-    outcome: &'static str,
+    outcome: Option<Outcome>,
     started: Instant,
     bytes: u64,
     finished: bool,
+    client: Option<IpAddr>,
+    user_agent: Option<String>,
+    state: Arc<AppState>,
 }
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
+        if let (Some(client), Some(outcome)) = (self.client, self.outcome) {
+            self.state
+                .clients
+                .record(client, self.user_agent.as_deref(), outcome, self.bytes);
+        }
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let (method, path, status, bytes, outcome) = (
             &self.method,
             &self.path,
             self.status,
             self.bytes,
-            self.outcome,
+            self.outcome.map_or("-", Outcome::as_str),
         );
         if self.finished {
             tracing::info!("{method} {path} {status} {bytes}B {ms:.1}ms {outcome}");

@@ -8,6 +8,7 @@
 //! ```
 
 mod access_log;
+mod clients;
 mod files;
 mod negotiate;
 mod pages;
@@ -71,6 +72,7 @@ struct AppState {
     fills: Fills,
     upstream: Option<Upstream>,
     counters: Counters,
+    clients: clients::Clients,
     started: Instant,
 }
 
@@ -99,6 +101,7 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<Router> {
         fills: Fills::default(),
         upstream,
         counters: Counters::default(),
+        clients: clients::Clients::default(),
         started: Instant::now(),
     });
     let routes = Router::new()
@@ -137,10 +140,13 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         })?;
     let addr = listener.local_addr()?;
     announce(&config, addr);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .context("server failed")
 }
 
 /// pip writes the `+` of `/root/pypi/+f/` as `%2B`; routes are matched on the raw path,
@@ -168,7 +174,8 @@ pub async fn spawn_local(config: &ServeConfig) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).await {
             tracing::error!(error = %e, "the local cache server stopped");
         }
     });

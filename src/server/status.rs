@@ -8,6 +8,7 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Serialize;
 
 use super::State;
+use super::clients::ClientStats;
 use crate::index::html::escape;
 
 #[derive(Serialize)]
@@ -25,6 +26,8 @@ pub struct Status {
     stale: u64,
     uptime_seconds: u64,
     index_path: &'static str,
+    /// Per client address: what was served from the cache and what was fetched.
+    clients: Vec<ClientStats>,
 }
 
 async fn collect(state: &State) -> Status {
@@ -46,6 +49,7 @@ async fn collect(state: &State) -> Status {
         stale: state.counters.stale.load(Ordering::Relaxed),
         uptime_seconds: state.started.elapsed().as_secs(),
         index_path: "/root/pypi/+simple/",
+        clients: state.clients.snapshot(),
     }
 }
 
@@ -78,6 +82,22 @@ pub async fn home(state: State, headers: HeaderMap) -> Response {
         (Some(url), Some(false)) => format!("{} (unreachable: serving cached pages)", escape(url)),
         (Some(url), _) => escape(url),
     };
+    let mut clients = String::new();
+    for client in &status.clients {
+        clients.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{} hits, {} stale, {} misses</td><td>{} from the cache, {} fetched</td></tr>\n",
+            escape(&client.address),
+            escape(&client.user_agent),
+            client.hits,
+            client.stale,
+            client.misses,
+            human_bytes(client.bytes_from_cache),
+            human_bytes(client.bytes_fetched),
+        ));
+    }
+    if clients.is_empty() {
+        clients.push_str("<tr><td>no installer has asked yet</td></tr>\n");
+    }
     let mut projects = String::new();
     for name in &names {
         projects.push_str(&format!(
@@ -106,6 +126,9 @@ trusted-host = {host}</pre>
 <tr><td>hit rate</td><td>{hit_rate} ({hits} hits, {misses} misses, {stale} served stale)</td></tr>
 <tr><td>up for</td><td>{uptime}s</td></tr>
 </table>
+<h2>Clients</h2>
+<table>
+{clients}</table>
 <h2>Projects</h2>
 <ul>
 {projects}</ul>

@@ -288,6 +288,8 @@ struct ConsumerReport {
     running: bool,
     enabled: bool,
     pip: String,
+    /// What the cache served this container (matched by its address on the network).
+    served: Option<serde_json::Value>,
 }
 
 /// `devcache status [--json]`
@@ -338,7 +340,14 @@ pub async fn status(args: StatusArgs) -> Result<()> {
             Some(consumer) => consumers::pip_state(&docker, consumer).await?.to_string(),
             None => "no container".to_string(),
         };
+        let served = match (&found, &report.server) {
+            (Some(consumer), Some(server)) => {
+                served_to(&docker, &project, &consumer.container, server).await
+            }
+            _ => None,
+        };
         consumer_reports.push(ConsumerReport {
+            served,
             enabled: choices.is_enabled(&service),
             running: found.as_ref().is_some_and(|c| c.running),
             container: found.map(|c| c.container),
@@ -357,6 +366,28 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         print!("{}", describe(&report));
     }
     Ok(())
+}
+
+/// The server's counters for a container, found by its address on the project network.
+async fn served_to(
+    docker: &Docker,
+    project: &Project,
+    container: &str,
+    server: &serde_json::Value,
+) -> Option<serde_json::Value> {
+    let inspected = docker.inspect_container(container, None).await.ok()?;
+    let address = inspected
+        .network_settings?
+        .networks?
+        .get(&project.network())?
+        .ip_address
+        .clone()
+        .filter(|a| !a.is_empty())?;
+    server["clients"]
+        .as_array()?
+        .iter()
+        .find(|client| client["address"] == address.as_str())
+        .cloned()
 }
 
 async fn fetch_status(port: u16) -> Option<serde_json::Value> {
@@ -426,8 +457,18 @@ fn describe(report: &StatusReport) -> String {
         } else {
             "disabled"
         };
+        let served = consumer.served.as_ref().map_or(String::new(), |s| {
+            let number = |key: &str| s[key].as_u64().unwrap_or(0);
+            format!(
+                "; served {} hits, {} misses ({} from the cache, {} fetched)",
+                number("hits") + number("stale"),
+                number("misses"),
+                crate::server::human_bytes(number("bytes_from_cache")),
+                crate::server::human_bytes(number("bytes_fetched")),
+            )
+        });
         out.push_str(&format!(
-            "{:<9} {} ({running}, {enabled}): {}\n",
+            "{:<9} {} ({running}, {enabled}): {}{served}\n",
             consumer.service,
             consumer.container.as_deref().unwrap_or("-"),
             consumer.pip

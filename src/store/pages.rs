@@ -105,14 +105,14 @@ mod tests {
     }
 
     #[test]
-    fn leftover_temp_files_are_removed_at_open() {
+    fn leftover_temp_files_are_removed_by_the_owner_only() {
         let dir = tempfile::tempdir().unwrap();
+        let count = || std::fs::read_dir(dir.path().join("tmp")).unwrap().count();
         Store::open(dir.path()).unwrap();
         std::fs::write(dir.path().join("tmp/123-0.part"), b"half a wheel").unwrap();
-        Store::open(dir.path()).unwrap();
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-            0
-        );
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(count(), 1, "opening alone removes nothing");
+        store.remove_leftovers().unwrap();
+        assert_eq!(count(), 0);
     }
 }
