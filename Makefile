@@ -4,7 +4,7 @@ DEVCACHE ?= $(shell command -v devcache 2>/dev/null || echo ./target/release/dev
 
 .DEFAULT_GOAL := help
 .PHONY: help dev.cache.build dev.cache.image dev.cache.up dev.cache.down dev.cache.destroy \
-	dev.cache.status dev.cache.watch dev.logs.devpi
+	dev.cache.status dev.cache.watch dev.cache.warm dev.cache.export dev.cache.import dev.logs.devpi
 
 help: ## Display this help message.
 	@echo "Please use \`make <target>' where <target> is one of"
@@ -37,6 +37,18 @@ dev.cache.disable.%: ## Unwire a service and give back its own pip.conf, e.g. ma
 
 dev.cache.watch: ## Wire enabled services again whenever their containers start (Ctrl-C stops).
 	$(DEVCACHE) watch
+
+dev.cache.warm: ## Fill the cache with the requirements of lms and studio, for installing offline.
+	$(DEVCACHE) warm lms studio
+
+dev.cache.warm.%: ## Fill the cache with a service's requirements, e.g. make dev.cache.warm.ecommerce.
+	$(DEVCACHE) warm $*
+
+dev.cache.export: ## Write the cache to devcache-bundle.tar.zst (BUNDLE=... to choose).
+	$(DEVCACHE) export $(or $(BUNDLE),devcache-bundle.tar.zst)
+
+dev.cache.import: ## Fill the cache from devcache-bundle.tar.zst (BUNDLE=... to choose).
+	$(DEVCACHE) import $(or $(BUNDLE),devcache-bundle.tar.zst)
 
 dev.logs.devpi: ## Follow the cache's logs.
 	$(DEVCACHE) logs -f

@@ -44,6 +44,9 @@ fn make_help_lists_the_devstack_style_targets() {
         "dev.cache.disable.%",
         "dev.logs.devpi",
         "dev.cache.image",
+        "dev.cache.warm",
+        "dev.cache.export",
+        "dev.cache.import",
     ] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(target)),

@@ -447,6 +447,51 @@ fn watch_wires_a_recreated_consumer_but_not_a_disabled_one() {
 }
 
 #[test]
+fn services_named_in_devcache_yml_are_wired_by_up_and_shown_by_status() {
+    let stack = Devstack::new();
+    for service in ["lms", "cms", "ecommerce", "discovery"] {
+        stack.start_service(service);
+    }
+    std::fs::write(
+        stack.home.path().join("devcache.yml"),
+        "services: [ecommerce]\n",
+    )
+    .unwrap();
+    let out = stack.devcache(&[
+        "up",
+        "--upstream",
+        "http://index.invalid/simple/",
+        "--port",
+        "0",
+    ]);
+    assert_ok(&out, "devcache up");
+    assert!(
+        stdout(&out).contains("ecommerce: wired"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stack
+            .read("ecommerce", "/root/.pip/pip.conf")
+            .starts_with("# Written by devcache")
+    );
+    assert_eq!(
+        stack.read("discovery", "/root/.pip/pip.conf"),
+        "",
+        "discovery was not asked for"
+    );
+    let report = stdout(&stack.devcache(&["status"]));
+    assert!(
+        report.contains("ecommerce") && report.contains("enabled): wired"),
+        "{report}"
+    );
+    assert!(
+        report.contains("discovery") && report.contains("not enabled): not wired"),
+        "{report}"
+    );
+}
+
+#[test]
 fn errors_name_the_fix_and_exit_non_zero() {
     let stack = Devstack::new();
     let upstream = "http://index.invalid/simple/";

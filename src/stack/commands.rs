@@ -287,6 +287,8 @@ struct ConsumerReport {
     container: Option<String>,
     running: bool,
     enabled: bool,
+    /// Disabled by the user (as opposed to never enabled).
+    disabled: bool,
     pip: String,
     /// What the cache served this container (matched by its address on the network).
     served: Option<serde_json::Value>,
@@ -328,14 +330,15 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
     }
     let choices = Choices::load(&project, None)?;
-    let mut services: Vec<String> = names::PYTHON_SERVICES
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    services.retain(|s| choices.is_enabled(s) || choices.disabled.contains(s));
+    // Every Python service that has a container, and every one enabled or disabled.
     let mut consumer_reports = Vec::new();
-    for service in services {
+    for service in names::PYTHON_SERVICES {
+        let service = service.to_string();
         let found: Option<Consumer> = consumers::find(&docker, &project, &service).await?;
+        let chosen = choices.is_enabled(&service) || choices.disabled.contains(&service);
+        if found.is_none() && !chosen {
+            continue;
+        }
         let pip = match &found {
             Some(consumer) => consumers::pip_state(&docker, consumer).await?.to_string(),
             None => "no container".to_string(),
@@ -349,6 +352,7 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         consumer_reports.push(ConsumerReport {
             served,
             enabled: choices.is_enabled(&service),
+            disabled: choices.disabled.contains(&service),
             running: found.as_ref().is_some_and(|c| c.running),
             container: found.map(|c| c.container),
             service: shown(&service).to_string(),
@@ -452,10 +456,10 @@ fn describe(report: &StatusReport) -> String {
         } else {
             "not running"
         };
-        let enabled = if consumer.enabled {
-            "enabled"
-        } else {
-            "disabled"
+        let enabled = match (consumer.enabled, consumer.disabled) {
+            (true, _) => "enabled",
+            (false, true) => "disabled",
+            (false, false) => "not enabled",
         };
         let served = consumer.served.as_ref().map_or(String::new(), |s| {
             let number = |key: &str| s[key].as_u64().unwrap_or(0);
