@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 VENVS = os.path.join(HERE, ".venvs")
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
+LINE_RATE = 100 * 1024 * 1024  # bytes/s of the upstream's line-rate location
 
 
 def free_port() -> int:
@@ -90,6 +91,8 @@ http {{
             try_files $uri/index.$simple_format ${{uri}}index.$simple_format =404;
         }}
         location /files/ {{ }}
+        # A download at a line rate (about 800 Mbit/s), as from a real index.
+        location /line-rate/ {{ alias {tree}/files/; limit_rate {LINE_RATE}; }}
     }}
 }}
 """)
@@ -416,19 +419,20 @@ def fmt_bytes(n: int) -> str:
     return str(n)
 
 
-def measure_direct(nginx: Nginx, wl: workload.Workload, work: str, res: Results):
-    """The baseline: the cold-test files fetched straight from the upstream."""
-    project, filename = wl.cold_single
-    path = f"/files/{project}/{filename}"
-    curl_timed(nginx.port, path, os.devnull)  # into the page cache, as for the servers
-    samples = [curl_timed(nginx.port, path, os.devnull) for _ in range(3)]
-    ttfb = min(s[0] for s in samples)
-    total = min(s[1] for s in samples)
-    return ttfb, total
+def measure_direct(nginx: Nginx, wl: workload.Workload) -> dict:
+    """The baselines: each cold-test file fetched straight from the upstream (median of 3)."""
+    direct = {}
+    for label, location, (project, filename) in (("memory", "files", wl.cold_single),
+                                                  ("line", "line-rate", wl.cold_line_rate)):
+        path = f"/{location}/{project}/{filename}"
+        curl_timed(nginx.port, path, os.devnull)  # into the page cache, as for the servers
+        samples = [curl_timed(nginx.port, path, os.devnull) for _ in range(3)]
+        direct[label] = (sorted(s[0] for s in samples)[1], sorted(s[1] for s in samples)[1])
+    return direct
 
 
 def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: Clients, args,
-                 res: Results, direct: tuple[float, float]):
+                 res: Results, direct: dict):
     name = server.name
     work = args.work
     log_path = os.path.join(work, "logs", f"{name}.log")
@@ -521,17 +525,21 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
     res.put("warm 1 MB file: p99", name, result["p99_ms"], f"{result['p99_ms']:.2f} ms")
     print(f"  1 MB file: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.2f} ms", flush=True)
 
-    # Cold large file, one client: time to first byte and in all, against the direct fetch.
-    path = file_link(server.port, server.index, *wl.cold_single)
-    out = os.path.join(work, "downloads", f"{name}-cold-single")
-    ttfb, total, size, code = curl_timed(server.port, path, out)
-    if code != 200 or file_sha(out) != file_sha(os.path.join(wl.root, "files", *wl.cold_single)):
-        res.fail(name, f"cold {fmt_bytes(wl.cold_size)} file: HTTP {code} or wrong bytes")
-    os.remove(out)
-    label = f"cold {fmt_bytes(wl.cold_size)} file"
-    res.put(f"{label}: total (x direct)", name, total / direct[1], f"{fmt_s(total)} ({total / direct[1]:.2f}x)")
-    res.put(f"{label}: first byte (x direct)", name, ttfb / direct[0], f"{fmt_s(ttfb)} ({ttfb / direct[0]:.1f}x)")
-    print(f"  cold file: first byte {fmt_s(ttfb)}, total {fmt_s(total)}", flush=True)
+    # Cold large file, one client: time to first byte and in all, against the direct fetch,
+    # from the upstream at memory speed and at a line rate.
+    for how, project_file in (("memory", wl.cold_single), ("line", wl.cold_line_rate)):
+        path = file_link(server.port, server.index, *project_file)
+        out = os.path.join(work, "downloads", f"{name}-cold-{how}")
+        ttfb, total, size, code = curl_timed(server.port, path, out)
+        if code != 200 or file_sha(out) != file_sha(os.path.join(wl.root, "files", *project_file)):
+            res.fail(name, f"cold {fmt_bytes(wl.cold_size)} file: HTTP {code} or wrong bytes")
+        os.remove(out)
+        d_ttfb, d_total = direct[how]
+        label = f"cold {fmt_bytes(wl.cold_size)} file, upstream at " + (
+            "memory speed" if how == "memory" else f"{LINE_RATE // workload.MB} MiB/s")
+        res.put(f"{label}: total (x direct)", name, total / d_total, f"{fmt_s(total)} ({total / d_total:.2f}x)")
+        res.put(f"{label}: first byte (x direct)", name, ttfb / d_ttfb, f"{fmt_s(ttfb)} ({ttfb / d_ttfb:.1f}x)")
+        print(f"  cold file ({how}): first byte {fmt_s(ttfb)}, total {fmt_s(total)}", flush=True)
 
     # Cold large file, 8 clients at once: how many times it came from the upstream.
     path = file_link(server.port, server.index, *wl.cold_shared)
@@ -639,8 +647,9 @@ def main():
     res = Results()
     clients = Clients(args.work)
     try:
-        direct = measure_direct(nginx, wl, args.work, res)
-        print(f"direct from the upstream: first byte {fmt_s(direct[0])}, total {fmt_s(direct[1])}", flush=True)
+        direct = measure_direct(nginx, wl)
+        for how, (ttfb, total) in direct.items():
+            print(f"direct from the upstream ({how}): first byte {fmt_s(ttfb)}, total {fmt_s(total)}", flush=True)
         for n in names:
             server = SERVERS[n](free_port(), os.path.join(args.work, "data", n), f"http://127.0.0.1:{up_port}/simple/")
             try:
@@ -672,7 +681,8 @@ def main():
         f"Workload: {len(wl.pinned)} pinned projects (wheels of 4-60 KB with PEP 658 metadata"
         f"{', and wheels of ' + ', '.join(fmt_bytes(s) for s in ([5 * workload.MB] if args.quick else [5 * workload.MB, 20 * workload.MB, 50 * workload.MB])) })"
         f"; warm pages are `{wl.page_project}` ({wl.page_files} files); load is wrk, 2 threads, 64 connections, {args.wrk_seconds} s;"
-        f" the direct fetch of the cold file took {fmt_s(direct[1])} (first byte {fmt_s(direct[0])}).",
+        f" the direct fetch of the cold file took {fmt_s(direct['memory'][1])} (first byte {fmt_s(direct['memory'][0])}),"
+        f" and {fmt_s(direct['line'][1])} (first byte {fmt_s(direct['line'][0])}) at {LINE_RATE // workload.MB} MiB/s.",
         "Figures in brackets are ratios to devcache's.",
         "",
         res.table(columns),

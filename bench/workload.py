@@ -34,6 +34,7 @@ class Workload:
     one_mb: tuple = ("", "")  # (project, filename)
     cold_single: tuple = ("", "")
     cold_shared: tuple = ("", "")
+    cold_line_rate: tuple = ("", "")
     cold_size: int = 0
 
 
@@ -131,14 +132,14 @@ def generate(root: str, base_url: str, small_projects: int, large_sizes: list, c
     work = Workload(root=root, requirements=os.path.join(root, "requirements.txt"))
     projects = []
 
-    def make(name: str, versions: list, payload: int, in_set: bool, listed_extra: int = 0) -> tuple:
+    def make(name: str, versions: list, payload: int, in_set: bool, files_url: str = f"{base_url}/files") -> tuple:
         """A project whose newest version has real files; older ones are only listed."""
         project = Project(name)
         module = name.replace("-", "_")
         # Older versions are listed, as on a real index, but never downloaded.
         for v in versions[:-1]:
             for fn in (f"{module}-{v}-py3-none-any.whl", f"{module}-{v}.tar.gz"):
-                project.add(fn, f"{base_url}/files/{name}/{fn}", sha256(fn.encode()), 1000,
+                project.add(fn, f"{files_url}/{name}/{fn}", sha256(fn.encode()), 1000,
                             sha256(fn.encode() + b"m") if fn.endswith(".whl") else None)
         v = versions[-1]
         data, metadata = wheel_bytes(name, v, payload, rng)
@@ -149,7 +150,7 @@ def generate(root: str, base_url: str, small_projects: int, large_sizes: list, c
             fh.write(data)
         with open(os.path.join(pdir, fn + ".metadata"), "wb") as fh:
             fh.write(metadata)
-        project.add(fn, f"{base_url}/files/{name}/{fn}", sha256(data), len(data), sha256(metadata))
+        project.add(fn, f"{files_url}/{name}/{fn}", sha256(data), len(data), sha256(metadata))
         projects.append(project)
         if in_set:
             work.pinned[name] = fn
@@ -168,6 +169,8 @@ def generate(root: str, base_url: str, small_projects: int, large_sizes: list, c
     work.one_mb = make("onemb", ["1.0"], MB - 600, False)
     work.cold_single = make("coldfile-single", ["1.0"], cold_size, False)
     work.cold_shared = make("coldfile-shared", ["1.0"], cold_size, False)
+    # The same size again, from a location nginx sends at a typical line rate.
+    work.cold_line_rate = make("coldfile-line-rate", ["1.0"], cold_size, False, f"{base_url}/line-rate")
     work.cold_size = cold_size
 
     index_html = ["<!DOCTYPE html>", "<html><body>"]

@@ -2,7 +2,7 @@
 //! streamed to all of them while it is written.
 //!
 //! A fill writes to a temp file and hashes as it goes. Readers follow its progress
-//! through a watch channel and read the bytes already on disk, so the first byte
+//! through a watch channel and map the bytes already on disk, so the first byte
 //! reaches clients as soon as it arrives. The last chunk is held back until the
 //! whole file matches the upstream's sha256 (and length): a client never receives a
 //! complete, wrong file, and on failure its connection breaks instead.
@@ -16,8 +16,9 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use super::{BlobKey, Store};
+use super::{BlobKey, Store, mapped};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// What a fill has done so far, as readers see it.
@@ -28,6 +29,9 @@ pub struct Progress {
     pub length: Option<u64>,
     /// Bytes readers may send now.
     pub available: u64,
+    /// Every byte is written and matches the upstream's sha256 and length; readers may
+    /// finish before the file is synced and published.
+    pub verified: bool,
     /// Set once: the file is published, or why it never will be.
     pub outcome: Option<Result<(), FillError>>,
 }
@@ -43,6 +47,12 @@ pub enum FillError {
     #[error("cannot write the cache: {0}")]
     Disk(String),
 }
+
+/// A batch being hashed and written; it gives back the hasher and the bytes written so far.
+type BatchWrite = JoinHandle<std::io::Result<(Sha256, u64)>>;
+
+/// At most this many chunks of the upstream's body are written in one batch.
+const BATCH_CHUNKS: usize = 64;
 
 /// One file being downloaded.
 pub struct Fill {
@@ -162,18 +172,42 @@ impl FillTask {
             p.started = true;
             p.length = length;
         });
-        let mut hasher = Sha256::new();
-        let mut written: u64 = 0;
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(UpstreamError::from)?;
-            hasher.update(&chunk);
-            write_at(&self.file, chunk.clone(), written).await?;
-            // Readers may have everything before this chunk; this one waits for the check.
-            let before = written;
-            self.sender.send_modify(|p| p.available = before);
-            written += chunk.len() as u64;
+        // What has arrived is hashed and written in one trip to the blocking pool: big
+        // batches when the upstream is fast, single chunks when it is slow. One batch
+        // is written while the next one is received.
+        let mut batches = response.bytes_stream().ready_chunks(BATCH_CHUNKS);
+        let mut hashed = (Sha256::new(), 0u64);
+        let mut in_flight: Option<(BatchWrite, u64)> = None;
+        loop {
+            let batch = batches.next().await;
+            if let Some((job, held_back)) = in_flight.take() {
+                hashed = job
+                    .await
+                    .map_err(|e| FillError::Disk(e.to_string()))?
+                    .map_err(|e| FillError::Disk(e.to_string()))?;
+                // Readers may have everything before the newest chunk; it waits for the check.
+                let available = hashed.1 - held_back;
+                self.sender.send_modify(|p| p.available = available);
+            }
+            let Some(batch) = batch else { break };
+            let chunks = batch
+                .into_iter()
+                .collect::<Result<Vec<Bytes>, _>>()
+                .map_err(UpstreamError::from)?;
+            let held_back = chunks.last().map_or(0, |c| c.len() as u64);
+            let file = self.file.clone();
+            let (mut hasher, mut offset) = std::mem::take(&mut hashed);
+            let job = tokio::task::spawn_blocking(move || {
+                for chunk in &chunks {
+                    hasher.update(chunk);
+                    file.write_all_at(chunk, offset)?;
+                    offset += chunk.len() as u64;
+                }
+                Ok((hasher, offset))
+            });
+            in_flight = Some((job, held_back));
         }
+        let (hasher, written) = hashed;
         if let Some(expected) = length
             && expected != written
         {
@@ -191,6 +225,12 @@ impl FillTask {
                 actual,
             });
         }
+        // The bytes are right: readers may finish while the file is synced and published.
+        self.sender.send_modify(|p| {
+            p.available = written;
+            p.length = Some(written);
+            p.verified = true;
+        });
         let file = self.file.clone();
         let (store, temp, key) = (
             self.store.clone(),
@@ -204,17 +244,8 @@ impl FillTask {
         .await
         .map_err(|e| FillError::Disk(e.to_string()))?
         .map_err(|e| FillError::Disk(e.to_string()))?;
-        self.sender.send_modify(|p| p.length = Some(written));
         Ok(())
     }
-}
-
-async fn write_at(file: &Arc<std::fs::File>, chunk: Bytes, offset: u64) -> Result<(), FillError> {
-    let file = file.clone();
-    tokio::task::spawn_blocking(move || file.write_all_at(&chunk, offset))
-        .await
-        .map_err(|e| FillError::Disk(e.to_string()))?
-        .map_err(|e| FillError::Disk(e.to_string()))
 }
 
 impl Fill {
@@ -246,14 +277,13 @@ impl Fill {
     /// The file's bytes from the start, as they become available. Ends with an error
     /// (so the client's connection breaks) if the fill fails.
     pub fn stream(self: Arc<Self>) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-        const READ_SIZE: u64 = 256 * 1024;
         futures::stream::unfold((self, 0u64, false), |(fill, sent, done)| async move {
             if done {
                 return None;
             }
             let mut progress = fill.progress.clone();
             let state = match progress
-                .wait_for(|p| p.available > sent || p.outcome.is_some())
+                .wait_for(|p| p.available > sent || p.verified || p.outcome.is_some())
                 .await
             {
                 Ok(state) => state.clone(),
@@ -265,24 +295,19 @@ impl Fill {
                 }
             };
             if state.available > sent {
-                let len = (state.available - sent).min(READ_SIZE) as usize;
-                let file = fill.file.clone();
-                let read = tokio::task::spawn_blocking(move || {
-                    let mut buf = vec![0; len];
-                    file.read_exact_at(&mut buf, sent)
-                        .map(|()| Bytes::from(buf))
-                })
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-                return Some(match read {
-                    Ok(bytes) => (Ok(bytes), (fill, sent + len as u64, false)),
+                let len = (state.available - sent).min(mapped::WINDOW);
+                return Some(match mapped::bytes_at(fill.file.clone(), sent, len).await {
+                    Ok(bytes) => (Ok(bytes), (fill, sent + len, false)),
                     Err(e) => (Err(e), (fill, sent, true)),
                 });
+            }
+            if state.verified {
+                return None;
             }
             match state.outcome {
                 Some(Ok(())) => None,
                 Some(Err(e)) => Some((Err(std::io::Error::other(e)), (fill, sent, true))),
-                None => unreachable!("waited for bytes or an outcome"),
+                None => unreachable!("waited for bytes, verification or an outcome"),
             }
         })
     }

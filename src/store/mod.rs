@@ -12,6 +12,7 @@
 pub mod blobs;
 pub mod bundle;
 pub mod fill;
+pub mod mapped;
 pub mod pages;
 
 use std::path::{Path, PathBuf};
