@@ -18,6 +18,7 @@ import zipfile
 from dataclasses import dataclass, field
 
 MB = 1024 * 1024
+COLD_SAMPLES = 3
 
 
 @dataclass
@@ -32,9 +33,11 @@ class Workload:
     page_project: str = ""
     page_files: int = 0
     one_mb: tuple = ("", "")  # (project, filename)
-    cold_single: tuple = ("", "")
+    # Cold files are asked for once per server, so each single-client figure is the median
+    # of COLD_SAMPLES files.
+    cold_single: list = field(default_factory=list)
     cold_shared: tuple = ("", "")
-    cold_line_rate: tuple = ("", "")
+    cold_line_rate: list = field(default_factory=list)
     cold_size: int = 0
 
 
@@ -167,10 +170,12 @@ def generate(root: str, base_url: str, small_projects: int, large_sizes: list, c
     work.page_project = "benchpkg-000"
     work.page_files = 2 * 119 + 1
     work.one_mb = make("onemb", ["1.0"], MB - 600, False)
-    work.cold_single = make("coldfile-single", ["1.0"], cold_size, False)
+    work.cold_single = [make(f"coldfile-single-{k}", ["1.0"], cold_size, False)
+                        for k in range(COLD_SAMPLES)]
     work.cold_shared = make("coldfile-shared", ["1.0"], cold_size, False)
     # The same size again, from a location nginx sends at a typical line rate.
-    work.cold_line_rate = make("coldfile-line-rate", ["1.0"], cold_size, False, f"{base_url}/line-rate")
+    work.cold_line_rate = [make(f"coldfile-line-rate-{k}", ["1.0"], cold_size, False,
+                                f"{base_url}/line-rate") for k in range(COLD_SAMPLES)]
     work.cold_size = cold_size
 
     index_html = ["<!DOCTYPE html>", "<html><body>"]
