@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass, field
 
 MB = 1024 * 1024
-COLD_SAMPLES = 3
+COLD_SAMPLES = 5
 
 
 @dataclass
