@@ -718,7 +718,10 @@ def main():
                 if nginx.proc is None or nginx.proc.poll() is not None:
                     nginx.start()
         if not args.no_nginx:
-            bench_nginx(nginx, wl, clients, args, res)
+            try:
+                bench_nginx(nginx, wl, clients, args, res)
+            except Exception as e:
+                res.fail("nginx (static)", f"{type(e).__name__}: {e}")
     finally:
         nginx.stop()
 
