@@ -380,8 +380,9 @@ def file_link(port: int, index: str, project: str, filename: str) -> str:
 
 
 def curl_timed(port: int, path: str, out: str) -> tuple[float, float, int, int]:
-    """(time to first byte, total time, bytes, status) of one GET through curl."""
-    done = run(["curl", "-s", "-o", out, "-w", "%{time_starttransfer} %{time_total} %{size_download} %{http_code}",
+    """(time to first byte, total time, bytes, status) of one GET through curl, following
+    redirects as pip does (proxpi sends a client to the upstream when its fetch is slow)."""
+    done = run(["curl", "-s", "-L", "-o", out, "-w", "%{time_starttransfer} %{time_total} %{size_download} %{http_code}",
                 f"http://127.0.0.1:{port}{path}"])
     ttfb, total, size, code = done.stdout.split()
     return float(ttfb), float(total), int(size), int(code)
