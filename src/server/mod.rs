@@ -82,7 +82,7 @@ type State = axum::extract::State<Arc<AppState>>;
 /// Builds the application for a configuration: the store opened and the upstream
 /// client made (none when offline). The server that owns the data directory removes
 /// what a previous run left in `tmp/`.
-fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<Router> {
+fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Fills)> {
     let store = Store::open(&config.data_dir.value)?;
     if owns_data_dir {
         store.remove_leftovers()?;
@@ -96,10 +96,11 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<Router> {
         _ => None,
     };
     let index_ttl = Duration::from_secs(config.index_ttl.value);
+    let fills = Fills::default();
     let state = Arc::new(AppState {
         pages: Pages::new(store.clone(), upstream.clone(), index_ttl),
         store,
-        fills: Fills::default(),
+        fills: fills.clone(),
         upstream,
         counters: Counters::default(),
         clients: clients::Clients::default(),
@@ -124,12 +125,16 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<Router> {
     // The path is normalised before routing, so that step wraps the routes rather than
     // being a layer of them.
     let normalised = axum::middleware::map_request(decode_plus).layer(routes);
-    Ok(Router::new().fallback_service(normalised))
+    Ok((Router::new().fallback_service(normalised), fills))
 }
 
-/// Runs `devcache serve` until Ctrl-C or SIGTERM.
+/// How long a stopping server waits for downloads under way to be saved; docker stop
+/// allows 10 s before it kills.
+const SETTLE_ON_STOP: Duration = Duration::from_secs(8);
+
+/// Runs `devcache serve` until Ctrl-C or SIGTERM, then lets downloads under way finish.
 pub async fn run(config: ServeConfig) -> Result<()> {
-    let app = app(&config, true)?;
+    let (app, fills) = app(&config, true)?;
     let host = &config.host.value;
     let listener = tokio::net::TcpListener::bind((host.as_str(), config.port.value))
         .await
@@ -147,7 +152,18 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     )
     .with_graceful_shutdown(shutdown_signal())
     .await
-    .context("server failed")
+    .context("server failed")?;
+    let running = fills.running();
+    if running > 0 {
+        tracing::info!("waiting for {running} download(s) under way to be saved");
+        if tokio::time::timeout(SETTLE_ON_STOP, fills.settled())
+            .await
+            .is_err()
+        {
+            tracing::warn!("stopping with downloads unfinished; the next start discards them");
+        }
+    }
+    Ok(())
 }
 
 /// Answers go out as soon as they are written: with Nagle's algorithm a response
@@ -176,11 +192,24 @@ async fn decode_plus(mut request: Request) -> Request {
     request
 }
 
+/// A data directory served on 127.0.0.1 for the rest of this process.
+pub struct LocalServer {
+    pub addr: SocketAddr,
+    fills: Fills,
+}
+
+impl LocalServer {
+    /// Waits until every file a client was given is saved in the data directory.
+    pub async fn settled(&self) {
+        self.fills.settled().await;
+    }
+}
+
 /// Serves a data directory on a free port of 127.0.0.1 for the rest of this process,
 /// for commands that fill a cache through its HTTP API (`warm --data-dir`).
-pub async fn spawn_local(config: &ServeConfig) -> Result<SocketAddr> {
+pub async fn spawn_local(config: &ServeConfig) -> Result<LocalServer> {
     // Another devcache may be serving this directory: its downloads in tmp/ stay.
-    let app = app(config, false)?;
+    let (app, fills) = app(config, false)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -189,7 +218,7 @@ pub async fn spawn_local(config: &ServeConfig) -> Result<SocketAddr> {
             tracing::error!(error = %e, "the local cache server stopped");
         }
     });
-    Ok(addr)
+    Ok(LocalServer { addr, fills })
 }
 
 /// Prints where the server listens and the index URL to give pip.

@@ -82,6 +82,40 @@ pub enum Joined {
 }
 
 impl Fills {
+    /// How many fills are running.
+    pub fn running(&self) -> usize {
+        self.running.lock().expect("fills lock").len()
+    }
+
+    /// Waits until no fill is running. A client may have had every byte of a file before
+    /// its fill synced and published it, so a process that is about to exit waits here
+    /// for the cache to hold what its clients were given.
+    pub async fn settled(&self) {
+        loop {
+            let running: Vec<Arc<Fill>> = self
+                .running
+                .lock()
+                .expect("fills lock")
+                .values()
+                .cloned()
+                .collect();
+            if running.is_empty() {
+                return;
+            }
+            for fill in &running {
+                let _ = fill.finished().await;
+            }
+            // A fill whose task died without leaving the map would be waited for forever.
+            let left = self.running.lock().expect("fills lock");
+            if left
+                .values()
+                .any(|f| running.iter().any(|r| Arc::ptr_eq(f, r)))
+            {
+                return;
+            }
+        }
+    }
+
     /// Joins the running fill for `request.key`, or starts one.
     pub fn start_or_join(
         &self,

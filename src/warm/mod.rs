@@ -75,12 +75,13 @@ pub async fn command(args: WarmArgs) -> Result<()> {
         ..Default::default()
     };
     let mut docker = None;
+    let mut local = None;
     let cache_url = if let Some(url) = &args.url {
         Url::parse(url).with_context(|| format!("--url {url:?} is not a URL"))?
     } else if args.data_dir.is_some() {
         let config = ServeConfig::load(&serve_args, &process_env)?;
-        let addr = crate::server::spawn_local(&config).await?;
-        Url::parse(&format!("http://{addr}/"))?
+        let server = local.insert(crate::server::spawn_local(&config).await?);
+        Url::parse(&format!("http://{}/", server.addr))?
     } else {
         let project = Project::new(&args.stack.project)?;
         let connected = docker.insert(engine::connect().await?);
@@ -124,6 +125,9 @@ pub async fn command(args: WarmArgs) -> Result<()> {
             let found = requirements::read(&files, &roots, &target.markers).await;
             incomplete |= warm_and_report(&cache_url, &found, &target, args.jobs).await?;
         }
+    }
+    if let Some(server) = &local {
+        server.settled().await;
     }
     if incomplete {
         bail!("the cache is warm, but not with everything asked for; see above");
