@@ -92,27 +92,17 @@ impl Fills {
     /// for the cache to hold what its clients were given.
     pub async fn settled(&self) {
         loop {
-            let running: Vec<Arc<Fill>> = self
+            let next = self
                 .running
                 .lock()
                 .expect("fills lock")
                 .values()
-                .cloned()
-                .collect();
-            if running.is_empty() {
-                return;
-            }
-            for fill in &running {
-                let _ = fill.finished().await;
-            }
-            // A fill whose task died without leaving the map would be waited for forever.
-            let left = self.running.lock().expect("fills lock");
-            if left
-                .values()
-                .any(|f| running.iter().any(|r| Arc::ptr_eq(f, r)))
-            {
-                return;
-            }
+                .next()
+                .cloned();
+            let Some(fill) = next else { return };
+            // A fill leaves the map before it ends (see `FillTask::leave`), so this
+            // never waits on the same one twice.
+            let _ = fill.finished().await;
         }
     }
 
@@ -180,17 +170,27 @@ impl FillTask {
             }
         }
         // Leave the running map before telling readers, so a retry starts afresh.
-        self.fills
-            .running
-            .lock()
-            .expect("fills lock")
-            .remove(&self.request.key);
+        self.leave();
         self.sender.send_modify(|p| {
             if outcome.is_ok() {
                 p.available = p.length.unwrap_or(p.available);
             }
             p.outcome = Some(outcome);
         });
+    }
+
+    /// Takes this fill out of the running map, unless a newer fill of the key took its place.
+    fn leave(&self) {
+        // Also called while unwinding from a panic: a poisoned lock is left alone then.
+        let Ok(mut running) = self.fills.running.lock() else {
+            return;
+        };
+        if running
+            .get(&self.request.key)
+            .is_some_and(|fill| Arc::ptr_eq(&fill.file, &self.file))
+        {
+            running.remove(&self.request.key);
+        }
     }
 
     async fn download(&self) -> Result<(), FillError> {
@@ -279,6 +279,15 @@ impl FillTask {
         .map_err(|e| FillError::Disk(e.to_string()))?
         .map_err(|e| FillError::Disk(e.to_string()))?;
         Ok(())
+    }
+}
+
+/// However the task ends, a panic included, its fill leaves the running map (before the
+/// sender is dropped and readers see it end): no request joins, and no stopping process
+/// waits on, a fill that nothing drives.
+impl Drop for FillTask {
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
