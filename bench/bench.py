@@ -347,14 +347,21 @@ class Clients:
 
 def check_downloads(dest: str, wl: workload.Workload) -> str | None:
     """Every pinned wheel present with the upstream's bytes; else what is wrong."""
-    for project, filename in wl.pinned.items():
+    for filename in wl.pinned.values():
         got = os.path.join(dest, filename)
-        want = os.path.join(wl.root, "files", project, filename)
         if not os.path.exists(got):
             return f"{filename} missing"
-        if os.path.getsize(got) != os.path.getsize(want) or file_sha(got) != file_sha(want):
+        if file_sha(got) != wl.sha256[filename]:
             return f"{filename} differs from the upstream's"
     return None
+
+
+def pip_round(clients: Clients, server: Server, wl: workload.Workload, label: str) -> tuple[float, str | None]:
+    """The time of one `pip download` of the set through `server`, and what went wrong."""
+    elapsed, ok, err = clients.pip_download(server.url(), wl.requirements, label)
+    if not ok:
+        return elapsed, "pip download failed: " + (err.strip().splitlines() or ["no message"])[-1]
+    return elapsed, check_downloads(os.path.join(clients.work, "downloads", label), wl)
 
 
 def file_sha(path: str) -> str:
@@ -504,13 +511,10 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
 
     for phase in ("cold", "warm"):
         before = nginx.requests()
-        elapsed, ok, err = clients.pip_download(server.url(), wl.requirements, f"{name}-{phase}")
+        elapsed, problem = pip_round(clients, server, wl, f"{name}-{phase}")
         upstream = nginx.requests() - before
-        problem = None if ok else f"pip download {phase} failed: {err.strip().splitlines()[-1:] }"
-        if ok:
-            problem = check_downloads(os.path.join(work, "downloads", f"{name}-{phase}"), wl)
         if problem:
-            res.fail(name, problem)
+            res.fail(name, f"{phase}: {problem}")
             res.put(f"pip download, {phase}", name, None, "FAILED")
         else:
             res.put(f"pip download, {phase}", name, elapsed, fmt_s(elapsed))
@@ -520,11 +524,7 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
     # Offline: the upstream stops; the warm set must still download.
     nginx.stop()
     try:
-        elapsed, ok, err = clients.pip_download(server.url(), wl.requirements, f"{name}-offline")
-        if ok:
-            problem = check_downloads(os.path.join(work, "downloads", f"{name}-offline"), wl)
-        else:
-            problem = (err.strip().splitlines() or ["pip failed"])[-1]
+        elapsed, problem = pip_round(clients, server, wl, f"{name}-offline")
         if problem:
             res.put("pip download, upstream stopped", name, None, "fails")
             print(f"  offline: fails ({problem})", flush=True)
@@ -570,7 +570,7 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
 
     one_mb_path = file_link(server.port, server.index, *wl.one_mb)
     status, body, _ = get(server.port, one_mb_path)
-    want = file_sha(os.path.join(wl.root, "files", *wl.one_mb))
+    want = wl.sha256[wl.one_mb[1]]
     if status != 200 or hashlib.sha256(body).hexdigest() != want:
         res.fail(name, f"1 MB file: HTTP {status} or wrong bytes")
     result = wrk(server.port, one_mb_path, args.wrk_seconds)
@@ -588,7 +588,7 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
             path = file_link(server.port, server.index, *project_file)
             out = os.path.join(work, "downloads", f"{name}-cold-{how}")
             ttfb, total, size, code = curl_timed(server.port, path, out)
-            if code != 200 or file_sha(out) != file_sha(os.path.join(wl.root, "files", *project_file)):
+            if code != 200 or file_sha(out) != wl.sha256[project_file[1]]:
                 res.fail(name, f"cold {fmt_bytes(wl.cold_size)} file: HTTP {code} or wrong bytes")
             os.remove(out)
             samples.append((ttfb, total))
@@ -604,7 +604,7 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
     path = file_link(server.port, server.index, *wl.cold_shared)
     before = nginx.requests()
     outcomes = [None] * 8
-    want = file_sha(os.path.join(wl.root, "files", *wl.cold_shared))
+    want = wl.sha256[wl.cold_shared[1]]
 
     def one(i):
         out_i = os.path.join(work, "downloads", f"{name}-cold-shared-{i}")

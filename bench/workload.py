@@ -39,6 +39,8 @@ class Workload:
     cold_shared: tuple = ("", "")
     cold_line_rate: list = field(default_factory=list)
     cold_size: int = 0
+    # filename -> sha256 of every file with real bytes, to check what clients received
+    sha256: dict = field(default_factory=dict)
 
 
 def wheel_bytes(name: str, version: str, payload: int, rng: random.Random) -> tuple[bytes, bytes]:
@@ -153,7 +155,8 @@ def generate(root: str, base_url: str, small_projects: int, large_sizes: list, c
             fh.write(data)
         with open(os.path.join(pdir, fn + ".metadata"), "wb") as fh:
             fh.write(metadata)
-        project.add(fn, f"{files_url}/{name}/{fn}", sha256(data), len(data), sha256(metadata))
+        work.sha256[fn] = sha256(data)
+        project.add(fn, f"{files_url}/{name}/{fn}", work.sha256[fn], len(data), sha256(metadata))
         projects.append(project)
         if in_set:
             work.pinned[name] = fn
