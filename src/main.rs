@@ -2,6 +2,7 @@
 //!
 //! This file only maps subcommands to the modules that do the work.
 
+mod cache;
 mod cli;
 mod config;
 mod index;

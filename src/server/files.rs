@@ -1,7 +1,6 @@
 //! The file route: cached files from disk (with Range, HEAD and validators), cold
 //! ones streamed from their fill.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -10,10 +9,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
+use super::State;
 use super::simple::page_error;
-use super::{Outcome, State};
+use crate::cache::{Delivery, FileAnswer, FileError, FileRequest, FillError, Outcome};
 use crate::index::ProjectName;
-use crate::store::fill::{FillError, FillRequest, Joined};
 use crate::store::{BlobKey, mapped};
 use crate::upstream::UpstreamError;
 
@@ -31,88 +30,40 @@ pub async fn file(
     let (Ok(name), Some(key)) = (ProjectName::parse(&project), BlobKey::parse(&key)) else {
         return not_found("no such file");
     };
-    let (dist_name, metadata) = match filename.strip_suffix(METADATA_SUFFIX) {
+    let (dist_filename, metadata) = match filename.strip_suffix(METADATA_SUFFIX) {
         Some(dist) if !dist.is_empty() => (dist, true),
         _ => (filename.as_str(), false),
     };
-    // A distribution is named by its own hash in the URL, so a cached one is served
-    // without reading the page. Its `.metadata` has a hash of its own, on the page.
-    if !metadata
-        && let Some(response) =
-            serve_cached(&state.store.blob_path(&key), &key, &filename, &headers).await
-    {
-        return with_outcome(response, Outcome::Hit);
-    }
-
-    // The upstream URL comes from the project's page, never from the request.
-    let (page, _) = match state.pages.get(&name).await {
-        Ok(found) => found,
-        Err(e) => return page_error(&name, e),
+    let request = FileRequest {
+        project: &name,
+        key: &key,
+        dist_filename,
+        metadata,
     };
-    let Some(dist) = page.stored.page.file(dist_name) else {
-        return not_found(&format!("{name} has no file {dist_name}"));
-    };
-    if BlobKey::for_file(dist, false) != key || (metadata && dist.core_metadata.is_none()) {
-        return not_found(&format!("{name} has no file {filename} with that hash"));
-    }
-    let key = BlobKey::for_file(dist, metadata);
-    let path = state.store.blob_path(&key);
-    if metadata && let Some(response) = serve_cached(&path, &key, &filename, &headers).await {
-        return with_outcome(response, Outcome::Hit);
-    }
-    let Some(upstream) = &state.upstream else {
-        return not_found(&format!("{filename} is not cached and devcache is offline"));
-    };
-    let request = FillRequest {
-        key: key.clone(),
-        url: if metadata {
-            format!("{}{METADATA_SUFFIX}", dist.url)
-        } else {
-            dist.url.clone()
-        },
-        expected_size: if metadata { None } else { dist.size },
-    };
-    let fill = match state.fills.start_or_join(&state.store, upstream, request) {
-        Ok(Joined::Fill(fill)) => fill,
-        Ok(Joined::Cached) => {
-            let response = serve_cached(&path, &key, &filename, &headers).await;
-            return with_outcome(
-                response.unwrap_or_else(|| not_found("no such file")),
-                Outcome::Hit,
-            );
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot create a temp file in the data directory");
-            return (
-                StatusCode::INSUFFICIENT_STORAGE,
-                format!("devcache cannot write its cache: {e}\n"),
-            )
-                .into_response();
-        }
-    };
-
     // A Range asks for bytes that may not have arrived yet; answer it from the whole file.
-    if headers.contains_key(header::RANGE) {
-        if let Err(e) = fill.finished().await {
-            return with_outcome(fill_error(e), Outcome::Miss);
-        }
-        let response = serve_cached(&path, &key, &filename, &headers).await;
-        return with_outcome(
-            response.unwrap_or_else(|| not_found("no such file")),
-            Outcome::Miss,
-        );
-    }
-    let progress = match fill.started().await {
-        Ok(progress) => progress,
-        Err(e) => return with_outcome(fill_error(e), Outcome::Miss),
+    let delivery = if headers.contains_key(header::RANGE) {
+        Delivery::Whole
+    } else {
+        Delivery::Stream
     };
-    let mut response = Response::new(Body::from_stream(fill.stream()));
-    let response_headers = response.headers_mut();
-    insert_file_headers(response_headers, &key, &filename);
-    if let Some(length) = progress.length {
-        response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-    }
-    with_outcome(response, Outcome::Miss)
+    let (answer, outcome) = match state.cache.file(request, delivery).await {
+        Ok(found) => found,
+        Err(e) => return file_error(&name, e),
+    };
+    let response = match answer {
+        FileAnswer::Cached(cached) => serve_cached(cached.file, &cached.key, &filename, &headers)
+            .unwrap_or_else(|| not_found("no such file")),
+        FileAnswer::Filling { fill, length } => {
+            let mut response = Response::new(Body::from_stream(fill.stream()));
+            let response_headers = response.headers_mut();
+            insert_file_headers(response_headers, &key, &filename);
+            if let Some(length) = length {
+                response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+            response
+        }
+    };
+    with_outcome(response, outcome)
 }
 
 fn with_outcome(mut response: Response, outcome: Outcome) -> Response {
@@ -120,12 +71,26 @@ fn with_outcome(mut response: Response, outcome: Outcome) -> Response {
     response
 }
 
-fn fill_error(error: FillError) -> Response {
-    let status = match error {
-        FillError::Upstream(UpstreamError::NotFound) => StatusCode::NOT_FOUND,
-        _ => StatusCode::BAD_GATEWAY,
-    };
-    (status, format!("{error}\n")).into_response()
+fn file_error(name: &ProjectName, error: FileError) -> Response {
+    match error {
+        FileError::Page(e) => page_error(name, e),
+        FileError::NotListed(_) | FileError::OfflineMiss(_) => not_found(&error.to_string()),
+        FileError::Disk(e) => {
+            tracing::error!(error = %e, "cannot create a temp file in the data directory");
+            (
+                StatusCode::INSUFFICIENT_STORAGE,
+                format!("devcache cannot write its cache: {e}\n"),
+            )
+                .into_response()
+        }
+        FileError::Download(e) => {
+            let status = match e {
+                FillError::Upstream(UpstreamError::NotFound) => StatusCode::NOT_FOUND,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            with_outcome((status, format!("{e}\n")).into_response(), Outcome::Miss)
+        }
+    }
 }
 
 fn insert_file_headers(headers: &mut HeaderMap, key: &BlobKey, filename: &str) {
@@ -145,17 +110,13 @@ fn insert_file_headers(headers: &mut HeaderMap, key: &BlobKey, filename: &str) {
     }
 }
 
-/// Serves a cached file, or `None` when it is not in the cache.
-async fn serve_cached(
-    path: &Path,
+/// Serves a cached file, or `None` when it cannot be read.
+fn serve_cached(
+    file: std::fs::File,
     key: &BlobKey,
     filename: &str,
     request: &HeaderMap,
 ) -> Option<Response> {
-    // Opened on the async worker: an open and a stat in the local data directory take
-    // microseconds, less than the trip to the blocking pool they used to make, which
-    // every cold request paid too (it starts by looking here).
-    let file = std::fs::File::open(path).ok()?;
     let meta = file.metadata().ok()?;
     let len = meta.len();
     let etag = format!("\"{}\"", key.as_str());

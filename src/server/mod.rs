@@ -11,7 +11,6 @@ mod access_log;
 mod clients;
 mod files;
 mod negotiate;
-mod pages;
 mod simple;
 mod status;
 
@@ -30,35 +29,11 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use tower::Layer;
 
+use crate::cache::Cache;
+pub use crate::cache::Outcome;
 use crate::config::ServeConfig;
 use crate::store::Store;
-use crate::store::fill::Fills;
 use crate::upstream::Upstream;
-use pages::Pages;
-
-/// How a request was answered, for the access log and the hit counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Served from the cache without asking the upstream.
-    Hit,
-    /// Fetched from the upstream (and cached).
-    Miss,
-    /// The upstream confirmed the cached page (304).
-    Revalidated,
-    /// The upstream could not answer; the cached copy was served.
-    Stale,
-}
-
-impl Outcome {
-    fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Hit => "hit",
-            Outcome::Miss => "miss",
-            Outcome::Revalidated => "revalidated",
-            Outcome::Stale => "stale",
-        }
-    }
-}
 
 #[derive(Default)]
 struct Counters {
@@ -68,10 +43,7 @@ struct Counters {
 }
 
 struct AppState {
-    store: Store,
-    pages: Pages,
-    fills: Fills,
-    upstream: Option<Upstream>,
+    cache: Cache,
     counters: Counters,
     clients: clients::Clients,
     started: Instant,
@@ -82,7 +54,7 @@ type State = axum::extract::State<Arc<AppState>>;
 /// Builds the application for a configuration: the store opened and the upstream
 /// client made (none when offline). The server that owns the data directory removes
 /// what a previous run left in `tmp/`.
-fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Fills)> {
+fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     let store = Store::open(&config.data_dir.value)?;
     if owns_data_dir {
         store.remove_leftovers()?;
@@ -96,12 +68,9 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Fills)> {
         _ => None,
     };
     let index_ttl = Duration::from_secs(config.index_ttl.value);
-    let fills = Fills::default();
+    let cache = Cache::new(store, upstream, index_ttl);
     let state = Arc::new(AppState {
-        pages: Pages::new(store.clone(), upstream.clone(), index_ttl),
-        store,
-        fills: fills.clone(),
-        upstream,
+        cache: cache.clone(),
         counters: Counters::default(),
         clients: clients::Clients::default(),
         started: Instant::now(),
@@ -125,7 +94,7 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Fills)> {
     // The path is normalised before routing, so that step wraps the routes rather than
     // being a layer of them.
     let normalised = axum::middleware::map_request(decode_plus).layer(routes);
-    Ok((Router::new().fallback_service(normalised), fills))
+    Ok((Router::new().fallback_service(normalised), cache))
 }
 
 /// How long a stopping server waits for downloads under way to be saved; docker stop
@@ -134,7 +103,7 @@ const SETTLE_ON_STOP: Duration = Duration::from_secs(8);
 
 /// Runs `devcache serve` until Ctrl-C or SIGTERM, then lets downloads under way finish.
 pub async fn run(config: ServeConfig) -> Result<()> {
-    let (app, fills) = app(&config, true)?;
+    let (app, cache) = app(&config, true)?;
     let host = &config.host.value;
     let listener = tokio::net::TcpListener::bind((host.as_str(), config.port.value))
         .await
@@ -153,10 +122,10 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await
     .context("server failed")?;
-    let running = fills.running();
+    let running = cache.downloads_running();
     if running > 0 {
         tracing::info!("waiting for {running} download(s) under way to be saved");
-        if tokio::time::timeout(SETTLE_ON_STOP, fills.settled())
+        if tokio::time::timeout(SETTLE_ON_STOP, cache.settled())
             .await
             .is_err()
         {
@@ -195,13 +164,13 @@ async fn decode_plus(mut request: Request) -> Request {
 /// A data directory served on 127.0.0.1 for the rest of this process.
 pub struct LocalServer {
     pub addr: SocketAddr,
-    fills: Fills,
+    cache: Cache,
 }
 
 impl LocalServer {
     /// Waits until every file a client was given is saved in the data directory.
     pub async fn settled(&self) {
-        self.fills.settled().await;
+        self.cache.settled().await;
     }
 }
 
@@ -209,7 +178,7 @@ impl LocalServer {
 /// for commands that fill a cache through its HTTP API (`warm --data-dir`).
 pub async fn spawn_local(config: &ServeConfig) -> Result<LocalServer> {
     // Another devcache may be serving this directory: its downloads in tmp/ stay.
-    let (app, fills) = app(config, false)?;
+    let (app, cache) = app(config, false)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -218,7 +187,7 @@ pub async fn spawn_local(config: &ServeConfig) -> Result<LocalServer> {
             tracing::error!(error = %e, "the local cache server stopped");
         }
     });
-    Ok(LocalServer { addr, fills })
+    Ok(LocalServer { addr, cache })
 }
 
 /// Prints where the server listens and the index URL to give pip.

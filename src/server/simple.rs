@@ -7,8 +7,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::negotiate::{self, Format};
-use super::pages::PageError;
 use super::{Outcome, State};
+use crate::cache::PageError;
 use crate::index::{ProjectName, html, json};
 
 /// The prefix a request came in under, so redirects keep it.
@@ -32,7 +32,7 @@ pub async fn index(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let store = state.store.clone();
+    let store = state.cache.store().clone();
     let names = tokio::task::spawn_blocking(move || store.page_names())
         .await
         .unwrap_or_default();
@@ -78,7 +78,7 @@ pub async fn project(
         }
         return moved(target);
     }
-    let (page, outcome) = match state.pages.get(&name).await {
+    let (page, outcome) = match state.cache.page(&name).await {
         Ok(found) => found,
         Err(e) => return page_error(&name, e),
     };

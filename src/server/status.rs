@@ -31,16 +31,16 @@ pub struct Status {
 }
 
 async fn collect(state: &State) -> Status {
-    let store = state.store.clone();
+    let store = state.cache.store().clone();
     let projects = tokio::task::spawn_blocking(move || store.page_names().len() as u64)
         .await
         .unwrap_or(0);
-    let (files, bytes) = state.store.file_totals();
+    let (files, bytes) = state.cache.store().file_totals();
     Status {
         version: env!("CARGO_PKG_VERSION"),
-        upstream: state.upstream.as_ref().map(|u| u.base().to_string()),
-        upstream_reachable: state.upstream.as_ref().map(|u| u.is_reachable()),
-        offline: state.upstream.is_none(),
+        upstream: state.cache.upstream().map(|u| u.base().to_string()),
+        upstream_reachable: state.cache.upstream().map(|u| u.is_reachable()),
+        offline: state.cache.upstream().is_none(),
         projects,
         files,
         bytes,
@@ -59,7 +59,7 @@ pub async fn json(state: State) -> Json<Status> {
 
 pub async fn home(state: State, headers: HeaderMap) -> Response {
     let status = collect(&state).await;
-    let store = state.store.clone();
+    let store = state.cache.store().clone();
     let names = tokio::task::spawn_blocking(move || store.page_names())
         .await
         .unwrap_or_default();

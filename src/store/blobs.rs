@@ -61,7 +61,17 @@ fn is_sha256(digest: &str) -> bool {
 }
 
 impl Store {
-    pub fn blob_path(&self, key: &BlobKey) -> PathBuf {
+    /// The cached file of `key`, open for reading, or `None` when it is not cached.
+    pub fn open_blob(&self, key: &BlobKey) -> Option<std::fs::File> {
+        std::fs::File::open(self.blob_path(key)).ok()
+    }
+
+    /// Whether the file of `key` is cached.
+    pub fn has_blob(&self, key: &BlobKey) -> bool {
+        self.blob_path(key).exists()
+    }
+
+    pub(super) fn blob_path(&self, key: &BlobKey) -> PathBuf {
         let digest = key.0.strip_prefix("url-").unwrap_or(&key.0);
         self.root().join("files").join(&digest[..2]).join(&key.0)
     }

@@ -11,7 +11,6 @@
 
 pub mod blobs;
 pub mod bundle;
-pub mod fill;
 pub mod mapped;
 pub mod pages;
 
@@ -97,6 +96,18 @@ impl Store {
     fn record_new_file(&self, size: u64) {
         self.inner.files.fetch_add(1, Ordering::Relaxed);
         self.inner.bytes.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// A new, empty file under `tmp/`, open for reading and writing, for a file about
+    /// to be written and later published with `publish_blob`.
+    pub fn create_temp(&self) -> std::io::Result<(PathBuf, std::fs::File)> {
+        let path = self.temp_path();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok((path, file))
     }
 
     /// A fresh path under `tmp/` for a file about to be written.

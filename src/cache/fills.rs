@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{BlobKey, Store, mapped};
+use crate::store::{BlobKey, Store, mapped};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// What a fill has done so far, as readers see it.
@@ -118,17 +118,11 @@ impl Fills {
             return Ok(Joined::Fill(fill.clone()));
         }
         // Checked under the lock: a fill that just finished has already published.
-        if store.blob_path(&request.key).exists() {
+        if store.has_blob(&request.key) {
             return Ok(Joined::Cached);
         }
-        let temp = store.temp_path();
-        let file = Arc::new(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&temp)?,
-        );
+        let (temp, file) = store.create_temp()?;
+        let file = Arc::new(file);
         let (sender, progress) = watch::channel(Progress::default());
         let fill = Arc::new(Fill {
             file: file.clone(),
