@@ -83,7 +83,8 @@ impl Cache {
         if !metadata && let Some(answer) = self.cached(key) {
             return Ok((answer, Outcome::Hit));
         }
-        let (page, _) = self.page(project).await.map_err(FileError::Page)?;
+        // The whole page: a file the cache lacks is named as such, not as unknown.
+        let (page, _) = self.pages.get(project).await.map_err(FileError::Page)?;
         let Some(dist) = page.stored.page.file(dist_filename) else {
             return Err(FileError::NotListed(format!(
                 "{project} has no file {dist_filename}"

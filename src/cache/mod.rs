@@ -75,9 +75,11 @@ impl Cache {
         }
     }
 
-    /// The page to serve for `name`, and how it was obtained.
+    /// The page to serve for `name`, and how it was obtained. When the upstream cannot
+    /// be asked, it lists only the files the cache holds.
     pub async fn page(&self, name: &ProjectName) -> Result<(Arc<ReadyPage>, Outcome), PageError> {
-        self.pages.get(name).await
+        let (page, outcome) = self.pages.get(name).await?;
+        Ok((self.pages.servable(page, outcome), outcome))
     }
 
     pub fn store(&self) -> &Store {

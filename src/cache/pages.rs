@@ -3,7 +3,7 @@
 //! cannot answer. Concurrent requests for one stale page share one upstream fetch.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,7 +11,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use super::Outcome;
-use crate::index::{DistFile, ProjectName, html, json};
+use crate::index::{DistFile, ProjectName, ProjectPage, html, json};
 use crate::store::pages::{StoredPage, now};
 use crate::store::{BlobKey, Store};
 use crate::upstream::{PageAnswer, Upstream, UpstreamError, Validators};
@@ -19,10 +19,41 @@ use crate::upstream::{PageAnswer, Upstream, UpstreamError, Validators};
 /// A page ready to serve, rendered once in both formats.
 pub struct ReadyPage {
     pub stored: StoredPage,
-    pub html: Bytes,
-    pub json: Bytes,
-    /// Strong validator for clients, from the rendered content.
-    pub etag: String,
+    pub html: Rendered,
+    pub json: Rendered,
+    /// A digest of the rendered content, from which each representation's strong
+    /// validator is made.
+    pub digest: String,
+    /// This page trimmed to the files the cache holds, and how many files the cache
+    /// held when it was trimmed (a new file makes it out of date).
+    trimmed: Mutex<Option<(u64, Arc<ReadyPage>)>>,
+}
+
+/// One format of a page: its bytes, and the same gzipped, compressed once on first
+/// demand rather than per request.
+pub struct Rendered {
+    pub body: Bytes,
+    gzipped: OnceLock<Bytes>,
+}
+
+impl Rendered {
+    fn new(body: Vec<u8>) -> Self {
+        Self {
+            body: Bytes::from(body),
+            gzipped: OnceLock::new(),
+        }
+    }
+
+    pub fn gzipped(&self) -> &Bytes {
+        self.gzipped.get_or_init(|| {
+            use std::io::Write;
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            // Writing to a Vec cannot fail.
+            let _ = encoder.write_all(&self.body);
+            Bytes::from(encoder.finish().unwrap_or_default())
+        })
+    }
 }
 
 /// Why there is no page to serve.
@@ -153,6 +184,56 @@ impl Pages {
         Ok((ready, outcome))
     }
 
+    /// The page as clients should see it after `outcome`: whole while the upstream
+    /// can be asked for what the cache lacks, else only the files the cache holds, so
+    /// that a resolver picks a version it can install.
+    pub fn servable(&self, page: Arc<ReadyPage>, outcome: Outcome) -> Arc<ReadyPage> {
+        let reason = match (&self.upstream, outcome) {
+            (None, _) => "devcache is offline",
+            (Some(_), Outcome::Stale) => "the upstream cannot be reached",
+            (Some(upstream), _) if !upstream.is_reachable() => "the upstream cannot be reached",
+            (Some(_), _) => return page,
+        };
+        let (files_cached, _) = self.store.file_totals();
+        let mut trimmed = page.trimmed.lock().expect("trimmed lock");
+        if let Some((counted, ready)) = &*trimmed
+            && *counted == files_cached
+        {
+            return ready.clone();
+        }
+        let listed = &page.stored.page;
+        let files: Vec<DistFile> = listed
+            .files
+            .iter()
+            .filter(|file| self.store.has_blob(&BlobKey::for_file(file, false)))
+            .map(|file| {
+                let mut file = file.clone();
+                // Without its metadata cached, offering it would send clients to a 404.
+                if file.core_metadata.is_some()
+                    && !self.store.has_blob(&BlobKey::for_file(&file, true))
+                {
+                    file.core_metadata = None;
+                }
+                file
+            })
+            .collect();
+        if files.len() < listed.files.len() {
+            tracing::info!(
+                project = %listed.name,
+                listed = listed.files.len(),
+                cached = files.len(),
+                "{reason}: the page lists only the files the cache holds"
+            );
+        }
+        let stored = StoredPage {
+            page: ProjectPage::new(listed.name.clone(), files, Vec::new()),
+            ..page.stored.clone()
+        };
+        let ready = Arc::new(ready_page(stored));
+        *trimmed = Some((files_cached, ready.clone()));
+        ready
+    }
+
     /// The page in memory, else on disk (then kept in memory).
     fn cached(&self, name: &ProjectName) -> Option<Arc<ReadyPage>> {
         if let Some(page) = self.memo.lock().expect("memo lock").get(name) {
@@ -188,19 +269,27 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 
 fn ready_page(stored: StoredPage) -> ReadyPage {
     let name = stored.page.name.clone();
-    let html = Bytes::from(html::render(&stored.page, |f| file_link(&name, f)));
-    let json = Bytes::from(json::render(&stored.page, |f| file_link(&name, f)));
-    let etag = {
+    let html = html::render(&stored.page, |f| file_link(&name, f)).into_bytes();
+    let json = json::render(&stored.page, |f| file_link(&name, f));
+    // The JSON form carries every attribute the HTML form does, so its digest covers both.
+    let digest = {
         use sha2::{Digest, Sha256};
-        let mut hasher = Sha256::new();
-        hasher.update(&json);
-        format!("\"{}\"", &hex::encode(hasher.finalize())[..32])
+        hex::encode(Sha256::digest(&json))[..32].to_string()
     };
     ReadyPage {
         stored,
-        html,
-        json,
-        etag,
+        html: Rendered::new(html),
+        json: Rendered::new(json),
+        digest,
+        trimmed: Mutex::new(None),
+    }
+}
+
+impl ReadyPage {
+    /// Bytes held in memory. A gzipped form made after the page was counted is not
+    /// counted: it is smaller than the form it compresses.
+    fn size(&self) -> usize {
+        self.html.body.len() + self.json.body.len()
     }
 }
 
@@ -221,21 +310,21 @@ impl Memo {
 
     fn insert(&mut self, name: ProjectName, page: Arc<ReadyPage>) {
         self.remove(&name);
-        self.bytes += page.html.len() + page.json.len();
+        self.bytes += page.size();
         self.pages.insert(name.clone(), page);
         self.order.push_back(name);
         while self.bytes > MEMO_BYTES && self.order.len() > 1 {
             if let Some(oldest) = self.order.pop_front()
                 && let Some(page) = self.pages.remove(&oldest)
             {
-                self.bytes -= page.html.len() + page.json.len();
+                self.bytes -= page.size();
             }
         }
     }
 
     fn remove(&mut self, name: &ProjectName) {
         if let Some(page) = self.pages.remove(name) {
-            self.bytes -= page.html.len() + page.json.len();
+            self.bytes -= page.size();
             self.order.retain(|n| n != name);
         }
     }

@@ -101,16 +101,15 @@ impl ProjectPage {
     }
 }
 
+/// The versions of `files` in the order they first appear; linear in the number of
+/// files (pages of many thousands of links exist).
 fn derive_versions(name: &ProjectName, files: &[DistFile]) -> Vec<String> {
-    let mut versions: Vec<String> = Vec::new();
-    for file in files {
-        if let Some(version) = version_in_filename(name, &file.filename)
-            && !versions.contains(&version)
-        {
-            versions.push(version);
-        }
-    }
-    versions
+    let mut seen = std::collections::HashSet::new();
+    files
+        .iter()
+        .filter_map(|file| version_in_filename(name, &file.filename))
+        .filter(|version| seen.insert(version.clone()))
+        .collect()
 }
 
 /// The version a distribution's file name carries: the second field of a wheel

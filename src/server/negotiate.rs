@@ -1,5 +1,7 @@
 //! Choosing the page format a client asked for (PEP 691 content negotiation).
 
+use axum::http::HeaderValue;
+
 use crate::index::{html, json};
 
 /// A page format and the Content-Type to answer with.
@@ -13,6 +15,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// A short name for the format, part of each representation's ETag.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Html => "html",
+            Format::LegacyHtml => "text",
+        }
+    }
+
     pub fn content_type(self) -> &'static str {
         match self {
             Format::Json => json::CONTENT_TYPE,
@@ -58,6 +69,43 @@ pub fn choose(accept: Option<&str>, format_query: Option<&str>) -> Format {
     best.map_or(Format::LegacyHtml, |(_, format)| format)
 }
 
+/// Whether an `Accept-Encoding` header accepts gzip (by name or by `*`, with a
+/// non-zero q-value).
+pub fn accepts_gzip(accept_encoding: Option<&HeaderValue>) -> bool {
+    let Some(value) = accept_encoding.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut gzip = None;
+    let mut any = None;
+    for entry in value.split(',') {
+        let mut parts = entry.split(';');
+        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let accepted = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .map(|q| q.trim().parse::<f32>().is_ok_and(|q| q > 0.0))
+            .next()
+            .unwrap_or(true);
+        match coding.as_str() {
+            "gzip" | "x-gzip" => gzip = Some(accepted),
+            "*" => any = Some(accepted),
+            _ => {}
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+/// Whether an `If-None-Match` header names `etag` (weak comparison, as RFC 9110
+/// asks for this header) or is `*`.
+pub fn none_match(if_none_match: Option<&HeaderValue>, etag: &str) -> bool {
+    let Some(value) = if_none_match.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let bare = |tag: &str| tag.trim().trim_start_matches("W/").to_string();
+    value
+        .split(',')
+        .any(|tag| tag.trim() == "*" || bare(tag) == bare(etag))
+}
+
 fn media_format(media: &str) -> Option<Format> {
     match media {
         "application/vnd.pypi.simple.v1+json" | "application/vnd.pypi.simple.latest+json" => {
@@ -93,6 +141,27 @@ mod tests {
             ),
             Format::LegacyHtml
         );
+    }
+
+    #[test]
+    fn gzip_is_chosen_by_name_or_star_unless_refused() {
+        let accepts = |v: &str| accepts_gzip(Some(&HeaderValue::from_str(v).unwrap()));
+        assert!(accepts("gzip, deflate"));
+        assert!(accepts("br;q=1.0, gzip;q=0.8"));
+        assert!(accepts("*"));
+        assert!(!accepts("gzip;q=0, *"));
+        assert!(!accepts("identity"));
+        assert!(!accepts_gzip(None));
+    }
+
+    #[test]
+    fn if_none_match_lists_and_weak_tags() {
+        let matches = |v: &str| none_match(Some(&HeaderValue::from_str(v).unwrap()), "\"a-json\"");
+        assert!(matches("\"a-json\""));
+        assert!(matches("\"x\", W/\"a-json\""));
+        assert!(matches("*"));
+        assert!(!matches("\"a-html\""));
+        assert!(!none_match(None, "\"a-json\""));
     }
 
     #[test]

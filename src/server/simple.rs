@@ -83,27 +83,45 @@ pub async fn project(
         Err(e) => return page_error(&name, e),
     };
     let format = format_of(&headers, &query);
-    let mut response = if headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == page.etag.as_bytes())
-    {
+    let gzip = negotiate::accepts_gzip(headers.get(header::ACCEPT_ENCODING));
+    let rendered = match format {
+        Format::Json => &page.json,
+        Format::Html | Format::LegacyHtml => &page.html,
+    };
+    // Each representation has its own strong validator (RFC 9110 8.8.3).
+    let etag = format!(
+        "\"{}-{}{}\"",
+        page.digest,
+        format.tag(),
+        if gzip { "-gzip" } else { "" }
+    );
+    let mut response = if negotiate::none_match(headers.get(header::IF_NONE_MATCH), &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        let body = match format {
-            Format::Json => page.json.clone(),
-            Format::Html | Format::LegacyHtml => page.html.clone(),
+        let mut response = if gzip {
+            let body = rendered.gzipped().clone();
+            ([(header::CONTENT_ENCODING, "gzip")], body).into_response()
+        } else {
+            rendered.body.clone().into_response()
         };
-        ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(format.content_type()),
+        );
+        response
     };
     let headers = response.headers_mut();
-    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
     // Clients revalidate every time: a 304 from devcache costs nothing, and a page
     // never looks older to them than it is here.
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=0, must-revalidate"),
     );
-    if let Ok(etag) = HeaderValue::from_str(&page.etag) {
+    if let Ok(etag) = HeaderValue::from_str(&etag) {
         headers.insert(header::ETAG, etag);
     }
     response.extensions_mut().insert(outcome);

@@ -1,0 +1,230 @@
+//! Index pages as clients receive them: each form with its own validator, gzip for
+//! clients that ask, and, when the upstream cannot be asked, only what can be installed.
+
+mod support;
+
+use std::io::Read;
+
+use reqwest::StatusCode;
+use support::dists::wheel;
+use support::upstream::{Links, PageFormat, TestUpstream};
+use support::{Devcache, assert_ok, http, pip_download, pip_install, uv};
+
+const JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+/// An upstream with `demo` 1.0 and 2.0 (2.0 needs `helper`) and `helper` 1.0.
+async fn demo_upstream(format: PageFormat) -> TestUpstream {
+    let upstream = TestUpstream::start(format, Links::Relative).await;
+    upstream.add("demo", wheel("demo", "1.0", &[]));
+    upstream.add("demo", wheel("demo", "2.0", &["helper>=1.0"]));
+    upstream.add("helper", wheel("helper", "1.0", &[]));
+    upstream
+}
+
+fn installed_version(target: &std::path::Path, module: &str) -> String {
+    std::fs::read_to_string(target.join(module).join("__init__.py")).unwrap_or_default()
+}
+
+fn gunzip(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .expect("a gzip body");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_page_form_has_its_own_etag_and_gzip_is_sent_to_those_who_ask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = demo_upstream(PageFormat::Both).await;
+    let cache = Devcache::caching(tmp.path(), &upstream);
+    let page_url = format!("{}demo/", cache.index());
+    let get = |accept: &'static str, encoding: Option<&'static str>| {
+        let mut request = http().get(&page_url).header("Accept", accept);
+        if let Some(encoding) = encoding {
+            request = request.header("Accept-Encoding", encoding);
+        }
+        request.send()
+    };
+
+    let html = get("text/html", None).await.unwrap();
+    let json = get(JSON, None).await.unwrap();
+    let json_gzip = get(JSON, Some("gzip, deflate")).await.unwrap();
+    let vary = html.headers()["vary"].to_str().unwrap().to_string();
+    assert!(
+        vary.contains("Accept") && vary.contains("Accept-Encoding"),
+        "{vary}"
+    );
+    let etags: Vec<String> = [&html, &json, &json_gzip]
+        .iter()
+        .map(|r| r.headers()["etag"].to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        etags[0] != etags[1] && etags[1] != etags[2] && etags[0] != etags[2],
+        "one ETag per representation: {etags:?}"
+    );
+    assert_eq!(json_gzip.headers()["content-encoding"], "gzip");
+    assert!(json.headers().get("content-encoding").is_none());
+    let plain = json.text().await.unwrap();
+    assert_eq!(gunzip(&json_gzip.bytes().await.unwrap()), plain);
+
+    // A validator of one form never confirms another.
+    let html_etag = etags[0].clone();
+    let json_etag = etags[1].clone();
+    let confirmed = http()
+        .get(&page_url)
+        .header("Accept", JSON)
+        .header("If-None-Match", &json_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), StatusCode::NOT_MODIFIED);
+    let other_form = http()
+        .get(&page_url)
+        .header("Accept", JSON)
+        .header("If-None-Match", &html_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_form.status(), StatusCode::OK);
+    assert_eq!(other_form.text().await.unwrap(), plain);
+
+    // pip (which asks for gzip) installs through the compressed pages.
+    let target = tmp.path().join("site");
+    assert_ok(
+        &pip_install(tmp.path(), &cache, &target, "demo"),
+        "pip install demo",
+    );
+    assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_pages_list_only_what_the_cache_can_install() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = demo_upstream(PageFormat::Json).await;
+    let data = tmp.path().join("data");
+    let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
+    // Only demo 1.0 is cached; the upstream also has 2.0.
+    pip_download(tmp.path(), &cache, "demo==1.0");
+    cache.kill9();
+    upstream.stop().await;
+
+    let cache = Devcache::start(&data, &["--offline"]);
+    let page = http()
+        .get(format!("{}demo/", cache.index()))
+        .header("Accept", JSON)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("demo-1.0-py3-none-any.whl"), "{page}");
+    assert!(!page.contains("demo-2.0"), "{page}");
+    let html = http()
+        .get(format!("{}demo/", cache.index()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!html.contains("demo-2.0"), "{html}");
+
+    // An unpinned install picks what is there, with pip and with uv.
+    let target = tmp.path().join("pip-site");
+    assert_ok(
+        &pip_install(tmp.path(), &cache, &target, "demo"),
+        "offline pip install demo",
+    );
+    assert_eq!(installed_version(&target, "demo"), "VERSION = \"1.0\"\n");
+    let target = tmp.path().join("uv-site");
+    let out = uv(
+        tmp.path(),
+        &[
+            "pip",
+            "install",
+            "--index-url",
+            &cache.index(),
+            "--target",
+            target.to_str().unwrap(),
+            "demo",
+        ],
+    );
+    assert_ok(&out, "offline uv pip install demo");
+    assert_eq!(installed_version(&target, "demo"), "VERSION = \"1.0\"\n");
+    assert!(
+        cache
+            .log()
+            .contains("devcache is offline: the page lists only the files the cache holds"),
+        "the log says why: {}",
+        cache.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_upstream_down_stale_pages_list_only_cached_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = demo_upstream(PageFormat::Html).await;
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &[
+            "--upstream",
+            &upstream.index_url(),
+            "--index-ttl",
+            "0",
+            "--upstream-timeout",
+            "1",
+        ],
+    );
+    pip_download(tmp.path(), &cache, "demo==1.0");
+    let page_url = format!("{}demo/", cache.index());
+    let online = http()
+        .get(&page_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(online.contains("demo-2.0"), "online, every file: {online}");
+
+    upstream.stop().await;
+    let stale = http()
+        .get(&page_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        stale.contains("demo-1.0") && !stale.contains("demo-2.0"),
+        "{stale}"
+    );
+    let target = tmp.path().join("site");
+    assert_ok(
+        &pip_install(tmp.path(), &cache, &target, "demo"),
+        "pip install demo with the upstream down",
+    );
+    assert_eq!(installed_version(&target, "demo"), "VERSION = \"1.0\"\n");
+    assert!(
+        cache
+            .log()
+            .contains("the upstream cannot be reached: the page lists only"),
+        "{}",
+        cache.log()
+    );
+
+    // Back online, the next revalidation lists everything again.
+    upstream.listen().await;
+    let back = http()
+        .get(&page_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(back.contains("demo-2.0"), "{back}");
+}
