@@ -12,7 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{
-    ACCEPT, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+    RANGE,
 };
 use url::Url;
 
@@ -148,6 +149,37 @@ impl Upstream {
             etag,
             last_modified,
         }))
+    }
+
+    /// The length of a file, as the upstream's answer to `HEAD` gives it.
+    pub async fn file_length(&self, url: &str) -> Result<Option<u64>, UpstreamError> {
+        let response = self.note(self.client.head(url).send().await)?;
+        match response.status() {
+            StatusCode::NOT_FOUND | StatusCode::GONE => Err(UpstreamError::NotFound),
+            status if !status.is_success() => Err(UpstreamError::Status(status)),
+            _ => Ok(response
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())),
+        }
+    }
+
+    /// Asks for a byte range of a file. The answer may be the range (206), the whole
+    /// file (200: the upstream ignores ranges) or 416; the caller reads the body.
+    pub async fn fetch_range(
+        &self,
+        url: &str,
+        range: &str,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let request = self.client.get(url).header(RANGE, range);
+        let response = self.note(request.send().await)?;
+        match response.status() {
+            StatusCode::NOT_FOUND | StatusCode::GONE => Err(UpstreamError::NotFound),
+            StatusCode::RANGE_NOT_SATISFIABLE => Ok(response),
+            status if !status.is_success() => Err(UpstreamError::Status(status)),
+            _ => Ok(response),
+        }
     }
 
     /// Starts downloading a file; the caller reads the body as it arrives.

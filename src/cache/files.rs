@@ -4,13 +4,25 @@
 //! A distribution is named by its own sha256 in the URL, so a cached one is answered
 //! without reading its project's page. Anything else needs the page: the URL that is
 //! downloaded always comes from the upstream's page, never from the request.
+//!
+//! Only a full `GET` starts a download into the cache. Installers that only consider
+//! a wheel (uv, reading its metadata from the zip's tail) send `HEAD` and `Range`
+//! requests: a `HEAD` is answered from the page's size (or the upstream's `HEAD`), and
+//! a range of a file not being downloaded is passed through from the upstream.
 
 use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use reqwest::StatusCode;
+use reqwest::header::CONTENT_RANGE;
 
 use super::fills::{FillRequest, Joined};
 use super::{Cache, Fill, FillError, Outcome, PageError};
 use crate::index::ProjectName;
 use crate::store::BlobKey;
+use crate::upstream::{Upstream, UpstreamError};
 
 /// The suffix of a distribution's core metadata file (PEP 658).
 const METADATA_SUFFIX: &str = ".metadata";
@@ -25,13 +37,15 @@ pub struct FileRequest<'a> {
     pub metadata: bool,
 }
 
-/// How much of a download the client can use as it arrives.
+/// What the client asked of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    /// From the first byte, as it arrives.
-    Stream,
-    /// Only once the whole file is cached (a byte range may not have arrived yet).
-    Whole,
+pub enum Want<'a> {
+    /// All of it (`GET`).
+    Body,
+    /// Only what is known of it (`HEAD`).
+    Head,
+    /// A byte range, the `Range` header's value.
+    Range(&'a str),
 }
 
 /// What to send.
@@ -43,6 +57,20 @@ pub enum FileAnswer {
         fill: Arc<Fill>,
         length: Option<u64>,
     },
+    /// A file not cached, described without its bytes.
+    Described { length: Option<u64> },
+    /// A byte range of a file not cached, from the upstream.
+    Partial(PartialBody),
+    /// The upstream says the range is not in the file.
+    Unsatisfiable { content_range: Option<String> },
+}
+
+/// A byte range passed through from the upstream, as it arrives. The body stops at
+/// `length` bytes whatever the upstream sends; a short one breaks the connection.
+pub struct PartialBody {
+    pub content_range: String,
+    pub length: u64,
+    pub body: BoxStream<'static, std::io::Result<Bytes>>,
 }
 
 /// A cached file, open for reading; its bytes never change.
@@ -72,7 +100,7 @@ impl Cache {
     pub async fn file(
         &self,
         request: FileRequest<'_>,
-        delivery: Delivery,
+        want: Want<'_>,
     ) -> Result<(FileAnswer, Outcome), FileError> {
         let FileRequest {
             project,
@@ -106,14 +134,40 @@ impl Cache {
                 metadata,
             )));
         };
+        let url = if metadata {
+            format!("{}{METADATA_SUFFIX}", dist.url)
+        } else {
+            dist.url.clone()
+        };
+        let expected_size = if metadata { None } else { dist.size };
+        let running = self.fills.running_fill(&key);
+        match (want, running) {
+            (Want::Head, Some(fill)) => {
+                let progress = fill.started().await.map_err(FileError::Download)?;
+                let answer = FileAnswer::Described {
+                    length: progress.length,
+                };
+                return Ok((answer, Outcome::Miss));
+            }
+            (Want::Head, None) => {
+                let length = match expected_size {
+                    Some(size) => Some(size),
+                    None => upstream.file_length(&url).await.map_err(upstream_error)?,
+                };
+                return Ok((FileAnswer::Described { length }, Outcome::Miss));
+            }
+            (Want::Range(range), None) if !range.contains(',') => {
+                if let Some(answer) = passed_through(upstream, &url, range).await? {
+                    return Ok((answer, Outcome::Miss));
+                }
+                // The upstream sends whole files only: download it, answer from the cache.
+            }
+            _ => {}
+        }
         let fill_request = FillRequest {
             key: key.clone(),
-            url: if metadata {
-                format!("{}{METADATA_SUFFIX}", dist.url)
-            } else {
-                dist.url.clone()
-            },
-            expected_size: if metadata { None } else { dist.size },
+            url,
+            expected_size,
         };
         let fill = match self
             .fills
@@ -126,13 +180,14 @@ impl Cache {
                 return Ok((answer, Outcome::Hit));
             }
         };
-        match delivery {
-            Delivery::Whole => {
+        match want {
+            // A range may ask for bytes that have not arrived yet.
+            Want::Range(_) | Want::Head => {
                 fill.finished().await.map_err(FileError::Download)?;
                 let answer = self.cached(&key).ok_or_else(|| gone(&key))?;
                 Ok((answer, Outcome::Miss))
             }
-            Delivery::Stream => {
+            Want::Body => {
                 let progress = fill.started().await.map_err(FileError::Download)?;
                 let answer = FileAnswer::Filling {
                     fill,
@@ -155,6 +210,90 @@ impl Cache {
     }
 }
 
+/// A byte range of `url` from the upstream, or `None` when it answers with the whole
+/// file instead.
+async fn passed_through(
+    upstream: &Upstream,
+    url: &str,
+    range: &str,
+) -> Result<Option<FileAnswer>, FileError> {
+    let response = upstream
+        .fetch_range(url, range)
+        .await
+        .map_err(upstream_error)?;
+    let content_range = response
+        .headers()
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    match response.status() {
+        StatusCode::PARTIAL_CONTENT => {}
+        StatusCode::RANGE_NOT_SATISFIABLE => {
+            return Ok(Some(FileAnswer::Unsatisfiable { content_range }));
+        }
+        _ => return Ok(None),
+    }
+    let Some((content_range, length)) = content_range
+        .as_deref()
+        .and_then(|value| Some((value.to_string(), range_length(value)?)))
+    else {
+        return Err(bad_range(url, "a 206 without a valid Content-Range"));
+    };
+    if response.content_length().is_some_and(|n| n != length) {
+        return Err(bad_range(
+            url,
+            "a Content-Length that is not its Content-Range's",
+        ));
+    }
+    let body = response
+        .bytes_stream()
+        .map_err(std::io::Error::other)
+        .scan(length, |left, chunk| {
+            let chunk = match chunk {
+                Ok(_) if *left == 0 => return futures::future::ready(None),
+                Ok(mut chunk) => {
+                    chunk.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
+                    *left -= chunk.len() as u64;
+                    Ok(chunk)
+                }
+                Err(e) => Err(e),
+            };
+            futures::future::ready(Some(chunk))
+        })
+        .boxed();
+    Ok(Some(FileAnswer::Partial(PartialBody {
+        content_range,
+        length,
+        body,
+    })))
+}
+
+/// The number of bytes a `Content-Range: bytes FIRST-LAST/TOTAL` names.
+fn range_length(content_range: &str) -> Option<u64> {
+    let (span, total) = content_range
+        .trim()
+        .strip_prefix("bytes ")?
+        .split_once('/')?;
+    let (first, last) = span.split_once('-')?;
+    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+    if let Ok(total) = total.trim().parse::<u64>()
+        && last >= total
+    {
+        return None;
+    }
+    last.checked_sub(first)?.checked_add(1)
+}
+
+fn bad_range(url: &str, what: &str) -> FileError {
+    FileError::Download(FillError::Upstream(UpstreamError::BadPage(format!(
+        "{url}: the upstream answered a range request with {what}"
+    ))))
+}
+
+fn upstream_error(error: UpstreamError) -> FileError {
+    FileError::Download(FillError::Upstream(error))
+}
+
 /// A file that was published and is gone again (removed by hand meanwhile).
 fn gone(key: &BlobKey) -> FileError {
     FileError::NotListed(format!("no such file {}", key.as_str()))
@@ -165,5 +304,21 @@ fn shown_filename(dist_filename: &str, metadata: bool) -> String {
         format!("{dist_filename}{METADATA_SUFFIX}")
     } else {
         dist_filename.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::range_length;
+
+    #[test]
+    fn content_ranges_name_their_length() {
+        assert_eq!(range_length("bytes 0-9/100"), Some(10));
+        assert_eq!(range_length("bytes 90-99/100"), Some(10));
+        assert_eq!(range_length("bytes 5-5/*"), Some(1));
+        assert_eq!(range_length("bytes 90-100/100"), None);
+        assert_eq!(range_length("bytes 9-3/100"), None);
+        assert_eq!(range_length("bytes */100"), None);
+        assert_eq!(range_length("items 0-9/100"), None);
     }
 }

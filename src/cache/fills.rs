@@ -106,6 +106,11 @@ impl Fills {
         }
     }
 
+    /// The fill of `key`, if one is running.
+    pub fn running_fill(&self, key: &BlobKey) -> Option<Arc<Fill>> {
+        self.running.lock().expect("fills lock").get(key).cloned()
+    }
+
     /// Joins the running fill for `request.key`, or starts one.
     pub fn start_or_join(
         &self,

@@ -17,7 +17,7 @@ mod files;
 mod fills;
 mod pages;
 
-pub use files::{Delivery, FileAnswer, FileError, FileRequest};
+pub use files::{FileAnswer, FileError, FileRequest, Want};
 pub use fills::{Fill, FillError};
 pub use pages::{PageError, ReadyPage};
 

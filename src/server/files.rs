@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Path as UrlPath;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::State;
 use super::simple::page_error;
-use crate::cache::{Delivery, FileAnswer, FileError, FileRequest, FillError, Outcome};
+use crate::cache::{FileAnswer, FileError, FileRequest, FillError, Outcome, Want};
 use crate::index::ProjectName;
 use crate::store::{BlobKey, mapped};
 use crate::upstream::UpstreamError;
@@ -24,6 +24,7 @@ fn not_found(what: &str) -> Response {
 
 pub async fn file(
     state: State,
+    method: Method,
     UrlPath((project, key, filename)): UrlPath<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -40,13 +41,19 @@ pub async fn file(
         dist_filename,
         metadata,
     };
-    // A Range asks for bytes that may not have arrived yet; answer it from the whole file.
-    let delivery = if headers.contains_key(header::RANGE) {
-        Delivery::Whole
+    let etag = format!("\"{}\"", key.as_str());
+    let want = if method == Method::HEAD {
+        Want::Head
     } else {
-        Delivery::Stream
+        match header_str(&headers, header::RANGE) {
+            // If-Range with another validator means the client's copy differs: send it all.
+            Some(range) if header_str(&headers, header::IF_RANGE).is_none_or(|v| v == etag) => {
+                Want::Range(range)
+            }
+            _ => Want::Body,
+        }
     };
-    let (answer, outcome) = match state.cache.file(request, delivery).await {
+    let (answer, outcome) = match state.cache.file(request, want).await {
         Ok(found) => found,
         Err(e) => return file_error(&name, e),
     };
@@ -62,8 +69,39 @@ pub async fn file(
             }
             response
         }
+        FileAnswer::Described { length } => {
+            let mut response = Response::new(Body::empty());
+            let response_headers = response.headers_mut();
+            insert_file_headers(response_headers, &key, &filename);
+            if let Some(length) = length {
+                response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            }
+            response
+        }
+        FileAnswer::Partial(part) => {
+            let mut response = Response::new(Body::from_stream(part.body));
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let response_headers = response.headers_mut();
+            insert_file_headers(response_headers, &key, &filename);
+            response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(part.length));
+            if let Ok(value) = HeaderValue::from_str(&part.content_range) {
+                response_headers.insert(header::CONTENT_RANGE, value);
+            }
+            response
+        }
+        FileAnswer::Unsatisfiable { content_range } => {
+            let mut response = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Some(value) = content_range.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                response.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            response
+        }
     };
     with_outcome(response, outcome)
+}
+
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 fn with_outcome(mut response: Response, outcome: Outcome) -> Response {

@@ -54,7 +54,16 @@ pub struct Shared {
     file_faults: HashMap<String, Fault>,
     page_fault: Option<Fault>,
     requests: HashMap<String, usize>,
+    /// Of `requests`: those with a `Range` header, and `HEAD`s.
+    ranged: HashMap<String, usize>,
+    heads: HashMap<String, usize>,
+    /// File bytes sent in bodies, ranges included.
+    bytes_sent: u64,
     not_modified: usize,
+    /// Answer every file request in whole, as an upstream without range support does.
+    no_ranges: bool,
+    /// Pages offer no core metadata and `.metadata` files are 404, as older mirrors do.
+    no_metadata: bool,
 }
 
 pub struct TestUpstream {
@@ -142,6 +151,34 @@ impl TestUpstream {
             Some(fault) => shared.file_faults.insert(filename.to_string(), fault),
             None => shared.file_faults.remove(filename),
         };
+    }
+
+    /// Whole files only: `Range` headers are ignored.
+    pub fn refuse_ranges(&self) {
+        self.shared.lock().unwrap().no_ranges = true;
+    }
+
+    /// No core metadata on pages and no `.metadata` files.
+    pub fn without_metadata(&self) {
+        self.shared.lock().unwrap().no_metadata = true;
+    }
+
+    /// Requests for `path` that carried a `Range` header.
+    pub fn range_requests(&self, path: &str) -> usize {
+        let shared = self.shared.lock().unwrap();
+        shared.ranged.get(path).copied().unwrap_or(0)
+    }
+
+    /// `GET`s of `path` for the whole file.
+    pub fn downloads(&self, path: &str) -> usize {
+        let shared = self.shared.lock().unwrap();
+        let count = |map: &HashMap<String, usize>| map.get(path).copied().unwrap_or(0);
+        count(&shared.requests) - count(&shared.ranged) - count(&shared.heads)
+    }
+
+    /// File bytes sent so far, in whole files and ranges.
+    pub fn bytes_sent(&self) -> u64 {
+        self.shared.lock().unwrap().bytes_sent
     }
 
     pub fn fault_pages(&self, fault: Option<Fault>) {
@@ -240,10 +277,14 @@ async fn page(
             .requests
             .entry(format!("/simple/{project}/"))
             .or_default() += 1;
-        (
-            shared.projects.get(&project).cloned(),
-            shared.page_fault.clone(),
-        )
+        let no_metadata = shared.no_metadata;
+        let dists = shared.projects.get(&project).cloned().map(|mut dists| {
+            if no_metadata {
+                dists.iter_mut().for_each(|d| d.metadata = None);
+            }
+            dists
+        });
+        (dists, shared.page_fault.clone())
     };
     match fault {
         Some(Fault::Status(code)) => return StatusCode::from_u16(code).unwrap().into_response(),
@@ -353,29 +394,52 @@ async fn page(
 
 use sha2::Digest;
 
-async fn file(State((shared, _, _)): AppState, Path(filename): Path<String>) -> Response {
-    let (found, fault) = {
+async fn file(
+    State((shared, _, _)): AppState,
+    method: axum::http::Method,
+    Path(filename): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!("/files/{filename}");
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (found, fault, ranges) = {
         let mut shared = shared.lock().unwrap();
-        *shared
-            .requests
-            .entry(format!("/files/{filename}"))
-            .or_default() += 1;
+        *shared.requests.entry(path.clone()).or_default() += 1;
+        if method == axum::http::Method::HEAD {
+            *shared.heads.entry(path.clone()).or_default() += 1;
+        } else if range.is_some() {
+            *shared.ranged.entry(path.clone()).or_default() += 1;
+        }
         let base = filename.strip_suffix(".metadata");
+        let no_metadata = shared.no_metadata;
         let found = shared.projects.values().flatten().find_map(|d| {
             if d.filename == filename {
                 Some(d.bytes.clone())
-            } else if base == Some(d.filename.as_str()) {
+            } else if base == Some(d.filename.as_str()) && !no_metadata {
                 d.metadata.clone()
             } else {
                 None
             }
         });
-        (found, shared.file_faults.get(&filename).cloned())
+        (
+            found,
+            shared.file_faults.get(&filename).cloned(),
+            !shared.no_ranges,
+        )
     };
     let Some(bytes) = found else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let len = bytes.len();
+    if method != axum::http::Method::HEAD {
+        shared.lock().unwrap().bytes_sent += len as u64;
+    }
+    if let Some(range) = range.filter(|_| ranges && fault.is_none()) {
+        return ranged(&shared, bytes, &range);
+    }
     let body = match fault {
         None => Body::from(bytes),
         Some(Fault::Status(code)) => return StatusCode::from_u16(code).unwrap().into_response(),
@@ -418,5 +482,43 @@ async fn file(State((shared, _, _)): AppState, Path(filename): Path<String>) -> 
     response
         .headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if ranges {
+        response
+            .headers_mut()
+            .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
     response
+}
+
+/// A single-range answer (`a-b`, `a-` or `-n`), as a static file server gives it.
+/// The whole file was counted as sent; the count is corrected to the range's bytes.
+fn ranged(shared: &Mutex<Shared>, bytes: Vec<u8>, range: &str) -> Response {
+    let len = bytes.len() as u64;
+    let spec = range.trim().strip_prefix("bytes=").unwrap_or("");
+    let (first, last) = spec.split_once('-').unwrap_or(("", ""));
+    let (start, end) = match (first.parse::<u64>(), last.parse::<u64>()) {
+        (Ok(start), Ok(end)) => (start, end.min(len.saturating_sub(1))),
+        (Ok(start), Err(_)) => (start, len.saturating_sub(1)),
+        (Err(_), Ok(suffix)) => (len.saturating_sub(suffix), len.saturating_sub(1)),
+        _ => (len, 0),
+    };
+    shared.lock().unwrap().bytes_sent -= len;
+    if start >= len || start > end {
+        return (
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+        )
+            .into_response();
+    }
+    let part = bytes[start as usize..=end as usize].to_vec();
+    shared.lock().unwrap().bytes_sent += part.len() as u64;
+    (
+        StatusCode::PARTIAL_CONTENT,
+        [
+            (header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")),
+            (header::ACCEPT_RANGES, "bytes".to_string()),
+        ],
+        part,
+    )
+        .into_response()
 }
