@@ -123,6 +123,7 @@ async fn an_html_upstream_answers_json_clients_with_every_attribute() {
     assert_eq!(file["requires-python"], ">=3.8,<4");
     assert_eq!(file["yanked"], "broken build");
     assert!(file["core-metadata"]["sha256"].is_string(), "{file}");
+    assert!(file.get("dist-info-metadata").is_none(), "PEP 714: {file}");
     let url = file["url"].as_str().unwrap();
     assert!(
         url.starts_with("/root/pypi/+f/demo/"),
