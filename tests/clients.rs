@@ -54,15 +54,17 @@ async fn every_client_downloads_and_installs(format: PageFormat) {
 
     let mut runs = Vec::new();
     for (client, asks_for_json) in PIPS.iter().copied() {
+        let pip = client_tool(client, "pip");
         let (home, indexes) = (tmp.path().join(client), indexes.clone());
         runs.push(tokio::task::spawn_blocking(move || {
-            pip_story(client, asks_for_json, &home, &indexes)
+            pip_story(client, &pip, asks_for_json, &home, &indexes)
         }));
     }
     for client in UVS.iter().copied() {
+        let (uv, python) = (client_tool(client, "uv"), client_tool(client, "python"));
         let (home, indexes) = (tmp.path().join(client), indexes.clone());
         runs.push(tokio::task::spawn_blocking(move || {
-            uv_story(client, &home, &indexes)
+            uv_story(client, &uv, &python, &home, &indexes)
         }));
     }
     let mut failures = Vec::new();
@@ -81,22 +83,27 @@ async fn every_client_downloads_and_installs(format: PageFormat) {
 /// `pip download demo` then `pip install --target DIR demo` through each index URL: the
 /// downloads are the two wheels, the installed versions 2.0 and its helper. A pip that
 /// asks for JSON is shown that it got JSON.
-fn pip_story(client: &str, asks_for_json: bool, home: &Path, indexes: &[String]) -> Vec<String> {
-    let pip = client_tool(client, "pip");
+fn pip_story(
+    client: &str,
+    pip: &Path,
+    asks_for_json: bool,
+    home: &Path,
+    indexes: &[String],
+) -> Vec<String> {
     let mut failures = Vec::new();
     for (form, index) in indexes.iter().enumerate() {
         let home = home.join(format!("form{form}"));
         let downloads = home.join("downloads");
         let target = home.join("site");
         std::fs::create_dir_all(&home).unwrap();
-        let mut download = pip_command(&pip, &home);
+        let mut download = pip_command(pip, &home);
         download.args(["download", "--index-url", index, "-d"]);
         download.arg(&downloads).arg("demo");
         if asks_for_json {
             // Its debug log names the type of every page it read.
             download.arg("-vv");
         }
-        let mut install = pip_command(&pip, &home);
+        let mut install = pip_command(pip, &home);
         install.args(["install", "--index-url", index, "--target"]);
         install.arg(&target).arg("demo");
         let outcome = run(download, |out| {
@@ -121,8 +128,13 @@ fn pip_story(client: &str, asks_for_json: bool, home: &Path, indexes: &[String])
 
 /// `uv pip compile` of `demo` then `uv pip install --target DIR demo` through each index
 /// URL: the lock pins 2.0 and its helper, and they are what is installed.
-fn uv_story(client: &str, home: &Path, indexes: &[String]) -> Vec<String> {
-    let (uv, python) = (client_tool(client, "uv"), client_tool(client, "python"));
+fn uv_story(
+    client: &str,
+    uv: &Path,
+    python: &Path,
+    home: &Path,
+    indexes: &[String],
+) -> Vec<String> {
     let mut failures = Vec::new();
     for (form, index) in indexes.iter().enumerate() {
         let home = home.join(format!("form{form}"));
@@ -130,10 +142,10 @@ fn uv_story(client: &str, home: &Path, indexes: &[String]) -> Vec<String> {
         let target = home.join("site");
         std::fs::create_dir_all(&home).unwrap();
         std::fs::write(&requirements, "demo\n").unwrap();
-        let mut compile = uv_command(&uv, &python, &home);
+        let mut compile = uv_command(uv, python, &home);
         compile.args(["pip", "compile", "--index-url", index]);
         compile.arg(&requirements);
-        let mut install = uv_command(&uv, &python, &home);
+        let mut install = uv_command(uv, python, &home);
         install.args(["pip", "install", "--index-url", index, "--target"]);
         install.arg(&target).arg("demo");
         let outcome = run(compile, |out| {
