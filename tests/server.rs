@@ -7,7 +7,10 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use support::dists::{blob, wheel};
 use support::upstream::{Fault, Links, PageFormat, TestUpstream};
-use support::{Devcache, assert_ok, devcache_command, http, pip, pip_download, pip_install, uv};
+use support::{
+    Devcache, assert_ok, devcache_command, http, installed_version, pip, pip_download, pip_install,
+    uv,
+};
 
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
 
@@ -20,10 +23,6 @@ async fn demo_upstream(format: PageFormat, links: Links) -> TestUpstream {
     upstream
 }
 
-fn installed_version(target: &std::path::Path, module: &str) -> String {
-    std::fs::read_to_string(target.join(module).join("__init__.py")).unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pip_installs_through_the_cache_and_files_are_fetched_once() {
     let tmp = tempfile::tempdir().unwrap();
@@ -34,8 +33,8 @@ async fn pip_installs_through_the_cache_and_files_are_fetched_once() {
         let target = tmp.path().join(format!("site{round}"));
         let out = pip_install(tmp.path(), &cache, &target, "demo");
         assert_ok(&out, "pip install demo");
-        assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
-        assert_eq!(installed_version(&target, "helper"), "VERSION = \"1.0\"\n");
+        assert_eq!(installed_version(&target, "demo"), "2.0");
+        assert_eq!(installed_version(&target, "helper"), "1.0");
     }
     assert_eq!(upstream.requests("/files/demo-2.0-py3-none-any.whl"), 1);
     assert_eq!(upstream.requests("/files/helper-1.0-py3-none-any.whl"), 1);
@@ -96,8 +95,8 @@ async fn uv_installs_and_compiles_through_the_cache_using_core_metadata() {
         ],
     );
     assert_ok(&out, "uv pip install");
-    assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
-    assert_eq!(installed_version(&target, "helper"), "VERSION = \"1.0\"\n");
+    assert_eq!(installed_version(&target, "demo"), "2.0");
+    assert_eq!(installed_version(&target, "helper"), "1.0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,6 +123,7 @@ async fn an_html_upstream_answers_json_clients_with_every_attribute() {
     assert_eq!(file["requires-python"], ">=3.8,<4");
     assert_eq!(file["yanked"], "broken build");
     assert!(file["core-metadata"]["sha256"].is_string(), "{file}");
+    assert!(file.get("dist-info-metadata").is_none(), "PEP 714: {file}");
     let url = file["url"].as_str().unwrap();
     assert!(
         url.starts_with("/root/pypi/+f/demo/"),
@@ -322,7 +322,7 @@ async fn offline_after_warm_up_installs_from_the_cache_alone() {
     let target = tmp.path().join("site");
     let out = pip_install(tmp.path(), &cache, &target, "demo");
     assert_ok(&out, "offline pip install");
-    assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
+    assert_eq!(installed_version(&target, "demo"), "2.0");
     assert_eq!(upstream.total_requests(), before);
     let status = cache.status().await;
     assert_eq!(status["offline"], true);
@@ -687,7 +687,7 @@ async fn an_upstream_behind_a_proxy_is_reached_through_it() {
     let target = tmp.path().join("site");
     let out = pip_install(tmp.path(), &cache, &target, "demo");
     assert_ok(&out, "pip install through a proxied upstream");
-    assert_eq!(installed_version(&target, "demo"), "VERSION = \"2.0\"\n");
+    assert_eq!(installed_version(&target, "demo"), "2.0");
     assert_eq!(upstream.requests("/files/demo-2.0-py3-none-any.whl"), 1);
 }
 
@@ -718,7 +718,7 @@ async fn an_https_upstream_signed_by_a_private_ca_is_trusted_through_ssl_cert_fi
     let target = tmp.path().join("site");
     let out = pip_install(tmp.path(), &cache, &target, "demo");
     assert_ok(&out, "pip install from an https upstream with a private CA");
-    assert_eq!(installed_version(&target, "demo"), "VERSION = \"1.0\"\n");
+    assert_eq!(installed_version(&target, "demo"), "1.0");
 }
 
 #[test]

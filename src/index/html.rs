@@ -117,6 +117,8 @@ pub fn render(page: &ProjectPage, link: impl Fn(&DistFile) -> String) -> String 
                 Some(digest) => format!("sha256={digest}"),
                 None => "true".to_string(),
             };
+            // PEP 714 allows the old attribute beside the new one in HTML (never in
+            // JSON), with the same value, for HTML clients that know only the old one.
             out.push_str(&format!(
                 " data-dist-info-metadata=\"{value}\" data-core-metadata=\"{value}\""
             ));
@@ -392,6 +394,10 @@ mod tests {
         let html = render(&original, |f| format!("/files/{}", f.filename));
         assert!(
             html.contains(r#"data-requires-python="&lt;4,&gt;=3.8""#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"data-dist-info-metadata="sha256=cd" data-core-metadata="sha256=cd""#),
             "{html}"
         );
         let again = page(&html);

@@ -1,5 +1,5 @@
-//! The JSON simple API (PEP 691, with PEP 700's sizes, upload times and versions):
-//! parsing upstream pages and rendering pages for clients.
+//! The JSON simple API (PEP 691, with PEP 700's sizes, upload times and versions, and
+//! PEP 714's `core-metadata`): parsing upstream pages and rendering pages for clients.
 
 use std::collections::BTreeMap;
 
@@ -110,10 +110,10 @@ struct RenderedFile<'a> {
     hashes: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     requires_python: Option<&'a str>,
+    /// PEP 714: only this key, never the old `dist-info-metadata`, which pip 22.3 to
+    /// 23.1 read as an HTML attribute's string and crash on.
     #[serde(skip_serializing_if = "Option::is_none")]
     core_metadata: Option<Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dist_info_metadata: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     gpg_sig: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,7 +143,7 @@ pub fn render(page: &ProjectPage, link: impl Fn(&DistFile) -> String) -> Vec<u8>
         .files
         .iter()
         .map(|file| {
-            let metadata = file.core_metadata.as_ref().map(|m| {
+            let core_metadata = file.core_metadata.as_ref().map(|m| {
                 if m.hashes.is_empty() {
                     Value::Bool(true)
                 } else {
@@ -155,8 +155,7 @@ pub fn render(page: &ProjectPage, link: impl Fn(&DistFile) -> String) -> Vec<u8>
                 url: link(file),
                 hashes: &file.hashes,
                 requires_python: file.requires_python.as_deref(),
-                core_metadata: metadata.clone(),
-                dist_info_metadata: metadata,
+                core_metadata,
                 gpg_sig: file.gpg_sig,
                 yanked: file.yanked.as_ref().map(|reason| {
                     if reason.is_empty() {
@@ -227,7 +226,7 @@ mod tests {
     }
 
     #[test]
-    fn renders_both_metadata_spellings_and_version_1_1_when_sizes_are_known() {
+    fn renders_core_metadata_without_the_old_key_and_version_1_1_when_sizes_are_known() {
         let page = parse_demo(
             r#"{"files":[{"filename":"demo-1.0-py3-none-any.whl","url":"x.whl",
             "hashes":{"sha256":"ab"},"core-metadata":{"sha256":"cd"},"yanked":true,"size":5}]}"#,
@@ -238,7 +237,7 @@ mod tests {
         let file = &json["files"][0];
         assert_eq!(file["url"], "/f/x.whl");
         assert_eq!(file["core-metadata"]["sha256"], "cd");
-        assert_eq!(file["dist-info-metadata"]["sha256"], "cd");
+        assert!(file.get("dist-info-metadata").is_none(), "{file}");
         assert_eq!(file["yanked"], true);
         assert_eq!(file["size"], 5);
     }

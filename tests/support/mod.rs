@@ -169,18 +169,40 @@ fn venv_tool(tool: &str) -> PathBuf {
     path
 }
 
+/// A tool (pip, uv, python) of one venv of the client matrix that `.ci/run` makes, e.g.
+/// `client_tool("pip-23.0.1", "pip")`.
+pub fn client_tool(client: &str, tool: &str) -> PathBuf {
+    let clients = std::env::var_os("DEVCACHE_TEST_CLIENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/clients"));
+    let path = clients.join(client).join("bin").join(tool);
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash .ci/run` once (or `bash .ci/clients` for the client venvs alone), or set DEVCACHE_TEST_CLIENTS",
+        path.display()
+    );
+    path
+}
+
 /// Runs pip from the test venv, isolated from the host's pip configuration and cache.
 pub fn pip(home: &Path, args: &[&str]) -> Output {
-    without_vars(Command::new(venv_tool("pip")), "PIP_")
+    pip_command(&venv_tool("pip"), home)
         .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A command running this `pip`, isolated from the host's pip configuration and cache.
+pub fn pip_command(pip: &Path, home: &Path) -> Command {
+    let mut command = without_vars(Command::new(pip), "PIP_");
+    command
         .env("HOME", home)
         .env("PIP_CONFIG_FILE", "/dev/null")
         .env("PIP_NO_CACHE_DIR", "1")
         .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
         .env("PIP_NO_INPUT", "1")
-        .env("NO_PROXY", "*")
-        .output()
-        .unwrap()
+        .env("NO_PROXY", "*");
+    command
 }
 
 /// `pip install --target TARGET SPEC` through `cache`.
@@ -217,15 +239,23 @@ pub fn pip_download(home: &Path, cache: &Devcache, spec: &str) {
 
 /// Runs uv from the test venv with its own empty cache and no user configuration.
 pub fn uv(home: &Path, args: &[&str]) -> Output {
-    without_vars(Command::new(venv_tool("uv")), "UV_")
+    uv_command(&venv_tool("uv"), &venv_tool("python"), home)
         .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A command running this `uv` with `python`, its own empty cache and no user
+/// configuration.
+pub fn uv_command(uv: &Path, python: &Path, home: &Path) -> Command {
+    let mut command = without_vars(Command::new(uv), "UV_");
+    command
         .env("HOME", home)
         .env("UV_CACHE_DIR", home.join("uv-cache"))
         .env("UV_NO_CONFIG", "1")
-        .env("UV_PYTHON", venv_tool("python"))
-        .env("NO_PROXY", "*")
-        .output()
-        .unwrap()
+        .env("UV_PYTHON", python)
+        .env("NO_PROXY", "*");
+    command
 }
 
 /// The command without the host's variables of a prefix (`PIP_FIND_LINKS` and the like).
@@ -236,6 +266,17 @@ fn without_vars(mut command: Command, prefix: &str) -> Command {
         }
     }
     command
+}
+
+/// The version of `module` installed into `target` (a wheel of `dists::wheel`), or ""
+/// when it is not there.
+pub fn installed_version(target: &Path, module: &str) -> String {
+    let init = std::fs::read_to_string(target.join(module).join("__init__.py")).unwrap_or_default();
+    init.trim()
+        .strip_prefix("VERSION = \"")
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Asserts a client succeeded, showing what it said when it did not.
