@@ -51,6 +51,11 @@ pub fn parse(name: ProjectName, body: &[u8], page_url: &Url) -> serde_json::Resu
         .into_iter()
         .filter_map(|file| {
             let mut url = page_url.join(&file.url).ok()?;
+            // Only links devcache can fetch pass, as in the HTML form: never `file:`,
+            // `javascript:` or `data:`.
+            if !matches!(url.scheme(), "http" | "https") {
+                return None;
+            }
             url.set_fragment(None);
             let hashes = file
                 .hashes
@@ -199,6 +204,20 @@ mod tests {
     fn parse_demo(body: &str) -> ProjectPage {
         let url = Url::parse("https://index.test/simple/demo/").unwrap();
         parse(ProjectName::parse("demo").unwrap(), body.as_bytes(), &url).unwrap()
+    }
+
+    #[test]
+    fn only_http_links_pass() {
+        let page = parse_demo(
+            r#"{"meta":{"api-version":"1.1"},"name":"demo","files":[
+              {"filename":"demo-1.0.tar.gz","url":"file:///etc/passwd","hashes":{}},
+              {"filename":"demo-1.1.tar.gz","url":"javascript:alert(1)","hashes":{}},
+              {"filename":"demo-1.2.tar.gz","url":"data:,x","hashes":{}},
+              {"filename":"demo-1.3.tar.gz","url":"HTTPS://x.test/demo-1.3.tar.gz","hashes":{}}
+            ]}"#,
+        );
+        let names: Vec<&str> = page.files.iter().map(|f| f.filename.as_str()).collect();
+        assert_eq!(names, ["demo-1.3.tar.gz"]);
     }
 
     #[test]
