@@ -1032,6 +1032,27 @@ mod tests {
         ));
     }
 
+    /// Whatever byte is damaged, reading ends in a result or an error, never
+    /// a panic, and asks only for bytes inside the file, in at most 4 reads.
+    #[test]
+    fn survives_any_damaged_byte() {
+        let zip64 = deflated().large_file(true);
+        let zip64_wheel = zip_with(
+            &[("friendly_bard-1.0.dist-info/METADATA", METADATA, zip64)],
+            |zip| zip.set_raw_zip64_extensible_data_sector(Box::new([])),
+        );
+        for wheel in [small_wheel(deflated()), small_wheel(stored()), zip64_wheel] {
+            for at in 0..wheel.len() {
+                for value in [0x00, 0xff, wheel[at] ^ 0x01] {
+                    let mut damaged = wheel.clone();
+                    damaged[at] = value;
+                    let (_, reads) = ranged(FILENAME, &damaged);
+                    assert!(reads.len() <= 4, "{at}: {reads:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn reports_short_reads() {
         let wheel = Bytes::from(small_wheel(deflated()));
