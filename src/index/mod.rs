@@ -1,9 +1,13 @@
-//! Python packaging types: project names and simple-API pages in both formats.
+//! Python packaging types: project names, simple-API pages in both formats,
+//! and wheels' core metadata.
 
 pub mod html;
 pub mod json;
 pub mod name;
 pub mod page;
+// Wired into the cache core next.
+#[allow(dead_code)]
+pub mod wheel;
 
 pub use name::ProjectName;
 pub use page::{DistFile, ProjectPage};
