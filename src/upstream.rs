@@ -12,8 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{
-    ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
-    RANGE,
+    ACCEPT, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    LAST_MODIFIED, RANGE,
 };
 use url::Url;
 
@@ -180,6 +180,45 @@ impl Upstream {
             status if !status.is_success() => Err(UpstreamError::Status(status)),
             _ => Ok(response),
         }
+    }
+
+    /// Exactly `len` bytes of a file from `offset`, by a range request. An upstream
+    /// that answers with anything but that range is an error.
+    pub async fn read_range(&self, url: &str, offset: u64, len: u64) -> std::io::Result<Bytes> {
+        let last = offset
+            .checked_add(len)
+            .and_then(|end| end.checked_sub(1))
+            .ok_or_else(|| std::io::Error::other("an empty or impossible range"))?;
+        let response = self
+            .fetch_range(url, &format!("bytes={offset}-{last}"))
+            .await
+            .map_err(std::io::Error::other)?;
+        let starts_at_offset = response
+            .headers()
+            .get(CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with(&format!("bytes {offset}-{last}/")));
+        if response.status() != StatusCode::PARTIAL_CONTENT || !starts_at_offset {
+            return Err(std::io::Error::other(format!(
+                "the upstream answered a range request with {}",
+                response.status()
+            )));
+        }
+        let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 20));
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            let chunk = chunk.map_err(std::io::Error::other)?;
+            if (body.len() + chunk.len()) as u64 > len {
+                return Err(std::io::Error::other(
+                    "the upstream sent more than the range",
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        if body.len() as u64 != len {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        Ok(Bytes::from(body))
     }
 
     /// Starts downloading a file; the caller reads the body as it arrives.

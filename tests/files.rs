@@ -6,7 +6,7 @@ mod support;
 use reqwest::StatusCode;
 use support::dists::{blob, wheel};
 use support::upstream::{Links, PageFormat, TestUpstream};
-use support::{Devcache, assert_ok, http, uv};
+use support::{Devcache, assert_ok, http, installed_version, pip, pip_install, uv};
 
 /// A cold file's URL in the cache.
 fn file_url(cache: &Devcache, project: &str, dist: &support::dists::Dist) -> String {
@@ -132,44 +132,166 @@ async fn an_upstream_without_ranges_has_the_file_filled_once_and_ranges_served_f
     assert_eq!(cache.status().await["files"], 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn uv_resolves_against_an_upstream_without_metadata_reading_only_ranges() {
-    let tmp = tempfile::tempdir().unwrap();
+/// An upstream with `demo` 1.0 and 2.0 (2.0 needs `helper`) and `helper` 1.0, whose
+/// pages offer no core metadata.
+async fn upstream_without_metadata() -> TestUpstream {
     let upstream = TestUpstream::start(PageFormat::Json, Links::Absolute).await;
     upstream.without_metadata();
     upstream.add("demo", wheel("demo", "1.0", &[]));
     upstream.add("demo", wheel("demo", "2.0", &["helper>=1.0"]));
     upstream.add("helper", wheel("helper", "1.0", &[]));
-    let cache = Devcache::caching(tmp.path(), &upstream);
+    upstream
+}
 
-    std::fs::write(tmp.path().join("requirements.in"), "demo\n").unwrap();
+fn uv_compile(home: &std::path::Path, cache: &Devcache) -> String {
+    let requirements = home.join("requirements.in");
+    std::fs::write(&requirements, "demo\n").unwrap();
     let out = uv(
-        tmp.path(),
+        home,
         &[
             "pip",
             "compile",
+            "--no-cache",
             "--index-url",
             &cache.index(),
-            tmp.path().join("requirements.in").to_str().unwrap(),
+            requirements.to_str().unwrap(),
         ],
     );
     assert_ok(&out, "uv pip compile");
-    let locked = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolvers_get_core_metadata_for_wheels_the_upstream_gives_none_for() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = upstream_without_metadata().await;
+    let cache = Devcache::caching(tmp.path(), &upstream);
+
+    // The pages offer metadata for every wheel.
+    let page = http()
+        .get(format!("{}demo/", cache.index()))
+        .header("Accept", "application/vnd.pypi.simple.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("\"core-metadata\":true"), "{page}");
+
+    // uv and pip resolve from it; the upstream's wheels are read by ranges, never whole.
+    let locked = uv_compile(tmp.path(), &cache);
     assert!(
         locked.contains("demo==2.0") && locked.contains("helper==1.0"),
         "{locked}"
     );
-    for wheel in ["demo-2.0-py3-none-any.whl", "helper-1.0-py3-none-any.whl"] {
-        let path = format!("/files/{wheel}");
+    let out = pip(
+        tmp.path(),
+        &[
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--index-url",
+            &cache.index(),
+            "demo",
+        ],
+    );
+    assert_ok(&out, "pip install --dry-run demo");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("demo-2.0") && said.contains("helper-1.0"),
+        "{said}"
+    );
+    for dist in [
+        wheel("demo", "2.0", &["helper>=1.0"]),
+        wheel("helper", "1.0", &[]),
+    ] {
+        let path = format!("/files/{}", dist.filename);
         assert_eq!(
             upstream.downloads(&path),
             0,
-            "{wheel} was not downloaded whole"
+            "{} downloaded whole",
+            dist.filename
         );
+        assert!(
+            upstream.range_requests(&path) > 0,
+            "{} read by ranges",
+            dist.filename
+        );
+        assert!(!cache.has_blob(&dist.sha256()), "{} stored", dist.filename);
     }
+
+    // The metadata is cached: resolving again needs no upstream.
+    upstream.stop().await;
+    let again = uv_compile(tmp.path(), &cache);
+    assert_eq!(again, locked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_ranges_either_the_wheel_is_downloaded_once_for_its_metadata_and_install() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = upstream_without_metadata().await;
+    upstream.refuse_ranges();
+    let cache = Devcache::caching(tmp.path(), &upstream);
+
+    let target = tmp.path().join("site");
+    assert_ok(
+        &pip_install(tmp.path(), &cache, &target, "demo"),
+        "pip install demo",
+    );
+    assert_eq!(installed_version(&target, "demo"), "2.0");
+    assert_eq!(installed_version(&target, "helper"), "1.0");
+    for dist in [
+        wheel("demo", "2.0", &["helper>=1.0"]),
+        wheel("helper", "1.0", &[]),
+    ] {
+        let path = format!("/files/{}", dist.filename);
+        assert_eq!(upstream.downloads(&path), 1, "{}", dist.filename);
+        assert!(cache.has_blob(&dist.sha256()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_a_cached_wheel_answers_for_its_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = TestUpstream::start(PageFormat::Json, Links::Absolute).await;
+    let demo = wheel("demo", "1.0", &[]);
+    upstream.add("demo", demo.clone());
+    let data = tmp.path().join("data");
+    let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
+    // The wheel alone is fetched (as a browser or curl would), not its metadata.
+    let whole = http()
+        .get(file_url(&cache, "demo", &demo))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), &demo.bytes[..]);
+    // The last byte may reach the client just before the file is published.
+    for _ in 0..100 {
+        if cache.has_blob(&demo.sha256()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(cache.has_blob(&demo.sha256()));
+    cache.kill9();
+    upstream.stop().await;
+
+    let cache = Devcache::start(&data, &["--offline"]);
+    let target = tmp.path().join("site");
+    assert_ok(
+        &pip_install(tmp.path(), &cache, &target, "demo"),
+        "offline pip install demo",
+    );
+    assert_eq!(installed_version(&target, "demo"), "1.0");
+    let metadata = http()
+        .get(format!("{}.metadata", file_url(&cache, "demo", &demo)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metadata.status(), StatusCode::OK);
     assert_eq!(
-        cache.status().await["files"],
-        0,
-        "a resolution stores nothing"
+        metadata.bytes().await.unwrap().as_ref(),
+        demo.metadata.as_deref().unwrap()
     );
 }

@@ -92,6 +92,8 @@ pub enum FileError {
     Disk(std::io::Error),
     #[error(transparent)]
     Download(FillError),
+    #[error("{0}")]
+    NoMetadata(String),
 }
 
 impl Cache {
@@ -118,15 +120,22 @@ impl Cache {
                 "{project} has no file {dist_filename}"
             )));
         };
-        if BlobKey::for_file(dist, false) != *key || (metadata && dist.core_metadata.is_none()) {
+        if BlobKey::for_file(dist, false) != *key {
             let filename = shown_filename(dist_filename, metadata);
             return Err(FileError::NotListed(format!(
                 "{project} has no file {filename} with that hash"
             )));
         }
         let key = BlobKey::for_file(dist, metadata);
-        if metadata && let Some(answer) = self.cached(&key) {
-            return Ok((answer, Outcome::Hit));
+        if metadata {
+            if let Some(answer) = self.core_metadata(dist, &key).await? {
+                return Ok(answer);
+            }
+            if dist.core_metadata.is_none() {
+                return Err(FileError::NotListed(format!(
+                    "{project} has no metadata for {dist_filename}"
+                )));
+            }
         }
         let Some(upstream) = &self.upstream else {
             return Err(FileError::OfflineMiss(shown_filename(
@@ -198,7 +207,7 @@ impl Cache {
         }
     }
 
-    fn cached(&self, key: &BlobKey) -> Option<FileAnswer> {
+    pub(super) fn cached(&self, key: &BlobKey) -> Option<FileAnswer> {
         // Opened on the async worker: an open in the local data directory takes
         // microseconds, less than a trip to the blocking pool, which every cold request
         // would pay too (it starts by looking here).
@@ -290,12 +299,12 @@ fn bad_range(url: &str, what: &str) -> FileError {
     ))))
 }
 
-fn upstream_error(error: UpstreamError) -> FileError {
+pub(super) fn upstream_error(error: UpstreamError) -> FileError {
     FileError::Download(FillError::Upstream(error))
 }
 
 /// A file that was published and is gone again (removed by hand meanwhile).
-fn gone(key: &BlobKey) -> FileError {
+pub(super) fn gone(key: &BlobKey) -> FileError {
     FileError::NotListed(format!("no such file {}", key.as_str()))
 }
 

@@ -6,6 +6,7 @@
 //! cache/    pages.rs  pages fresh, revalidated or stale; one upstream fetch per page
 //!           fills.rs  one upstream download per file, streamed to every client
 //!           files.rs  the decision for a file request
+//!           metadata.rs  core metadata for every wheel, derived when the upstream has none
 //! store/    disk only                            (below)
 //! upstream  network only                         (below)
 //! ```
@@ -15,6 +16,7 @@
 
 mod files;
 mod fills;
+mod metadata;
 mod pages;
 
 pub use files::{FileAnswer, FileError, FileRequest, Want};

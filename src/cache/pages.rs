@@ -10,7 +10,8 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
-use super::Outcome;
+use super::{Outcome, metadata};
+use crate::index::wheel;
 use crate::index::{DistFile, ProjectName, ProjectPage, html, json};
 use crate::store::pages::{StoredPage, now};
 use crate::store::{BlobKey, Store};
@@ -208,8 +209,10 @@ impl Pages {
             .filter(|file| self.store.has_blob(&BlobKey::for_file(file, false)))
             .map(|file| {
                 let mut file = file.clone();
-                // Without its metadata cached, offering it would send clients to a 404.
+                // Without its metadata cached, offering it would send clients to a 404;
+                // a cached wheel's is read from the wheel.
                 if file.core_metadata.is_some()
+                    && !wheel::is_wheel(&file.filename)
                     && !self.store.has_blob(&BlobKey::for_file(&file, true))
                 {
                     file.core_metadata = None;
@@ -269,8 +272,9 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 
 fn ready_page(stored: StoredPage) -> ReadyPage {
     let name = stored.page.name.clone();
-    let html = html::render(&stored.page, |f| file_link(&name, f)).into_bytes();
-    let json = json::render(&stored.page, |f| file_link(&name, f));
+    let offered = metadata::offered(&stored.page);
+    let html = html::render(&offered, |f| file_link(&name, f)).into_bytes();
+    let json = json::render(&offered, |f| file_link(&name, f));
     // The JSON form carries every attribute the HTML form does, so its digest covers both.
     let digest = {
         use sha2::{Digest, Sha256};

@@ -5,8 +5,6 @@ pub mod html;
 pub mod json;
 pub mod name;
 pub mod page;
-// Wired into the cache core next.
-#[allow(dead_code)]
 pub mod wheel;
 
 pub use name::ProjectName;

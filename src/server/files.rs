@@ -112,7 +112,9 @@ fn with_outcome(mut response: Response, outcome: Outcome) -> Response {
 fn file_error(name: &ProjectName, error: FileError) -> Response {
     match error {
         FileError::Page(e) => page_error(name, e),
-        FileError::NotListed(_) | FileError::OfflineMiss(_) => not_found(&error.to_string()),
+        FileError::NotListed(_) | FileError::OfflineMiss(_) | FileError::NoMetadata(_) => {
+            not_found(&error.to_string())
+        }
         FileError::Disk(e) => {
             tracing::error!(error = %e, "cannot create a temp file in the data directory");
             (

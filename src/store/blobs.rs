@@ -76,6 +76,17 @@ impl Store {
         self.root().join("files").join(&digest[..2]).join(&key.0)
     }
 
+    /// Writes a small file whole (through `tmp/` and a rename), as `key`.
+    pub fn save_blob(&self, key: &BlobKey, bytes: &[u8]) -> std::io::Result<()> {
+        let dest = self.blob_path(key);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        self.write_atomically(&dest, bytes)?;
+        self.record_new_file(bytes.len() as u64);
+        Ok(())
+    }
+
     /// Moves a finished, verified temp file into place.
     pub fn publish_blob(&self, temp: &Path, key: &BlobKey, size: u64) -> std::io::Result<()> {
         let dest = self.blob_path(key);

@@ -1,0 +1,157 @@
+//! Core metadata (PEP 658) for every wheel, whether or not the upstream serves it.
+//!
+//! Resolvers need only a wheel's `METADATA`, and without `<file>.metadata` pip downloads
+//! every candidate wheel whole. So pages offer metadata for every wheel, and it is
+//! answered, in this order, from:
+//! 1. the cached `.metadata` file;
+//! 2. the cached (verified) wheel, when the upstream gave no metadata or gave a hash
+//!    the wheel's `METADATA` matches (so a cached wheel is enough offline);
+//! 3. the upstream's own `.metadata`, when its page offers one;
+//! 4. ranged reads of the upstream's wheel (its zip directory, then the one member);
+//! 5. the whole wheel, downloaded into the cache, when the upstream refuses ranges.
+//!
+//! What 2, 4 and 5 derive is cached under a key of its own. Metadata read through
+//! ranges cannot be checked against the wheel's sha256 (only the whole file can); it
+//! is what the upstream's file holds, checked by the zip's own CRC-32.
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+use super::files::{FileAnswer, FileError, gone, upstream_error};
+use super::fills::{FillRequest, Joined};
+use super::{Cache, Outcome};
+use crate::index::wheel::{self, WheelError};
+use crate::index::{DistFile, ProjectPage};
+use crate::store::BlobKey;
+use crate::upstream::Upstream;
+
+/// The page as clients see it: every wheel offers core metadata.
+pub(super) fn offered(page: &ProjectPage) -> ProjectPage {
+    let mut offered = page.clone();
+    for file in &mut offered.files {
+        if file.core_metadata.is_none() && wheel::is_wheel(&file.filename) {
+            file.core_metadata = Some(Default::default());
+        }
+    }
+    offered
+}
+
+impl Cache {
+    /// Answers `<dist>.metadata`; `key` is where it is (or will be) cached.
+    pub(super) async fn core_metadata(
+        &self,
+        dist: &DistFile,
+        key: &BlobKey,
+    ) -> Result<Option<(FileAnswer, Outcome)>, FileError> {
+        if let Some(answer) = self.cached(key) {
+            return Ok(Some((answer, Outcome::Hit)));
+        }
+        if !wheel::is_wheel(&dist.filename) {
+            return Ok(None);
+        }
+        let wheel_key = BlobKey::for_file(dist, false);
+        if let Some(fill) = self.fills.running_fill(&wheel_key) {
+            let _ = fill.finished().await;
+        }
+        let expected = dist.core_metadata.as_ref().and_then(|m| m.sha256());
+        if let Some(bytes) = self.metadata_of_cached_wheel(dist, &wheel_key).await? {
+            if expected.is_none_or(|digest| digest == hex::encode(Sha256::digest(&bytes))) {
+                return self.keep(key, &bytes, Outcome::Hit).await.map(Some);
+            }
+            tracing::warn!(
+                file = %dist.filename,
+                "the wheel's METADATA is not what the upstream's page says; asking the upstream"
+            );
+        }
+        if dist.core_metadata.is_some() {
+            // The upstream serves it: fetched like any file.
+            return Ok(None);
+        }
+        let Some(upstream) = &self.upstream else {
+            return Err(FileError::OfflineMiss(format!(
+                "{}.metadata",
+                dist.filename
+            )));
+        };
+        match by_ranges(upstream, dist).await {
+            Ok(bytes) => return self.keep(key, &bytes, Outcome::Miss).await.map(Some),
+            Err(e) => tracing::info!(
+                file = %dist.filename,
+                reason = %e,
+                "cannot read the wheel's metadata by ranges; downloading the wheel"
+            ),
+        }
+        let request = FillRequest {
+            key: wheel_key.clone(),
+            url: dist.url.clone(),
+            expected_size: dist.size,
+        };
+        let joined = self
+            .fills
+            .start_or_join(&self.store, upstream, request)
+            .map_err(FileError::Disk)?;
+        if let Joined::Fill(fill) = joined {
+            fill.finished().await.map_err(FileError::Download)?;
+        }
+        match self.metadata_of_cached_wheel(dist, &wheel_key).await? {
+            Some(bytes) => self.keep(key, &bytes, Outcome::Miss).await.map(Some),
+            None => Err(gone(&wheel_key)),
+        }
+    }
+
+    /// The `METADATA` of the cached wheel, or `None` when the wheel is not cached.
+    async fn metadata_of_cached_wheel(
+        &self,
+        dist: &DistFile,
+        wheel_key: &BlobKey,
+    ) -> Result<Option<Bytes>, FileError> {
+        let Some(file) = self.store.open_blob(wheel_key) else {
+            return Ok(None);
+        };
+        let filename = dist.filename.clone();
+        let read =
+            tokio::task::spawn_blocking(move || wheel::core_metadata_of_file(&filename, &file))
+                .await
+                .map_err(|e| FileError::Disk(std::io::Error::other(e)))?;
+        read.map(Some).map_err(|e| unreadable(dist, e))
+    }
+
+    /// Caches derived metadata and answers with it.
+    async fn keep(
+        &self,
+        key: &BlobKey,
+        bytes: &Bytes,
+        outcome: Outcome,
+    ) -> Result<(FileAnswer, Outcome), FileError> {
+        let (store, key_to_save, bytes) = (self.store.clone(), key.clone(), bytes.clone());
+        tokio::task::spawn_blocking(move || store.save_blob(&key_to_save, &bytes))
+            .await
+            .map_err(|e| FileError::Disk(std::io::Error::other(e)))?
+            .map_err(FileError::Disk)?;
+        let answer = self.cached(key).ok_or_else(|| gone(key))?;
+        Ok((answer, outcome))
+    }
+}
+
+/// The wheel's `METADATA`, read through ranges of the upstream's file.
+async fn by_ranges(upstream: &Upstream, dist: &DistFile) -> Result<Bytes, FileError> {
+    let length = match dist.size {
+        Some(size) => size,
+        None => upstream
+            .file_length(&dist.url)
+            .await
+            .map_err(upstream_error)?
+            .ok_or_else(|| unreadable(dist, WheelError::Unsupported("no length".into())))?,
+    };
+    let read_at = |offset: u64, len: u64| upstream.read_range(&dist.url, offset, len);
+    wheel::core_metadata(&dist.filename, length, read_at)
+        .await
+        .map_err(|e| unreadable(dist, e))
+}
+
+fn unreadable(dist: &DistFile, error: WheelError) -> FileError {
+    FileError::NoMetadata(format!(
+        "cannot read the core metadata of {}: {error}",
+        dist.filename
+    ))
+}
