@@ -2,6 +2,7 @@
 //!
 //! This file only maps subcommands to the modules that do the work.
 
+mod api;
 mod cli;
 mod config;
 mod index;

@@ -11,8 +11,8 @@ use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerO
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
+use crate::api::human_bytes;
 use crate::cli::TransferArgs;
-use crate::server::human_bytes;
 use crate::stack::engine::{self, message};
 use crate::stack::names::Project;
 use crate::stack::{cache, exec};

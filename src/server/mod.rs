@@ -15,9 +15,6 @@ mod pages;
 mod simple;
 mod status;
 
-pub use access_log::OUTCOME_HEADER;
-pub use status::human_bytes;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

@@ -205,7 +205,7 @@ pub fn host_port(container: &ContainerInspectResponse) -> Option<u16> {
 
 /// Waits until the cache answers `/+status` on its published port.
 pub async fn wait_ready(port: u16) -> Result<serde_json::Value> {
-    let url = format!("http://127.0.0.1:{port}/+status");
+    let url = format!("http://127.0.0.1:{port}{}", crate::api::STATUS_PATH);
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(2))

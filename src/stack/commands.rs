@@ -401,7 +401,10 @@ async fn fetch_status(port: u16) -> Option<serde_json::Value> {
         .build()
         .ok()?;
     client
-        .get(format!("http://127.0.0.1:{port}/+status"))
+        .get(format!(
+            "http://127.0.0.1:{port}{}",
+            crate::api::STATUS_PATH
+        ))
         .send()
         .await
         .ok()?
@@ -467,8 +470,8 @@ fn describe(report: &StatusReport) -> String {
                 "; served {} hits, {} misses ({} from the cache, {} fetched)",
                 number("hits") + number("stale"),
                 number("misses"),
-                crate::server::human_bytes(number("bytes_from_cache")),
-                crate::server::human_bytes(number("bytes_fetched")),
+                crate::api::human_bytes(number("bytes_from_cache")),
+                crate::api::human_bytes(number("bytes_fetched")),
             )
         });
         out.push_str(&format!(

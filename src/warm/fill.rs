@@ -11,6 +11,7 @@ use url::Url;
 
 use super::requirements::Pin;
 use super::target::Target;
+use crate::api::{INDEX_PATH, OUTCOME_HEADER};
 use crate::index::page::version_in_filename;
 use crate::index::{DistFile, ProjectName, ProjectPage, json};
 
@@ -95,7 +96,7 @@ pub async fn warm(
                 progress.inc(1);
                 progress.set_message(format!(
                     "{} fetched",
-                    crate::server::human_bytes(bytes.load(Ordering::Relaxed))
+                    crate::api::human_bytes(bytes.load(Ordering::Relaxed))
                 ));
                 (url, result)
             }
@@ -123,7 +124,7 @@ async fn fetch_page(
     name: &ProjectName,
 ) -> Result<ProjectPage, String> {
     let url = cache
-        .join(&format!("root/pypi/+simple/{name}/"))
+        .join(&format!("{}{name}/", INDEX_PATH.trim_start_matches('/')))
         .map_err(|e| e.to_string())?;
     let response = client
         .get(url.clone())
@@ -204,7 +205,7 @@ async fn fetch_file(
     }
     let was_cached = response
         .headers()
-        .get(crate::server::OUTCOME_HEADER)
+        .get(OUTCOME_HEADER)
         .is_some_and(|v| v == "hit");
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {

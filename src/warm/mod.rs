@@ -198,7 +198,7 @@ async fn warm_and_report(
         summary.projects,
         summary.files,
         summary.already_cached,
-        crate::server::human_bytes(summary.fetched_bytes)
+        crate::api::human_bytes(summary.fetched_bytes)
     );
     for (title, lines) in [
         ("not found", &summary.not_found),
