@@ -12,7 +12,6 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use crate::api::human_bytes;
-use crate::cli::TransferArgs;
 use crate::stack::engine::{self, message};
 use crate::stack::names::Project;
 use crate::stack::{cache, exec};
@@ -21,65 +20,72 @@ use crate::store::{Store, bundle};
 /// Where bundles pass through inside the cache container.
 const IN_CONTAINER: &str = "/tmp/devcache-bundle";
 
-pub async fn export(args: TransferArgs) -> Result<()> {
-    match &args.data_dir {
-        Some(dir) => {
-            let (store, file) = (Store::open(dir)?, args.file.clone());
+/// Where a bundle is exported from or imported into.
+pub enum Cache {
+    /// A data directory on this host.
+    DataDir(PathBuf),
+    /// The running cache container of a compose project.
+    Container { project: String },
+}
+
+/// `devcache export FILE`: the cache written to one bundle at `file`.
+pub async fn export(cache: &Cache, file: &Path) -> Result<()> {
+    match cache {
+        Cache::DataDir(dir) => {
+            let (store, bundle_file) = (Store::open(dir)?, file.to_path_buf());
             let counts =
-                tokio::task::spawn_blocking(move || bundle::export(&store, &file)).await??;
+                tokio::task::spawn_blocking(move || bundle::export(&store, &bundle_file)).await??;
             println!(
                 "exported {} pages and {} files ({}) to {}",
                 counts.pages,
                 counts.files,
                 human_bytes(counts.bytes),
-                args.file.display()
+                file.display()
             );
             Ok(())
         }
-        None => {
-            let (docker, container) = cache_container(&args).await?;
-            let inside = in_container_name(&args.file);
+        Cache::Container { project } => {
+            let (docker, container) = cache_container(project).await?;
+            let inside = in_container_name(file);
             let said = run_devcache(
                 &docker,
                 &container,
                 &["export", &inside, "--data-dir", "/data"],
             )
             .await?;
-            let copied = download(&docker, &container, &inside, &args.file).await;
+            let copied = download(&docker, &container, &inside, file).await;
             remove_inside(&docker, &container, &inside).await;
             copied?;
-            print!(
-                "{}",
-                said.replace(&inside, &args.file.display().to_string())
-            );
+            print!("{}", said.replace(&inside, &file.display().to_string()));
             Ok(())
         }
     }
 }
 
-pub async fn import(args: TransferArgs) -> Result<()> {
-    if !args.file.is_file() {
-        bail!("{} is not a file", args.file.display());
+/// `devcache import FILE`: the cache filled from the bundle at `file`.
+pub async fn import(cache: &Cache, file: &Path) -> Result<()> {
+    if !file.is_file() {
+        bail!("{} is not a file", file.display());
     }
-    match &args.data_dir {
-        Some(dir) => {
-            let (store, file) = (Store::open(dir)?, args.file.clone());
+    match cache {
+        Cache::DataDir(dir) => {
+            let (store, bundle_file) = (Store::open(dir)?, file.to_path_buf());
             let counts =
-                tokio::task::spawn_blocking(move || bundle::import(&store, &file)).await??;
+                tokio::task::spawn_blocking(move || bundle::import(&store, &bundle_file)).await??;
             println!(
                 "imported {} pages and {} files ({} new, {} already here) from {}",
                 counts.pages,
                 counts.files,
                 human_bytes(counts.bytes),
                 counts.already_present,
-                args.file.display()
+                file.display()
             );
             Ok(())
         }
-        None => {
-            let (docker, container) = cache_container(&args).await?;
-            let inside = in_container_name(&args.file);
-            upload(&docker, &container, &args.file, &inside).await?;
+        Cache::Container { project } => {
+            let (docker, container) = cache_container(project).await?;
+            let inside = in_container_name(file);
+            upload(&docker, &container, file, &inside).await?;
             let said = run_devcache(
                 &docker,
                 &container,
@@ -87,17 +93,14 @@ pub async fn import(args: TransferArgs) -> Result<()> {
             )
             .await;
             remove_inside(&docker, &container, &inside).await;
-            print!(
-                "{}",
-                said?.replace(&inside, &args.file.display().to_string())
-            );
+            print!("{}", said?.replace(&inside, &file.display().to_string()));
             Ok(())
         }
     }
 }
 
-async fn cache_container(args: &TransferArgs) -> Result<(Docker, String)> {
-    let project = Project::new(&args.stack.project)?;
+async fn cache_container(project: &str) -> Result<(Docker, String)> {
+    let project = Project::new(project)?;
     let docker = engine::connect().await?;
     cache::running(&docker, &project)
         .await

@@ -9,11 +9,11 @@
 //! exec.rs       files and commands inside containers
 //! consumers.rs  finding lms, studio, ... and wiring pip.conf and uv.toml into them
 //! state.rs      which consumers are enabled or disabled, remembered per project
-//! commands.rs   the subcommands, each saying plainly what it did
+//! cmd/          the subcommands, one file per command family, each saying plainly what it did
 //! ```
 
 pub mod cache;
-pub mod commands;
+pub mod cmd;
 pub mod consumers;
 pub mod engine;
 pub mod exec;
