@@ -21,7 +21,7 @@ use url::Url;
 
 use crate::config::{ServeConfig, ServeSettings, file_config, process_env};
 use crate::stack::names::{self, Project, shown};
-use crate::stack::{cache, consumers, engine, exec};
+use crate::stack::{cache, consumers, engine, exec, files};
 use requirements::{FileReader, Requirements};
 use target::Target;
 
@@ -45,7 +45,7 @@ struct ContainerFiles<'a> {
 impl FileReader for ContainerFiles<'_> {
     fn read<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
-            let bytes = exec::read_file(self.docker, &self.container, path)
+            let bytes = files::read(self.docker, &self.container, path)
                 .await?
                 .with_context(|| format!("no such file in {}", self.container))?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
