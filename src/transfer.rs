@@ -28,9 +28,7 @@ pub enum Cache {
 pub async fn export(cache: &Cache, file: &Path) -> Result<()> {
     match cache {
         Cache::DataDir(dir) => {
-            let (store, bundle_file) = (Store::open(dir)?, file.to_path_buf());
-            let counts =
-                tokio::task::spawn_blocking(move || bundle::export(&store, &bundle_file)).await??;
+            let counts = in_data_dir(dir, file, bundle::export).await?;
             println!(
                 "exported {} pages and {} files ({}) to {}",
                 counts.pages,
@@ -66,9 +64,7 @@ pub async fn import(cache: &Cache, file: &Path) -> Result<()> {
     }
     match cache {
         Cache::DataDir(dir) => {
-            let (store, bundle_file) = (Store::open(dir)?, file.to_path_buf());
-            let counts =
-                tokio::task::spawn_blocking(move || bundle::import(&store, &bundle_file)).await??;
+            let counts = in_data_dir(dir, file, bundle::import).await?;
             println!(
                 "imported {} pages and {} files ({} new, {} already here) from {}",
                 counts.pages,
@@ -95,6 +91,16 @@ pub async fn import(cache: &Cache, file: &Path) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Runs a bundle's export or import against a data directory, on a blocking thread.
+async fn in_data_dir<T: Send + 'static>(
+    dir: &Path,
+    file: &Path,
+    work: fn(&Store, &Path) -> Result<T>,
+) -> Result<T> {
+    let (store, file) = (Store::open(dir)?, file.to_path_buf());
+    tokio::task::spawn_blocking(move || work(&store, &file)).await?
 }
 
 async fn cache_container(project: &str) -> Result<(Docker, String)> {

@@ -13,12 +13,7 @@ use crate::stack::{cache, consumers};
 /// `devcache enable SERVICE...`
 pub async fn enable(project: &str, words: &[String]) -> Result<()> {
     let project = Project::new(project)?;
-    let services = services(words)?;
-    let mut choices = Choices::load(&project, None)?;
-    for service in &services {
-        choices.enable(service);
-    }
-    choices.save(&project)?;
+    let services = remember(&project, words, Choices::enable)?;
     let docker = engine::connect().await?;
     if cache::running(&docker, &project).await.is_err() {
         for service in &services {
@@ -43,12 +38,7 @@ pub async fn enable(project: &str, words: &[String]) -> Result<()> {
 /// `devcache disable SERVICE...`
 pub async fn disable(project: &str, words: &[String]) -> Result<()> {
     let project = Project::new(project)?;
-    let services = services(words)?;
-    let mut choices = Choices::load(&project, None)?;
-    for service in &services {
-        choices.disable(service);
-    }
-    choices.save(&project)?;
+    let services = remember(&project, words, Choices::disable)?;
     let docker = engine::connect().await?;
     let mut failures = Vec::new();
     for service in &services {
@@ -71,4 +61,20 @@ pub async fn disable(project: &str, words: &[String]) -> Result<()> {
         println!("{}: disabled; {what}", shown(service));
     }
     fail_with(failures)
+}
+
+/// The services named, each given `choice` in the project's remembered choices
+/// before any container is touched.
+fn remember(
+    project: &Project,
+    words: &[String],
+    choice: fn(&mut Choices, &str),
+) -> Result<Vec<String>> {
+    let services = services(words)?;
+    let mut choices = Choices::load(project, None)?;
+    for service in &services {
+        choice(&mut choices, service);
+    }
+    choices.save(project)?;
+    Ok(services)
 }
