@@ -39,19 +39,13 @@ pub async fn export(cache: &Cache, file: &Path) -> Result<()> {
             Ok(())
         }
         Cache::Container { project } => {
-            let (docker, container) = cache_container(project).await?;
-            let name = in_container_name(file);
-            let inside = format!("{IN_CONTAINER_DIR}/{name}");
-            let said = run_devcache(
-                &docker,
-                &container,
-                &["export", &inside, "--data-dir", "/data"],
-            )
-            .await?;
-            let copied = files::copy_out(&docker, &container, &inside, file).await;
-            remove_inside(&docker, &container, name).await;
+            let inside = Inside::new(project, file).await?;
+            let said = inside.run("export").await?;
+            let copied =
+                files::copy_out(&inside.docker, &inside.container, &inside.path, file).await;
+            inside.empty().await;
             copied?;
-            print!("{}", said.replace(&inside, &file.display().to_string()));
+            print!("{}", inside.as_said_of(&said, file));
             Ok(())
         }
     }
@@ -76,18 +70,18 @@ pub async fn import(cache: &Cache, file: &Path) -> Result<()> {
             Ok(())
         }
         Cache::Container { project } => {
-            let (docker, container) = cache_container(project).await?;
-            let name = in_container_name(file);
-            let inside = format!("{IN_CONTAINER_DIR}/{name}");
-            files::copy_in(&docker, &container, file, IN_CONTAINER_DIR, name).await?;
-            let said = run_devcache(
-                &docker,
-                &container,
-                &["import", &inside, "--data-dir", "/data"],
+            let inside = Inside::new(project, file).await?;
+            files::copy_in(
+                &inside.docker,
+                &inside.container,
+                file,
+                IN_CONTAINER_DIR,
+                inside.name,
             )
-            .await;
-            remove_inside(&docker, &container, name).await;
-            print!("{}", said?.replace(&inside, &file.display().to_string()));
+            .await?;
+            let said = inside.run("import").await;
+            inside.empty().await;
+            print!("{}", inside.as_said_of(&said?, file));
             Ok(())
         }
     }
@@ -103,37 +97,68 @@ async fn in_data_dir<T: Send + 'static>(
     tokio::task::spawn_blocking(move || work(&store, &file)).await?
 }
 
-async fn cache_container(project: &str) -> Result<(Docker, String)> {
-    let project = Project::new(project)?;
-    let docker = engine::connect().await?;
-    cache::running(&docker, &project)
-        .await
-        .context("give --data-dir DIR, or start the cache container with `devcache up`")?;
-    Ok((docker, project.cache_container()))
+/// The bundle's copy inside the running cache container, where the devcache in the
+/// image exports or imports it against the container's volume.
+struct Inside {
+    docker: Docker,
+    container: String,
+    /// Its name in [`IN_CONTAINER_DIR`]: the extension says whether it is compressed.
+    name: &'static str,
+    path: String,
 }
 
-/// The bundle's name inside the container keeps its extension, which says whether it
-/// is compressed.
-fn in_container_name(file: &Path) -> &'static str {
-    if file.extension().is_some_and(|e| e == "zst") {
-        "devcache-bundle.tar.zst"
-    } else {
-        "devcache-bundle.tar"
+impl Inside {
+    async fn new(project: &str, file: &Path) -> Result<Self> {
+        let project = Project::new(project)?;
+        let docker = engine::connect().await?;
+        cache::running(&docker, &project)
+            .await
+            .context("give --data-dir DIR, or start the cache container with `devcache up`")?;
+        let name = if file.extension().is_some_and(|e| e == "zst") {
+            "devcache-bundle.tar.zst"
+        } else {
+            "devcache-bundle.tar"
+        };
+        Ok(Self {
+            docker,
+            container: project.cache_container(),
+            name,
+            path: format!("{IN_CONTAINER_DIR}/{name}"),
+        })
     }
-}
 
-async fn run_devcache(docker: &Docker, container: &str, args: &[&str]) -> Result<String> {
-    let mut cmd = vec!["/usr/local/bin/devcache"];
-    cmd.extend_from_slice(args);
-    let ran = exec::run(docker, container, &cmd).await?;
-    if ran.code != 0 {
-        bail!("{}", ran.stderr.trim().trim_start_matches("devcache: "));
+    /// Runs `devcache <verb> <the copy> --data-dir /data` in the container: what it
+    /// printed, or its error.
+    async fn run(&self, verb: &str) -> Result<String> {
+        let cmd = [
+            "/usr/local/bin/devcache",
+            verb,
+            &self.path,
+            "--data-dir",
+            "/data",
+        ];
+        let ran = exec::run(&self.docker, &self.container, &cmd).await?;
+        if ran.code != 0 {
+            bail!("{}", ran.stderr.trim().trim_start_matches("devcache: "));
+        }
+        Ok(ran.stdout)
     }
-    Ok(ran.stdout)
-}
 
-/// Empties the bundle's copy inside the container (the image has no `rm`; an empty
-/// file in /tmp costs nothing).
-async fn remove_inside(docker: &Docker, container: &str, name: &str) {
-    let _ = files::write(docker, container, IN_CONTAINER_DIR, name, b"", 0o600).await;
+    /// What the container said, naming the user's file instead of the copy.
+    fn as_said_of(&self, said: &str, file: &Path) -> String {
+        said.replace(&self.path, &file.display().to_string())
+    }
+
+    /// Empties the copy (the image has no `rm`; an empty file in /tmp costs nothing).
+    async fn empty(&self) {
+        let _ = files::write(
+            &self.docker,
+            &self.container,
+            IN_CONTAINER_DIR,
+            self.name,
+            b"",
+            0o600,
+        )
+        .await;
+    }
 }
