@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use super::State;
-use crate::api::{INDEX_PATH, Status, human_bytes};
+use crate::api::{INDEX_PATH, STATUS_PATH, Status, human_bytes};
 use crate::index::html::escape;
 use axum::Json;
 use axum::http::{HeaderMap, header};
@@ -46,7 +46,7 @@ pub async fn home(state: State, headers: HeaderMap) -> Response {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost:3141");
-    let index_url = format!("http://{}/root/pypi/+simple/", escape(host));
+    let index_url = format!("http://{}{INDEX_PATH}", escape(host));
     let hit_rate = status
         .hit_rate()
         .map_or("none served yet".to_string(), |rate| format!("{rate:.1}%"));
@@ -74,7 +74,7 @@ pub async fn home(state: State, headers: HeaderMap) -> Response {
     let mut projects = String::new();
     for name in &names {
         projects.push_str(&format!(
-            "<li><a href=\"/root/pypi/+simple/{name}/\">{name}</a></li>\n"
+            "<li><a href=\"{INDEX_PATH}{name}/\">{name}</a></li>\n"
         ));
     }
     if names.is_empty() {
@@ -105,7 +105,7 @@ trusted-host = {host}</pre>
 <h2>Projects</h2>
 <ul>
 {projects}</ul>
-<p><a href="/root/pypi/+simple/">simple index</a> · <a href="/+status">status as JSON</a></p>
+<p><a href="{INDEX_PATH}">simple index</a> · <a href="{STATUS_PATH}">status as JSON</a></p>
 </body>
 </html>
 "#,
