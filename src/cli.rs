@@ -1,8 +1,15 @@
-//! Command-line arguments and their help texts.
+//! Command-line arguments and their help texts, and what they become for the modules
+//! that do the work (their own settings and option types).
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::config::ServeSettings;
+use crate::stack::cmd::logs::LogsRequest;
+use crate::stack::cmd::up::UpOptions;
+use crate::transfer::Cache;
+use crate::warm::WarmOptions;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -231,4 +238,80 @@ pub struct ServeArgs {
     /// Configuration file [env: DEVCACHE_CONFIG] [default: ./devcache.yml, then the user's config directory]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+// What each command's flags become for the module that does the work: nothing below
+// this file sees clap.
+
+impl From<ServeArgs> for ServeSettings {
+    fn from(args: ServeArgs) -> Self {
+        Self {
+            host: args.host,
+            port: args.port,
+            data_dir: args.data_dir,
+            upstream: args.upstream,
+            offline: args.offline,
+            index_ttl: args.index_ttl,
+            upstream_timeout: args.upstream_timeout,
+            config: args.config,
+        }
+    }
+}
+
+impl From<UpArgs> for UpOptions {
+    fn from(args: UpArgs) -> Self {
+        Self {
+            project: args.stack.project,
+            serve: ServeSettings {
+                upstream: args.upstream,
+                config: args.config,
+                ..Default::default()
+            },
+            port: args.port,
+            services: args.services,
+        }
+    }
+}
+
+impl From<LogsArgs> for LogsRequest {
+    fn from(args: LogsArgs) -> Self {
+        Self {
+            project: args.stack.project,
+            follow: args.follow,
+            tail: args.tail,
+            service: args.service,
+        }
+    }
+}
+
+impl From<WarmArgs> for WarmOptions {
+    fn from(args: WarmArgs) -> Self {
+        Self {
+            requirements: args.requirements,
+            services: args.services,
+            project: args.stack.project,
+            python: args.python,
+            platforms: args.platform,
+            url: args.url,
+            serve: ServeSettings {
+                data_dir: args.data_dir,
+                upstream: args.upstream,
+                config: args.config,
+                ..Default::default()
+            },
+            jobs: args.jobs,
+        }
+    }
+}
+
+impl TransferArgs {
+    /// The data directory when one is given, else the project's cache container.
+    pub fn cache(&self) -> Cache {
+        match &self.data_dir {
+            Some(dir) => Cache::DataDir(dir.clone()),
+            None => Cache::Container {
+                project: self.stack.project.clone(),
+            },
+        }
+    }
 }

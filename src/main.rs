@@ -1,7 +1,9 @@
 //! devcache: a PyPI caching proxy for Docker dev environments.
 //!
-//! This file only maps subcommands to the modules that do the work.
+//! This file only maps subcommands to the modules that do the work; clap's types stop
+//! here and in cli.rs.
 
+mod api;
 mod cache;
 mod cli;
 mod config;
@@ -32,29 +34,32 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    use stack::cmd;
     match cli.command {
         Command::Serve(args) => {
             init_logging();
-            let config = ServeConfig::load(&args, &process_env)?;
+            let config = ServeConfig::load(&args.into(), &process_env)?;
             tokio::runtime::Runtime::new()?.block_on(server::run(config))
         }
         Command::Config(args) => {
-            let config = ServeConfig::load(&args, &process_env)?;
+            let config = ServeConfig::load(&args.into(), &process_env)?;
             print!("{}", config.describe());
             Ok(())
         }
-        Command::Up(args) => block_on(stack::commands::up(args)),
-        Command::Down(args) => block_on(stack::commands::down(args)),
-        Command::Enable(args) => block_on(stack::commands::enable(args)),
-        Command::Disable(args) => block_on(stack::commands::disable(args)),
-        Command::Status(args) => block_on(stack::commands::status(args)),
-        Command::Logs(args) => block_on(stack::commands::logs(args)),
-        Command::Watch(args) => block_on(stack::commands::watch(args)),
-        Command::Warm(args) => block_on(warm::command(args)),
-        Command::Export(args) => block_on(transfer::export(args)),
-        Command::Import(args) => block_on(transfer::import(args)),
-        Command::Image { force } => block_on(stack::commands::image(force)),
-        Command::Health { url } => block_on(stack::commands::health(&url)),
+        Command::Up(args) => block_on(cmd::up::up(args.into())),
+        Command::Down(args) => block_on(cmd::down::down(&args.stack.project, args.volumes)),
+        Command::Enable(args) => block_on(cmd::enable::enable(&args.stack.project, &args.services)),
+        Command::Disable(args) => {
+            block_on(cmd::enable::disable(&args.stack.project, &args.services))
+        }
+        Command::Status(args) => block_on(cmd::status::status(&args.stack.project, args.json)),
+        Command::Logs(args) => block_on(cmd::logs::logs(args.into())),
+        Command::Watch(args) => block_on(cmd::watch::watch(&args.project)),
+        Command::Warm(args) => block_on(warm::command(args.into())),
+        Command::Export(args) => block_on(transfer::export(&args.cache(), &args.file)),
+        Command::Import(args) => block_on(transfer::import(&args.cache(), &args.file)),
+        Command::Image { force } => block_on(cmd::image::image(force)),
+        Command::Health { url } => block_on(cmd::health::health(&url)),
     }
 }
 

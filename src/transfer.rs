@@ -2,234 +2,163 @@
 //! directory, or the running cache container, where the same commands run inside
 //! it against its volume (the image holds this very binary).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use bollard::Docker;
-use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
-use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
 
-use crate::cli::TransferArgs;
-use crate::server::human_bytes;
-use crate::stack::engine::{self, message};
+use crate::api::human_bytes;
+use crate::stack::engine;
 use crate::stack::names::Project;
-use crate::stack::{cache, exec};
+use crate::stack::{cache, exec, files};
 use crate::store::{Store, bundle};
 
 /// Where bundles pass through inside the cache container.
-const IN_CONTAINER: &str = "/tmp/devcache-bundle";
+const IN_CONTAINER_DIR: &str = "/tmp";
 
-pub async fn export(args: TransferArgs) -> Result<()> {
-    match &args.data_dir {
-        Some(dir) => {
-            let (store, file) = (Store::open(dir)?, args.file.clone());
-            let counts =
-                tokio::task::spawn_blocking(move || bundle::export(&store, &file)).await??;
+/// Where a bundle is exported from or imported into.
+pub enum Cache {
+    /// A data directory on this host.
+    DataDir(PathBuf),
+    /// The running cache container of a compose project.
+    Container { project: String },
+}
+
+/// `devcache export FILE`: the cache written to one bundle at `file`.
+pub async fn export(cache: &Cache, file: &Path) -> Result<()> {
+    match cache {
+        Cache::DataDir(dir) => {
+            let counts = in_data_dir(dir, file, bundle::export).await?;
             println!(
                 "exported {} pages and {} files ({}) to {}",
                 counts.pages,
                 counts.files,
                 human_bytes(counts.bytes),
-                args.file.display()
+                file.display()
             );
             Ok(())
         }
-        None => {
-            let (docker, container) = cache_container(&args).await?;
-            let inside = in_container_name(&args.file);
-            let said = run_devcache(
-                &docker,
-                &container,
-                &["export", &inside, "--data-dir", "/data"],
-            )
-            .await?;
-            let copied = download(&docker, &container, &inside, &args.file).await;
-            remove_inside(&docker, &container, &inside).await;
+        Cache::Container { project } => {
+            let inside = Inside::new(project, file).await?;
+            let said = inside.run("export").await?;
+            let copied =
+                files::copy_out(&inside.docker, &inside.container, &inside.path, file).await;
+            inside.empty().await;
             copied?;
-            print!(
-                "{}",
-                said.replace(&inside, &args.file.display().to_string())
-            );
+            print!("{}", inside.as_said_of(&said, file));
             Ok(())
         }
     }
 }
 
-pub async fn import(args: TransferArgs) -> Result<()> {
-    if !args.file.is_file() {
-        bail!("{} is not a file", args.file.display());
+/// `devcache import FILE`: the cache filled from the bundle at `file`.
+pub async fn import(cache: &Cache, file: &Path) -> Result<()> {
+    if !file.is_file() {
+        bail!("{} is not a file", file.display());
     }
-    match &args.data_dir {
-        Some(dir) => {
-            let (store, file) = (Store::open(dir)?, args.file.clone());
-            let counts =
-                tokio::task::spawn_blocking(move || bundle::import(&store, &file)).await??;
+    match cache {
+        Cache::DataDir(dir) => {
+            let counts = in_data_dir(dir, file, bundle::import).await?;
             println!(
                 "imported {} pages and {} files ({} new, {} already here) from {}",
                 counts.pages,
                 counts.files,
                 human_bytes(counts.bytes),
                 counts.already_present,
-                args.file.display()
+                file.display()
             );
             Ok(())
         }
-        None => {
-            let (docker, container) = cache_container(&args).await?;
-            let inside = in_container_name(&args.file);
-            upload(&docker, &container, &args.file, &inside).await?;
-            let said = run_devcache(
-                &docker,
-                &container,
-                &["import", &inside, "--data-dir", "/data"],
+        Cache::Container { project } => {
+            let inside = Inside::new(project, file).await?;
+            files::copy_in(
+                &inside.docker,
+                &inside.container,
+                file,
+                IN_CONTAINER_DIR,
+                inside.name,
             )
-            .await;
-            remove_inside(&docker, &container, &inside).await;
-            print!(
-                "{}",
-                said?.replace(&inside, &args.file.display().to_string())
-            );
+            .await?;
+            let said = inside.run("import").await;
+            inside.empty().await;
+            print!("{}", inside.as_said_of(&said?, file));
             Ok(())
         }
     }
 }
 
-async fn cache_container(args: &TransferArgs) -> Result<(Docker, String)> {
-    let project = Project::new(&args.stack.project)?;
-    let docker = engine::connect().await?;
-    cache::running(&docker, &project)
-        .await
-        .context("give --data-dir DIR, or start the cache container with `devcache up`")?;
-    Ok((docker, project.cache_container()))
+/// Runs a bundle's export or import against a data directory, on a blocking thread.
+async fn in_data_dir<T: Send + 'static>(
+    dir: &Path,
+    file: &Path,
+    work: fn(&Store, &Path) -> Result<T>,
+) -> Result<T> {
+    let (store, file) = (Store::open(dir)?, file.to_path_buf());
+    tokio::task::spawn_blocking(move || work(&store, &file)).await?
 }
 
-/// The bundle's name inside the container keeps its extension, which says whether it
-/// is compressed.
-fn in_container_name(file: &Path) -> String {
-    if file.extension().is_some_and(|e| e == "zst") {
-        format!("{IN_CONTAINER}.tar.zst")
-    } else {
-        format!("{IN_CONTAINER}.tar")
+/// The bundle's copy inside the running cache container, where the devcache in the
+/// image exports or imports it against the container's volume.
+struct Inside {
+    docker: Docker,
+    container: String,
+    /// Its name in [`IN_CONTAINER_DIR`]: the extension says whether it is compressed.
+    name: &'static str,
+    path: String,
+}
+
+impl Inside {
+    async fn new(project: &str, file: &Path) -> Result<Self> {
+        let project = Project::new(project)?;
+        let docker = engine::connect().await?;
+        cache::running(&docker, &project)
+            .await
+            .context("give --data-dir DIR, or start the cache container with `devcache up`")?;
+        let name = if file.extension().is_some_and(|e| e == "zst") {
+            "devcache-bundle.tar.zst"
+        } else {
+            "devcache-bundle.tar"
+        };
+        Ok(Self {
+            docker,
+            container: project.cache_container(),
+            name,
+            path: format!("{IN_CONTAINER_DIR}/{name}"),
+        })
     }
-}
 
-async fn run_devcache(docker: &Docker, container: &str, args: &[&str]) -> Result<String> {
-    let mut cmd = vec!["/usr/local/bin/devcache"];
-    cmd.extend_from_slice(args);
-    let ran = exec::run(docker, container, &cmd).await?;
-    if ran.code != 0 {
-        bail!("{}", ran.stderr.trim().trim_start_matches("devcache: "));
+    /// Runs `devcache <verb> <the copy> --data-dir /data` in the container: what it
+    /// printed, or its error.
+    async fn run(&self, verb: &str) -> Result<String> {
+        let cmd = [
+            "/usr/local/bin/devcache",
+            verb,
+            &self.path,
+            "--data-dir",
+            "/data",
+        ];
+        let ran = exec::run(&self.docker, &self.container, &cmd).await?;
+        if ran.code != 0 {
+            bail!("{}", ran.stderr.trim().trim_start_matches("devcache: "));
+        }
+        Ok(ran.stdout)
     }
-    Ok(ran.stdout)
-}
 
-/// Empties the bundle's copy inside the container (the image has no `rm`; an empty
-/// file in /tmp costs nothing).
-async fn remove_inside(docker: &Docker, container: &str, path: &str) {
-    let _ = docker
-        .upload_to_container(
-            container,
-            Some(UploadToContainerOptions {
-                path: "/tmp".into(),
-                ..Default::default()
-            }),
-            bollard::body_full(empty_tar_replacing(path).into()),
+    /// What the container said, naming the user's file instead of the copy.
+    fn as_said_of(&self, said: &str, file: &Path) -> String {
+        said.replace(&self.path, &file.display().to_string())
+    }
+
+    /// Empties the copy (the image has no `rm`; an empty file in /tmp costs nothing).
+    async fn empty(&self) {
+        let _ = files::write(
+            &self.docker,
+            &self.container,
+            IN_CONTAINER_DIR,
+            self.name,
+            b"",
+            0o600,
         )
         .await;
-}
-
-/// A tar that replaces `path` with an empty file.
-fn empty_tar_replacing(path: &str) -> Vec<u8> {
-    let name = Path::new(path)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut header = tar::Header::new_gnu();
-    header.set_size(0);
-    header.set_mode(0o600);
-    header.set_cksum();
-    let mut tar = tar::Builder::new(Vec::new());
-    let _ = tar.append_data(&mut header, name, std::io::empty());
-    tar.into_inner().unwrap_or_default()
-}
-
-/// Copies a file out of the container to `dest`, through a temp file beside it.
-async fn download(docker: &Docker, container: &str, path: &str, dest: &Path) -> Result<()> {
-    let archive = dest.with_extension("download");
-    let mut out = tokio::fs::File::create(&archive)
-        .await
-        .with_context(|| format!("cannot write {}", archive.display()))?;
-    let mut stream = docker.download_from_container(
-        container,
-        Some(DownloadFromContainerOptions { path: path.into() }),
-    );
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| anyhow!("cannot copy the bundle out of {container}: {}", message(&e)))?;
-        out.write_all(&chunk).await?;
     }
-    out.flush().await?;
-    drop(out);
-    let (archive_path, dest_path): (PathBuf, PathBuf) = (archive.clone(), dest.to_path_buf());
-    let result = tokio::task::spawn_blocking(move || -> Result<()> {
-        let mut tar = tar::Archive::new(std::fs::File::open(&archive_path)?);
-        let mut entry = tar
-            .entries()?
-            .next()
-            .context("the container sent an empty archive")??;
-        let partial = dest_path.with_extension("partial");
-        let mut file = std::fs::File::create(&partial)?;
-        let mut buffer = vec![0u8; 256 * 1024];
-        loop {
-            let n = entry.read(&mut buffer)?;
-            if n == 0 {
-                break;
-            }
-            std::io::Write::write_all(&mut file, &buffer[..n])?;
-        }
-        file.sync_all()?;
-        std::fs::rename(&partial, &dest_path)?;
-        Ok(())
-    })
-    .await?;
-    let _ = tokio::fs::remove_file(&archive).await;
-    result
-}
-
-/// Streams a host file into the container as `path`, without holding it in memory.
-async fn upload(docker: &Docker, container: &str, source: &Path, path: &str) -> Result<()> {
-    let size = tokio::fs::metadata(source).await?.len();
-    let name = Path::new(path)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut header = tar::Header::new_gnu();
-    header.set_path(&name)?;
-    header.set_size(size);
-    header.set_mode(0o600);
-    header.set_cksum();
-    let file = tokio::fs::File::open(source).await?;
-    let padding = (512 - (size % 512) as usize) % 512;
-    let body =
-        futures::stream::once(async move { Ok(bytes::Bytes::copy_from_slice(header.as_bytes())) })
-            .chain(tokio_util::io::ReaderStream::with_capacity(
-                file,
-                256 * 1024,
-            ))
-            .chain(futures::stream::once(async move {
-                Ok(bytes::Bytes::from(vec![0u8; padding + 1024]))
-            }));
-    docker
-        .upload_to_container(
-            container,
-            Some(UploadToContainerOptions {
-                path: "/tmp".into(),
-                ..Default::default()
-            }),
-            bollard::body_try_stream(body),
-        )
-        .await
-        .map_err(|e| anyhow!("cannot copy the bundle into {container}: {}", message(&e)))
 }

@@ -11,6 +11,7 @@ use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
 use super::{Outcome, metadata};
+use crate::api::FILES_PATH;
 use crate::index::wheel;
 use crate::index::{DistFile, ProjectName, ProjectPage, html, json};
 use crate::store::pages::{StoredPage, now};
@@ -256,7 +257,7 @@ impl Pages {
 pub fn file_link(name: &ProjectName, file: &DistFile) -> String {
     let filename = percent_encoding::utf8_percent_encode(&file.filename, SEGMENT);
     format!(
-        "/root/pypi/+f/{name}/{}/{filename}",
+        "{FILES_PATH}{name}/{}/{filename}",
         BlobKey::for_file(file, false).as_str()
     )
 }

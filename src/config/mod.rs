@@ -11,7 +11,20 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use url::Url;
 
-use crate::cli::ServeArgs;
+/// The settings a command gives (from its flags); `None` leaves a setting to the
+/// `DEVCACHE_*` environment, devcache.yml and the defaults, in that order.
+#[derive(Debug, Clone, Default)]
+pub struct ServeSettings {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub data_dir: Option<PathBuf>,
+    pub upstream: Option<String>,
+    pub offline: bool,
+    pub index_ttl: Option<u64>,
+    pub upstream_timeout: Option<u64>,
+    /// devcache.yml's path, instead of looking for it.
+    pub config: Option<PathBuf>,
+}
 
 /// Where a setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +95,8 @@ pub fn process_env(key: &str) -> Option<String> {
 }
 
 impl ServeConfig {
-    pub fn load(args: &ServeArgs, env: Env) -> Result<Self> {
-        let (file, file_path) = read_file_config(args, env)?;
+    pub fn load(args: &ServeSettings, env: Env) -> Result<Self> {
+        let (file, file_path) = read_file_config(args.config.as_deref(), env)?;
         let from_file = || Source::File(file_path.clone().unwrap_or_default());
         let in_container = Path::new("/.dockerenv").exists();
 
@@ -222,13 +235,13 @@ fn env_value<T: std::str::FromStr>(env: Env, name: &'static str) -> Result<Optio
     }
 }
 
-/// devcache.yml as found for these arguments (empty when there is none).
-pub fn file_config(args: &ServeArgs) -> Result<FileConfig> {
-    Ok(read_file_config(args, &process_env)?.0)
+/// devcache.yml at `path`, or else as `serve` finds it (empty when there is none).
+pub fn file_config(path: Option<&Path>, env: Env) -> Result<FileConfig> {
+    Ok(read_file_config(path, env)?.0)
 }
 
-fn read_file_config(args: &ServeArgs, env: Env) -> Result<(FileConfig, Option<PathBuf>)> {
-    let explicit = args.config.clone().or_else(|| {
+fn read_file_config(path: Option<&Path>, env: Env) -> Result<(FileConfig, Option<PathBuf>)> {
+    let explicit = path.map(Path::to_path_buf).or_else(|| {
         env("DEVCACHE_CONFIG")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
@@ -263,14 +276,14 @@ fn read_file_config(args: &ServeArgs, env: Env) -> Result<(FileConfig, Option<Pa
     Ok((file, Some(path)))
 }
 
-fn no_upstream_given(args: &ServeArgs, env: Env, file: &FileConfig) -> bool {
+fn no_upstream_given(args: &ServeSettings, env: Env, file: &FileConfig) -> bool {
     args.upstream.is_none()
         && env("DEVCACHE_UPSTREAM").is_none_or(|v| v.is_empty())
         && file.upstream.is_none()
 }
 
 fn resolve_upstream(
-    args: &ServeArgs,
+    args: &ServeSettings,
     env: Env,
     file: Option<String>,
     file_source: Source,
@@ -344,7 +357,7 @@ mod tests {
             "upstream: http://file.test/simple\nport: 4000\nindex_ttl: 7\n",
         )
         .unwrap();
-        let args = ServeArgs {
+        let args = ServeSettings {
             port: Some(5000),
             config: Some(file.clone()),
             ..Default::default()
@@ -375,7 +388,7 @@ mod tests {
             ("DEVCACHE_PORT", "http"),
             ("DEVCACHE_UPSTREAM", "http://x.test/"),
         ]);
-        let err = ServeConfig::load(&ServeArgs::default(), &env).unwrap_err();
+        let err = ServeConfig::load(&ServeSettings::default(), &env).unwrap_err();
         assert!(format!("{err:#}").contains("DEVCACHE_PORT"), "{err:#}");
     }
 
@@ -384,7 +397,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("devcache.yml");
         std::fs::write(&file, "upstrem: http://typo.test/\n").unwrap();
-        let args = ServeArgs {
+        let args = ServeSettings {
             config: Some(file),
             ..Default::default()
         };
@@ -408,7 +421,7 @@ mod tests {
             ("DEVCACHE_OFFLINE", "1"),
             ("DEVCACHE_UPSTREAM", "http://x.test/"),
         ]);
-        let config = ServeConfig::load(&ServeArgs::default(), &env).unwrap();
+        let config = ServeConfig::load(&ServeSettings::default(), &env).unwrap();
         assert!(config.offline.value);
     }
 }

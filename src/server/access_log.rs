@@ -17,10 +17,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::{AppState, Outcome, State};
-
-/// Tells clients how their request was answered (`hit`, `miss`, ...): `warm` counts
-/// what was already cached by it, and people debugging can see it with `curl -I`.
-pub const OUTCOME_HEADER: &str = "x-devcache-cache";
+use crate::api::OUTCOME_HEADER;
 
 pub async fn log(state: State, request: Request, next: Next) -> Response {
     let started = Instant::now();

@@ -5,25 +5,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use serde::Serialize;
-
 use super::Outcome;
+use crate::api::ClientStats;
 
 /// Clients beyond this many are not tracked one by one (a cache sees a few containers).
 const MAX_CLIENTS: usize = 1024;
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct ClientStats {
-    pub address: String,
-    /// The installer it last identified as, e.g. `pip/24.0` or `uv/0.5.1`.
-    pub user_agent: String,
-    pub hits: u64,
-    pub misses: u64,
-    pub stale: u64,
-    /// Bytes sent from the cache, and bytes that had to come from the upstream.
-    pub bytes_from_cache: u64,
-    pub bytes_fetched: u64,
-}
 
 #[derive(Default)]
 pub struct Clients {

@@ -14,9 +14,6 @@ mod negotiate;
 mod simple;
 mod status;
 
-pub use access_log::OUTCOME_HEADER;
-pub use status::human_bytes;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -29,6 +26,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use tower::Layer;
 
+use crate::api::{FILES_PATH, INDEX_PATH, SIMPLE_PATH, STATUS_PATH};
 use crate::cache::Cache;
 pub use crate::cache::Outcome;
 use crate::config::ServeConfig;
@@ -77,14 +75,17 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     });
     let routes = Router::new()
         .route("/", get(status::home))
-        .route("/+status", get(status::json))
-        .route("/root/pypi/+simple/", get(simple::index))
-        .route("/simple/", get(simple::index))
-        .route("/root/pypi/+simple/{project}", get(simple::add_slash))
-        .route("/simple/{project}", get(simple::add_slash))
-        .route("/root/pypi/+simple/{project}/", get(simple::project))
-        .route("/simple/{project}/", get(simple::project))
-        .route("/root/pypi/+f/{project}/{key}/{filename}", get(files::file))
+        .route(STATUS_PATH, get(status::json))
+        .route(INDEX_PATH, get(simple::index))
+        .route(SIMPLE_PATH, get(simple::index))
+        .route(&format!("{INDEX_PATH}{{project}}"), get(simple::add_slash))
+        .route(&format!("{SIMPLE_PATH}{{project}}"), get(simple::add_slash))
+        .route(&format!("{INDEX_PATH}{{project}}/"), get(simple::project))
+        .route(&format!("{SIMPLE_PATH}{{project}}/"), get(simple::project))
+        .route(
+            &format!("{FILES_PATH}{{project}}/{{key}}/{{filename}}"),
+            get(files::file),
+        )
         .fallback(simple::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -204,7 +205,7 @@ fn announce(config: &ServeConfig, addr: SocketAddr) {
     };
     // One write, errors ignored: a closed stdout must not take the server down.
     let text = format!(
-        "devcache {} listening on http://{addr}/ ({upstream})\npip index-url: http://{shown}/root/pypi/+simple/\ndata: {}\n",
+        "devcache {} listening on http://{addr}/ ({upstream})\npip index-url: http://{shown}{INDEX_PATH}\ndata: {}\n",
         env!("CARGO_PKG_VERSION"),
         config.data_dir.value.display()
     );

@@ -8,15 +8,16 @@ use axum::response::{IntoResponse, Response};
 
 use super::negotiate::{self, Format};
 use super::{Outcome, State};
+use crate::api::{INDEX_PATH, SIMPLE_PATH};
 use crate::cache::PageError;
 use crate::index::{ProjectName, html, json};
 
 /// The prefix a request came in under, so redirects keep it.
 fn prefix_of(uri: &Uri) -> &'static str {
-    if uri.path().starts_with("/simple/") {
-        "/simple/"
+    if uri.path().starts_with(SIMPLE_PATH) {
+        SIMPLE_PATH
     } else {
-        "/root/pypi/+simple/"
+        INDEX_PATH
     }
 }
 
@@ -153,7 +154,7 @@ pub async fn not_found(uri: Uri) -> Response {
     (
         StatusCode::NOT_FOUND,
         format!(
-            "{} is not a devcache route; the index is at /root/pypi/+simple/\n",
+            "{} is not a devcache route; the index is at {INDEX_PATH}\n",
             uri.path()
         ),
     )

@@ -2,33 +2,12 @@
 
 use std::sync::atomic::Ordering;
 
+use super::State;
+use crate::api::{INDEX_PATH, STATUS_PATH, Status, human_bytes};
+use crate::index::html::escape;
 use axum::Json;
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse, Response};
-use serde::Serialize;
-
-use super::State;
-use super::clients::ClientStats;
-use crate::index::html::escape;
-
-#[derive(Serialize)]
-pub struct Status {
-    version: &'static str,
-    upstream: Option<String>,
-    /// Whether the upstream answered last time it was asked; `null` when offline.
-    upstream_reachable: Option<bool>,
-    offline: bool,
-    projects: u64,
-    files: u64,
-    bytes: u64,
-    hits: u64,
-    misses: u64,
-    stale: u64,
-    uptime_seconds: u64,
-    index_path: &'static str,
-    /// Per client address: what was served from the cache and what was fetched.
-    clients: Vec<ClientStats>,
-}
 
 async fn collect(state: &State) -> Status {
     let store = state.cache.store().clone();
@@ -37,7 +16,7 @@ async fn collect(state: &State) -> Status {
         .unwrap_or(0);
     let (files, bytes) = state.cache.store().file_totals();
     Status {
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").to_string(),
         upstream: state.cache.upstream().map(|u| u.base().to_string()),
         upstream_reachable: state.cache.upstream().map(|u| u.is_reachable()),
         offline: state.cache.upstream().is_none(),
@@ -48,7 +27,7 @@ async fn collect(state: &State) -> Status {
         misses: state.counters.misses.load(Ordering::Relaxed),
         stale: state.counters.stale.load(Ordering::Relaxed),
         uptime_seconds: state.started.elapsed().as_secs(),
-        index_path: "/root/pypi/+simple/",
+        index_path: INDEX_PATH.to_string(),
         clients: state.clients.snapshot(),
     }
 }
@@ -67,16 +46,10 @@ pub async fn home(state: State, headers: HeaderMap) -> Response {
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("localhost:3141");
-    let index_url = format!("http://{}/root/pypi/+simple/", escape(host));
-    let served = status.hits + status.misses + status.stale;
-    let hit_rate = if served == 0 {
-        "none served yet".to_string()
-    } else {
-        format!(
-            "{:.1}%",
-            100.0 * (status.hits + status.stale) as f64 / served as f64
-        )
-    };
+    let index_url = format!("http://{}{INDEX_PATH}", escape(host));
+    let hit_rate = status
+        .hit_rate()
+        .map_or("none served yet".to_string(), |rate| format!("{rate:.1}%"));
     let upstream = match (&status.upstream, status.upstream_reachable) {
         (None, _) => "none (offline: serving only what is cached)".to_string(),
         (Some(url), Some(false)) => format!("{} (unreachable: serving cached pages)", escape(url)),
@@ -101,7 +74,7 @@ pub async fn home(state: State, headers: HeaderMap) -> Response {
     let mut projects = String::new();
     for name in &names {
         projects.push_str(&format!(
-            "<li><a href=\"/root/pypi/+simple/{name}/\">{name}</a></li>\n"
+            "<li><a href=\"{INDEX_PATH}{name}/\">{name}</a></li>\n"
         ));
     }
     if names.is_empty() {
@@ -132,7 +105,7 @@ trusted-host = {host}</pre>
 <h2>Projects</h2>
 <ul>
 {projects}</ul>
-<p><a href="/root/pypi/+simple/">simple index</a> · <a href="/+status">status as JSON</a></p>
+<p><a href="{INDEX_PATH}">simple index</a> · <a href="{STATUS_PATH}">status as JSON</a></p>
 </body>
 </html>
 "#,
@@ -147,30 +120,4 @@ trusted-host = {host}</pre>
         uptime = status.uptime_seconds,
     );
     Html(page).into_response()
-}
-
-/// A size as a person says it: `1.5 KiB`, `3.0 GiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sizes_read_like_a_person_would_say_them() {
-        assert_eq!(super::human_bytes(512), "512 B");
-        assert_eq!(super::human_bytes(1536), "1.5 KiB");
-        assert_eq!(super::human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
-    }
 }

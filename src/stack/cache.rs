@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use super::engine::{is_not_found, message};
 use super::image;
 use super::names::{CACHE_HOST, CACHE_PORT, CACHE_SERVICE, Project};
+use crate::api::{STATUS_PATH, Status};
 
 const SPEC_LABEL: &str = "devcache.spec";
 const PROJECT_LABEL: &str = "devcache.project";
@@ -203,23 +204,41 @@ pub fn host_port(container: &ContainerInspectResponse) -> Option<u16> {
         .find_map(|binding| binding.host_port.as_ref()?.parse().ok())
 }
 
-/// Waits until the cache answers `/+status` on its published port.
-pub async fn wait_ready(port: u16) -> Result<serde_json::Value> {
-    let url = format!("http://127.0.0.1:{port}/+status");
+/// The cache's `/+status` document, asked on its published port.
+pub async fn status(port: u16, timeout: Duration) -> Result<Status> {
+    let url = status_url(port);
     let client = reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(2))
+        .timeout(timeout)
         .build()?;
+    let response = client.get(&url).send().await?;
+    if !response.status().is_success() {
+        bail!("it answered {}", response.status());
+    }
+    response
+        .json()
+        .await
+        .with_context(|| format!("{url} is not devcache's status document"))
+}
+
+fn status_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}{STATUS_PATH}")
+}
+
+/// Waits until the cache answers `/+status` on its published port.
+pub async fn wait_ready(port: u16) -> Result<Status> {
     let mut last_error = String::new();
     for _ in 0..60 {
-        match client.get(&url).send().await {
-            Ok(response) if response.status().is_success() => return Ok(response.json().await?),
-            Ok(response) => last_error = format!("it answered {}", response.status()),
-            Err(e) => last_error = e.to_string(),
+        match status(port, Duration::from_secs(2)).await {
+            Ok(status) => return Ok(status),
+            Err(e) => last_error = format!("{e:#}"),
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    bail!("the cache did not answer {url} within 15 s ({last_error}); see `devcache logs`")
+    bail!(
+        "the cache did not answer {} within 15 s ({last_error}); see `devcache logs`",
+        status_url(port)
+    )
 }
 
 fn container_body(project: &Project, wanted: &Wanted) -> ContainerCreateBody {

@@ -12,7 +12,8 @@ use bollard::Docker;
 use bollard::query_parameters::ListContainersOptions;
 
 use super::engine::{is_not_found, message};
-use super::exec::{read_file, script, write_file_atomically};
+use super::exec::script;
+use super::files;
 use super::names::{CACHE_HOST, Project, cache_index_url, shown, spellings};
 
 const MARKER: &str = "# Written by devcache";
@@ -162,7 +163,7 @@ pub async fn wire(docker: &Docker, consumer: &Consumer) -> Result<Wiring> {
     let mut wiring = Wiring::default();
     for file in [PIP_CONF, UV_TOML] {
         let wanted = file.render(&consumer.service);
-        let current = read_file(docker, &consumer.container, &file.path()).await?;
+        let current = files::read(docker, &consumer.container, &file.path()).await?;
         if current.as_deref() == Some(wanted.as_bytes()) {
             continue;
         }
@@ -174,7 +175,7 @@ pub async fn wire(docker: &Docker, consumer: &Consumer) -> Result<Wiring> {
         )
         .await?;
         wiring.saved_users_file |= said.contains("saved");
-        write_file_atomically(
+        files::write_atomically(
             docker,
             &consumer.container,
             file.dir,
@@ -217,7 +218,7 @@ pub async fn pip_state(docker: &Docker, consumer: &Consumer) -> Result<&'static 
         return Ok("stopped");
     }
     Ok(
-        match read_file(docker, &consumer.container, &PIP_CONF.path()).await? {
+        match files::read(docker, &consumer.container, &PIP_CONF.path()).await? {
             Some(bytes) if bytes.starts_with(MARKER.as_bytes()) => "wired",
             Some(_) => "user pip.conf",
             None => "not wired",

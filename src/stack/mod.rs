@@ -6,17 +6,19 @@
 //! engine.rs     connecting to the Engine, and errors that name the fix
 //! image.rs      the devcache image, made from this executable (no registry needed)
 //! cache.rs      the cache container: create, start, wait, remove
-//! exec.rs       files and commands inside containers
+//! exec.rs       commands inside containers
+//! files.rs      files into and out of containers (tar archives, made by the tar crate)
 //! consumers.rs  finding lms, studio, ... and wiring pip.conf and uv.toml into them
 //! state.rs      which consumers are enabled or disabled, remembered per project
-//! commands.rs   the subcommands, each saying plainly what it did
+//! cmd/          the subcommands, one file per command family, each saying plainly what it did
 //! ```
 
 pub mod cache;
-pub mod commands;
+pub mod cmd;
 pub mod consumers;
 pub mod engine;
 pub mod exec;
+pub mod files;
 pub mod image;
 pub mod names;
 pub mod state;

@@ -1,5 +1,7 @@
 //! devstack's names: services, containers, the network and the volume of a project.
 
+use crate::api::INDEX_PATH;
+
 /// devstack's Python services: the ones whose containers run pip. `studio` is the
 /// compose service `cms`.
 pub const PYTHON_SERVICES: &[&str] = &[
@@ -105,7 +107,7 @@ pub fn shown(service: &str) -> &str {
 
 /// The URL consumers use, inside the devstack network.
 pub fn cache_index_url() -> String {
-    format!("http://{CACHE_HOST}:{CACHE_PORT}/root/pypi/+simple/")
+    format!("http://{CACHE_HOST}:{CACHE_PORT}{INDEX_PATH}")
 }
 
 #[cfg(test)]

@@ -3,14 +3,13 @@
 //! after containers are recreated.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::names::{self, DEFAULT_CONSUMERS, Project};
-use crate::cli::ServeArgs;
-use crate::config::file_config;
+use crate::config::{file_config, process_env};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Choices {
@@ -28,7 +27,7 @@ pub struct Choices {
 impl Choices {
     /// The remembered choices, with the services devcache.yml (found as for `serve`,
     /// or at `config`) names.
-    pub fn load(project: &Project, config: Option<PathBuf>) -> Result<Self> {
+    pub fn load(project: &Project, config: Option<&Path>) -> Result<Self> {
         let path = path(project)?;
         let mut choices: Self = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
@@ -37,10 +36,7 @@ impl Choices {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
-        let file = file_config(&ServeArgs {
-            config,
-            ..Default::default()
-        })?;
+        let file = file_config(config, &process_env)?;
         for word in &file.services {
             let service = names::service(word).context("in devcache.yml `services:`")?;
             choices.configured.insert(service);

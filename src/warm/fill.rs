@@ -11,6 +11,7 @@ use url::Url;
 
 use super::requirements::Pin;
 use super::target::Target;
+use crate::api::{INDEX_PATH, OUTCOME_HEADER};
 use crate::index::page::version_in_filename;
 use crate::index::{DistFile, ProjectName, ProjectPage, json};
 
@@ -54,6 +55,7 @@ pub async fn warm(
     summary.projects = pages.iter().filter(|(_, page)| page.is_ok()).count();
 
     let mut wanted: Vec<String> = Vec::new();
+    let mut metadata: Vec<String> = Vec::new();
     for pin in pins {
         let page = pages
             .iter()
@@ -64,11 +66,16 @@ pub async fn warm(
             Some(Ok(page)) => match select(page, pin, target) {
                 Ok(files) => {
                     for file in files {
-                        let link = file.url.clone();
-                        if file.core_metadata.is_some() {
-                            wanted.push(format!("{link}.metadata"));
+                        // Metadata the upstream serves (it has a hash); devcache derives
+                        // the rest from the cached wheels when asked, offline too.
+                        if file
+                            .core_metadata
+                            .as_ref()
+                            .is_some_and(|m| m.sha256().is_some())
+                        {
+                            metadata.push(format!("{}.metadata", file.url));
                         }
-                        wanted.push(link);
+                        wanted.push(file.url.clone());
                     }
                 }
                 Err(why) => summary.not_found.push(format!("{shown}: {why}")),
@@ -79,32 +86,37 @@ pub async fn warm(
     }
     wanted.sort();
     wanted.dedup();
+    metadata.sort();
+    metadata.dedup();
 
-    let progress = ProgressBar::new(wanted.len() as u64);
+    let progress = ProgressBar::new((wanted.len() + metadata.len()) as u64);
     progress.set_style(
         ProgressStyle::with_template("{spinner} warming [{bar:30}] {pos}/{len} files, {msg}")
             .expect("a valid template")
             .progress_chars("=> "),
     );
     let bytes = AtomicU64::new(0);
-    let results: Vec<(String, Result<bool, String>)> = futures::stream::iter(wanted)
-        .map(|url| {
-            let (client, progress, bytes) = (&client, &progress, &bytes);
-            async move {
+    // Distributions first, then their metadata, which the cache then reads from the
+    // wheels it holds rather than from the upstream.
+    let fetch_all = |urls: Vec<String>| {
+        let (client, progress, bytes) = (&client, &progress, &bytes);
+        futures::stream::iter(urls)
+            .map(move |url| async move {
                 let result = fetch_file(client, &url, bytes).await;
                 progress.inc(1);
                 progress.set_message(format!(
                     "{} fetched",
-                    crate::server::human_bytes(bytes.load(Ordering::Relaxed))
+                    crate::api::human_bytes(bytes.load(Ordering::Relaxed))
                 ));
                 (url, result)
-            }
-        })
-        .buffer_unordered(jobs)
-        .collect()
-        .await;
+            })
+            .buffer_unordered(jobs)
+            .collect::<Vec<_>>()
+    };
+    let files = fetch_all(wanted).await;
+    let metadata = fetch_all(metadata).await;
     progress.finish_and_clear();
-    for (url, result) in results {
+    for (url, result) in files.into_iter().chain(metadata) {
         match result {
             Ok(was_cached) => {
                 summary.files += 1;
@@ -123,7 +135,7 @@ async fn fetch_page(
     name: &ProjectName,
 ) -> Result<ProjectPage, String> {
     let url = cache
-        .join(&format!("root/pypi/+simple/{name}/"))
+        .join(&format!("{}{name}/", INDEX_PATH.trim_start_matches('/')))
         .map_err(|e| e.to_string())?;
     let response = client
         .get(url.clone())
@@ -204,7 +216,7 @@ async fn fetch_file(
     }
     let was_cached = response
         .headers()
-        .get(crate::server::OUTCOME_HEADER)
+        .get(OUTCOME_HEADER)
         .is_some_and(|v| v == "hit");
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {

@@ -12,15 +12,16 @@ pub mod fill;
 pub mod requirements;
 pub mod target;
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result, bail};
 use bollard::Docker;
 use futures::future::BoxFuture;
 use url::Url;
 
-use crate::cli::{ServeArgs, WarmArgs};
-use crate::config::{ServeConfig, file_config, process_env};
+use crate::config::{ServeConfig, ServeSettings, file_config, process_env};
 use crate::stack::names::{self, Project, shown};
-use crate::stack::{cache, consumers, engine, exec};
+use crate::stack::{cache, consumers, engine, exec, files};
 use requirements::{FileReader, Requirements};
 use target::Target;
 
@@ -44,7 +45,7 @@ struct ContainerFiles<'a> {
 impl FileReader for ContainerFiles<'_> {
     fn read<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
-            let bytes = exec::read_file(self.docker, &self.container, path)
+            let bytes = files::read(self.docker, &self.container, path)
                 .await?
                 .with_context(|| format!("no such file in {}", self.container))?;
             Ok(String::from_utf8_lossy(&bytes).into_owned())
@@ -62,28 +63,43 @@ fn default_requirement_files(service: &str) -> Vec<String> {
     }
 }
 
-pub async fn command(args: WarmArgs) -> Result<()> {
-    if args.services.is_empty() == args.requirements.is_empty() {
+/// What `warm` is asked to fill, and for which interpreter.
+pub struct WarmOptions {
+    /// Requirement files on this host (or else `services`).
+    pub requirements: Vec<PathBuf>,
+    /// devstack services whose own requirement files to read (or else `requirements`).
+    pub services: Vec<String>,
+    /// The compose project the services and the cache container belong to.
+    pub project: String,
+    /// The Python that will install; default 3.11, or the service's own.
+    pub python: Option<String>,
+    /// Wheel platform tags; default as [`Target::new`] says, or the service's own.
+    pub platforms: Vec<String>,
+    /// The cache at this URL instead of the cache container.
+    pub url: Option<String>,
+    /// With `serve.data_dir`: a cache devcache runs for the purpose, configured as
+    /// `serve` would be. Its `config` also says where devcache.yml is.
+    pub serve: ServeSettings,
+    /// Downloads at once.
+    pub jobs: usize,
+}
+
+pub async fn command(options: WarmOptions) -> Result<()> {
+    if options.services.is_empty() == options.requirements.is_empty() {
         bail!(
             "give requirement files (devcache warm -r requirements.txt) or devstack services (devcache warm lms studio), not both"
         );
     }
-    let serve_args = ServeArgs {
-        data_dir: args.data_dir.clone(),
-        upstream: args.upstream.clone(),
-        config: args.config.clone(),
-        ..Default::default()
-    };
     let mut docker = None;
     let mut local = None;
-    let cache_url = if let Some(url) = &args.url {
+    let cache_url = if let Some(url) = &options.url {
         Url::parse(url).with_context(|| format!("--url {url:?} is not a URL"))?
-    } else if args.data_dir.is_some() {
-        let config = ServeConfig::load(&serve_args, &process_env)?;
+    } else if options.serve.data_dir.is_some() {
+        let config = ServeConfig::load(&options.serve, &process_env)?;
         let server = local.insert(crate::server::spawn_local(&config).await?);
         Url::parse(&format!("http://{}/", server.addr))?
     } else {
-        let project = Project::new(&args.stack.project)?;
+        let project = Project::new(&options.project)?;
         let connected = docker.insert(engine::connect().await?);
         let (_, port) = cache::running(connected, &project).await.context(
             "warm fills the running cache container, or a --data-dir, or the cache at --url",
@@ -92,26 +108,29 @@ pub async fn command(args: WarmArgs) -> Result<()> {
     };
 
     let mut incomplete = false;
-    if args.services.is_empty() {
-        let target = Target::new(args.python.as_deref().unwrap_or("3.11"), &args.platform)?;
-        let roots: Vec<String> = args
+    if options.services.is_empty() {
+        let target = Target::new(
+            options.python.as_deref().unwrap_or("3.11"),
+            &options.platforms,
+        )?;
+        let roots: Vec<String> = options
             .requirements
             .iter()
             .map(|p| p.display().to_string())
             .collect();
         let found = requirements::read(&LocalFiles, &roots, &target.markers).await;
-        incomplete |= warm_and_report(&cache_url, &found, &target, args.jobs).await?;
+        incomplete |= warm_and_report(&cache_url, &found, &target, options.jobs).await?;
     } else {
-        let project = Project::new(&args.stack.project)?;
+        let project = Project::new(&options.project)?;
         let docker = match docker {
             Some(docker) => docker,
             None => engine::connect().await?,
         };
-        let configured = file_config(&serve_args)?.warm;
-        for word in &args.services {
+        let configured = file_config(options.serve.config.as_deref(), &process_env)?.warm;
+        for word in &options.services {
             let service = names::service(word)?;
             let consumer = consumers::find_running(&docker, &project, &service).await?;
-            let target = probe_target(&docker, &consumer.container, &args).await?;
+            let target = probe_target(&docker, &consumer.container, &options).await?;
             let roots = configured
                 .get(shown(&service))
                 .or_else(|| configured.get(&service))
@@ -123,7 +142,7 @@ pub async fn command(args: WarmArgs) -> Result<()> {
                 container: consumer.container.clone(),
             };
             let found = requirements::read(&files, &roots, &target.markers).await;
-            incomplete |= warm_and_report(&cache_url, &found, &target, args.jobs).await?;
+            incomplete |= warm_and_report(&cache_url, &found, &target, options.jobs).await?;
         }
     }
     if let Some(server) = &local {
@@ -136,7 +155,7 @@ pub async fn command(args: WarmArgs) -> Result<()> {
 }
 
 /// The Python version and platform of a service's interpreter (flags override them).
-async fn probe_target(docker: &Docker, container: &str, args: &WarmArgs) -> Result<Target> {
+async fn probe_target(docker: &Docker, container: &str, options: &WarmOptions) -> Result<Target> {
     const PROBE: &str = "import platform, sys, sysconfig; \
         print('%d.%d.%d' % sys.version_info[:3]); print(sysconfig.get_platform()); print(platform.libc_ver()[1])";
     let mut said = None;
@@ -159,14 +178,14 @@ async fn probe_target(docker: &Docker, container: &str, args: &WarmArgs) -> Resu
         .rsplit('-')
         .next()
         .unwrap_or(std::env::consts::ARCH);
-    let platforms = if !args.platform.is_empty() {
-        args.platform.clone()
+    let platforms = if !options.platforms.is_empty() {
+        options.platforms.clone()
     } else if let Some((major, minor)) = glibc.split_once('.') {
         vec![format!("manylinux_{major}_{minor}_{arch}")]
     } else {
         vec![format!("linux_{arch}")]
     };
-    Target::new(args.python.as_deref().unwrap_or(version), &platforms)
+    Target::new(options.python.as_deref().unwrap_or(version), &platforms)
 }
 
 /// Warms, prints what happened; `true` when something asked for is not in the cache.
@@ -198,7 +217,7 @@ async fn warm_and_report(
         summary.projects,
         summary.files,
         summary.already_cached,
-        crate::server::human_bytes(summary.fetched_bytes)
+        crate::api::human_bytes(summary.fetched_bytes)
     );
     for (title, lines) in [
         ("not found", &summary.not_found),

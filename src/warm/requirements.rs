@@ -114,159 +114,162 @@ pub async fn read(
     roots: &[String],
     environment: &MarkerEnvironment,
 ) -> Requirements {
-    let mut found = Requirements::default();
-    let mut seen = HashSet::new();
-    let mut constraints: BTreeMap<ProjectName, (Version, String)> = BTreeMap::new();
-    let mut loose: Vec<(ProjectName, String)> = Vec::new();
+    let mut reading = Reading {
+        reader,
+        environment,
+        seen: HashSet::new(),
+        found: Requirements::default(),
+        constraints: BTreeMap::new(),
+        loose: Vec::new(),
+    };
     for root in roots {
-        read_file(
-            reader,
-            root,
-            false,
-            environment,
-            &mut seen,
-            &mut found,
-            &mut constraints,
-            &mut loose,
-        )
-        .await;
+        reading.file(root, false).await;
     }
-    // A constraint file's pin settles a requirement that did not pin itself.
-    for (name, origin) in loose {
-        match constraints.get(&name) {
-            Some((version, constraint_origin)) => found.pins.push(Pin {
-                name,
-                version: version.clone(),
-                sha256: Vec::new(),
-                origin: format!("{origin}, pinned by {constraint_origin}"),
-            }),
-            None => found.unpinned.push(origin),
-        }
-    }
-    let mut unique = HashSet::new();
-    found
-        .pins
-        .retain(|pin| unique.insert((pin.name.clone(), pin.version.clone())));
-    found
+    reading.finish()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_file<'a>(
+/// A tree of requirement files being read: where files come from, the environment
+/// markers are evaluated for, and what has been gathered so far.
+struct Reading<'a> {
     reader: &'a dyn FileReader,
-    path: &'a str,
-    is_constraints: bool,
     environment: &'a MarkerEnvironment,
-    seen: &'a mut HashSet<String>,
-    found: &'a mut Requirements,
-    constraints: &'a mut BTreeMap<ProjectName, (Version, String)>,
-    loose: &'a mut Vec<(ProjectName, String)>,
-) -> BoxFuture<'a, ()> {
-    Box::pin(async move {
-        if !seen.insert(path.to_string()) {
-            return;
+    /// Files already read: includes may loop.
+    seen: HashSet<String>,
+    found: Requirements,
+    /// Pins from constraint files (`-c`), by project, with where each was pinned.
+    constraints: BTreeMap<ProjectName, (Version, String)>,
+    /// Requirements that pin no version, with their origin: a constraint may pin them.
+    loose: Vec<(ProjectName, String)>,
+}
+
+impl Reading<'_> {
+    /// What the files asked for, once all are read: loose requirements that a
+    /// constraint pins become pins, and each pin is listed once.
+    fn finish(self) -> Requirements {
+        let Reading {
+            mut found,
+            constraints,
+            loose,
+            ..
+        } = self;
+        // A constraint file's pin settles a requirement that did not pin itself.
+        for (name, origin) in loose {
+            match constraints.get(&name) {
+                Some((version, constraint_origin)) => found.pins.push(Pin {
+                    name,
+                    version: version.clone(),
+                    sha256: Vec::new(),
+                    origin: format!("{origin}, pinned by {constraint_origin}"),
+                }),
+                None => found.unpinned.push(origin),
+            }
         }
-        let text = match reader.read(path).await {
-            Ok(text) => text,
-            Err(e) => {
-                found.errors.push(format!("{path}: {e:#}"));
+        let mut unique = HashSet::new();
+        found
+            .pins
+            .retain(|pin| unique.insert((pin.name.clone(), pin.version.clone())));
+        found
+    }
+
+    /// Reads one file and, depth first, the files it includes; a constraint file's
+    /// lines only constrain.
+    fn file<'b>(&'b mut self, path: &'b str, is_constraints: bool) -> BoxFuture<'b, ()> {
+        Box::pin(async move {
+            if !self.seen.insert(path.to_string()) {
                 return;
             }
-        };
-        for line in logical_lines(&text) {
-            let at = format!("{path}:{}", line.number);
-            if let Some(include) = option_value(&line.text, &["-r", "--requirement"]) {
-                let include = relative_to(path, include);
-                read_file(
-                    reader,
-                    &include,
-                    is_constraints,
-                    environment,
-                    seen,
-                    found,
-                    constraints,
-                    loose,
-                )
-                .await;
-                continue;
-            }
-            if let Some(include) = option_value(&line.text, &["-c", "--constraint"]) {
-                let include = relative_to(path, include);
-                read_file(
-                    reader,
-                    &include,
-                    true,
-                    environment,
-                    seen,
-                    found,
-                    constraints,
-                    loose,
-                )
-                .await;
-                continue;
-            }
-            if line.text.starts_with("-e") || line.text.starts_with("--editable") {
-                found.not_from_index.push(format!("{at}: {}", line.text));
-                continue;
-            }
-            if line.text.starts_with('-') {
-                // Index options, --pre, --no-binary ...: they do not name a project.
-                continue;
-            }
-            let (spec, sha256) = split_hashes(&line.text);
-            let requirement = match spec.parse::<Requirement<VerbatimUrl>>() {
-                Ok(requirement) => requirement,
+            let text = match self.reader.read(path).await {
+                Ok(text) => text,
                 Err(e) => {
-                    let why = e.to_string();
-                    let first = why.lines().next().unwrap_or("cannot parse");
-                    found.errors.push(format!("{at}: {first}: {}", line.text));
+                    self.found.errors.push(format!("{path}: {e:#}"));
+                    return;
+                }
+            };
+            for line in logical_lines(&text) {
+                let at = format!("{path}:{}", line.number);
+                if let Some(include) = option_value(&line.text, &["-r", "--requirement"]) {
+                    let include = relative_to(path, include);
+                    self.file(&include, is_constraints).await;
                     continue;
                 }
-            };
-            if !requirement.evaluate_markers(environment, &[]) {
-                found.excluded.push(format!("{at}: {}", line.text));
-                continue;
-            }
-            let Ok(name) = ProjectName::parse(requirement.name.as_ref()) else {
-                found
-                    .errors
-                    .push(format!("{at}: not a project name: {}", line.text));
-                continue;
-            };
-            match requirement.version_or_url {
-                Some(VersionOrUrl::Url(_)) => {
-                    found.not_from_index.push(format!("{at}: {}", line.text))
+                if let Some(include) = option_value(&line.text, &["-c", "--constraint"]) {
+                    let include = relative_to(path, include);
+                    self.file(&include, true).await;
+                    continue;
                 }
-                Some(VersionOrUrl::VersionSpecifier(specifiers)) => {
-                    let pinned = match &specifiers[..] {
-                        [only]
-                            if matches!(
-                                only.operator(),
-                                Operator::Equal | Operator::ExactEqual
-                            ) =>
-                        {
-                            Some(only.version().clone())
-                        }
-                        _ => None,
-                    };
-                    match (pinned, is_constraints) {
-                        (Some(version), true) => {
-                            constraints.insert(name, (version, at));
-                        }
-                        (Some(version), false) => found.pins.push(Pin {
-                            name,
-                            version,
-                            sha256,
-                            origin: at,
-                        }),
-                        (None, true) => {}
-                        (None, false) => loose.push((name, format!("{at}: {}", line.text))),
+                if line.text.starts_with("-e") || line.text.starts_with("--editable") {
+                    self.found
+                        .not_from_index
+                        .push(format!("{at}: {}", line.text));
+                    continue;
+                }
+                if line.text.starts_with('-') {
+                    // Index options, --pre, --no-binary ...: they do not name a project.
+                    continue;
+                }
+                let (spec, sha256) = split_hashes(&line.text);
+                let requirement = match spec.parse::<Requirement<VerbatimUrl>>() {
+                    Ok(requirement) => requirement,
+                    Err(e) => {
+                        let why = e.to_string();
+                        let first = why.lines().next().unwrap_or("cannot parse");
+                        self.found
+                            .errors
+                            .push(format!("{at}: {first}: {}", line.text));
+                        continue;
                     }
+                };
+                if !requirement.evaluate_markers(self.environment, &[]) {
+                    self.found.excluded.push(format!("{at}: {}", line.text));
+                    continue;
                 }
-                None if !is_constraints => loose.push((name, format!("{at}: {}", line.text))),
-                None => {}
+                let Ok(name) = ProjectName::parse(requirement.name.as_ref()) else {
+                    self.found
+                        .errors
+                        .push(format!("{at}: not a project name: {}", line.text));
+                    continue;
+                };
+                match requirement.version_or_url {
+                    Some(VersionOrUrl::Url(_)) => self
+                        .found
+                        .not_from_index
+                        .push(format!("{at}: {}", line.text)),
+                    Some(VersionOrUrl::VersionSpecifier(specifiers)) => {
+                        let pinned = match &specifiers[..] {
+                            [only]
+                                if matches!(
+                                    only.operator(),
+                                    Operator::Equal | Operator::ExactEqual
+                                ) =>
+                            {
+                                Some(only.version().clone())
+                            }
+                            _ => None,
+                        };
+                        match (pinned, is_constraints) {
+                            (Some(version), true) => {
+                                self.constraints.insert(name, (version, at));
+                            }
+                            (Some(version), false) => self.found.pins.push(Pin {
+                                name,
+                                version,
+                                sha256,
+                                origin: at,
+                            }),
+                            (None, true) => {}
+                            (None, false) => {
+                                self.loose.push((name, format!("{at}: {}", line.text)))
+                            }
+                        }
+                    }
+                    None if !is_constraints => {
+                        self.loose.push((name, format!("{at}: {}", line.text)))
+                    }
+                    None => {}
+                }
             }
-        }
-    })
+        })
+    }
 }
 
 /// Splits `--hash=sha256:...` options off a requirement line.

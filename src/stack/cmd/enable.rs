@@ -1,0 +1,80 @@
+//! `devcache enable` and `devcache disable`: the choice is remembered for the
+//! project first, then carried out on the running containers, so a service that is
+//! down now is wired (or left alone) when it comes back.
+
+use anyhow::Result;
+
+use super::{fail_with, services, wire_one};
+use crate::stack::engine;
+use crate::stack::names::{Project, shown};
+use crate::stack::state::Choices;
+use crate::stack::{cache, consumers};
+
+/// `devcache enable SERVICE...`
+pub async fn enable(project: &str, words: &[String]) -> Result<()> {
+    let project = Project::new(project)?;
+    let services = remember(&project, words, Choices::enable)?;
+    let docker = engine::connect().await?;
+    if cache::running(&docker, &project).await.is_err() {
+        for service in &services {
+            println!("{}: enabled; `devcache up` wires it", shown(service));
+        }
+        return Ok(());
+    }
+    let mut failures = Vec::new();
+    for service in &services {
+        match wire_one(&docker, &project, service).await {
+            Ok(said) => println!(
+                "{}: enabled, {}",
+                shown(service),
+                said.as_deref().unwrap_or("already wired")
+            ),
+            Err(e) => failures.push(format!("{}: enabled, but {e:#}", shown(service))),
+        }
+    }
+    fail_with(failures)
+}
+
+/// `devcache disable SERVICE...`
+pub async fn disable(project: &str, words: &[String]) -> Result<()> {
+    let project = Project::new(project)?;
+    let services = remember(&project, words, Choices::disable)?;
+    let docker = engine::connect().await?;
+    let mut failures = Vec::new();
+    for service in &services {
+        let consumer = match consumers::find_running(&docker, &project, service).await {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                failures.push(format!(
+                    "{}: disabled, but its files are unchanged: {e:#}",
+                    shown(service)
+                ));
+                continue;
+            }
+        };
+        let unwiring = consumers::unwire(&docker, &consumer).await?;
+        let what = match (unwiring.removed, unwiring.restored_users_file) {
+            (_, true) => "devcache's pip.conf and uv.toml removed, your own are back",
+            (true, false) => "devcache's pip.conf and uv.toml removed",
+            (false, false) => "it was not wired",
+        };
+        println!("{}: disabled; {what}", shown(service));
+    }
+    fail_with(failures)
+}
+
+/// The services named, each given `choice` in the project's remembered choices
+/// before any container is touched.
+fn remember(
+    project: &Project,
+    words: &[String],
+    choice: fn(&mut Choices, &str),
+) -> Result<Vec<String>> {
+    let services = services(words)?;
+    let mut choices = Choices::load(project, None)?;
+    for service in &services {
+        choice(&mut choices, service);
+    }
+    choices.save(project)?;
+    Ok(services)
+}
