@@ -407,10 +407,12 @@ def curl_timed(port: int, path: str, out: str) -> tuple[float, float, int, int]:
     return float(ttfb), float(total), int(size), int(code)
 
 
-def wrk(port: int, path: str, seconds: int, accept: str | None = None) -> dict:
+def wrk(port: int, path: str, seconds: int, accept: str | None = None, gzip: bool = False) -> dict:
     cmd = ["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency"]
     if accept:
         cmd += ["-H", f"Accept: {accept}"]
+    if gzip:
+        cmd += ["-H", "Accept-Encoding: gzip"]
     done = run(cmd + [f"http://127.0.0.1:{port}{path}"])
     out = done.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -645,6 +647,18 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
         res.put(f"warm {label}: requests/s", name, result["rps"], f"{result['rps']:,.0f}", False)
         res.put(f"warm {label}: p99", name, result["p99_ms"], p99_text(result))
         print(f"  {label}: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.2f} ms", flush=True)
+    # As pip and uv ask for pages: gzip accepted. The bytes on the wire, then the load.
+    status, plain, _ = get(server.port, page, {"Accept": JSON_ACCEPT})
+    status_gz, body_gz, headers_gz = get(server.port, page, {"Accept": JSON_ACCEPT, "Accept-Encoding": "gzip"})
+    encoding = headers_gz.get("Content-Encoding", headers_gz.get("content-encoding", ""))
+    res.put("JSON page bytes, gzip asked", name, len(body_gz),
+            f"{fmt_bytes(len(body_gz))} of {fmt_bytes(len(plain))}" + ("" if encoding == "gzip" else " (not compressed)"))
+    result = wrk(server.port, page, args.wrk_seconds, JSON_ACCEPT, gzip=True)
+    if result["bad"] or result["errors"]:
+        res.fail(name, f"gzipped JSON page under load: {result['bad']} bad answers {result['errors']}")
+    res.put("warm JSON page, gzip asked: requests/s", name, result["rps"], f"{result['rps']:,.0f}", False)
+    print(f"  JSON page, gzip: {fmt_bytes(len(body_gz))} of {fmt_bytes(len(plain))},"
+          f" {result['rps']:,.0f} req/s", flush=True)
 
     one_mb_path = file_link(server.port, server.index, *wl.one_mb)
     status, body, _ = get(server.port, one_mb_path)

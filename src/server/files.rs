@@ -1,7 +1,6 @@
 //! The file route: cached files from disk (with Range, HEAD and validators), cold
 //! ones streamed from their fill.
 
-
 use axum::body::Body;
 use axum::extract::Path as UrlPath;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
