@@ -162,7 +162,18 @@ impl Cache {
             (Want::Head, None) => {
                 let length = match expected_size {
                     Some(size) => Some(size),
-                    None => upstream.file_length(&url).await.map_err(upstream_error)?,
+                    None => match upstream.file_length(&url).await {
+                        Ok(length) => length,
+                        Err(UpstreamError::NotFound) => {
+                            return Err(upstream_error(UpstreamError::NotFound));
+                        }
+                        // An upstream that does not answer HEAD: described without a
+                        // length, the client reads the file whole.
+                        Err(e) => {
+                            tracing::debug!(url, error = %e, "the upstream's HEAD failed");
+                            None
+                        }
+                    },
                 };
                 return Ok((FileAnswer::Described { length }, Outcome::Miss));
             }
