@@ -113,6 +113,13 @@ impl Devstack {
         self.devcache_command(args).output().unwrap()
     }
 
+    /// Runs devcache, which must succeed, and returns what it said on stdout.
+    fn said(&self, args: &[&str]) -> String {
+        let out = self.devcache(args);
+        assert_ok(&out, &format!("devcache {}", args.join(" ")));
+        stdout(&out)
+    }
+
     fn devcache_command(&self, args: &[&str]) -> Command {
         let mut command = support::devcache_command(self.home.path());
         command
@@ -249,6 +256,18 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
     assert!(
         said.contains("image devcache-test/") && said.contains(": it was missing"),
         "{said}"
+    );
+    // The image sets a container's defaults; nothing is guessed from the host's files.
+    let env = stdout(&docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Config.Env}}",
+        &stack.image(),
+    ]));
+    assert!(
+        env.contains("DEVCACHE_HOST=0.0.0.0") && env.contains("DEVCACHE_DATA_DIR=/data"),
+        "{env}"
     );
     assert!(
         said.contains("lms: wired (your own settings are kept"),
@@ -455,22 +474,17 @@ fn the_devstack_loop(label: &str) {
     stack.start_service("lms");
     stack.start_service(label);
     let upstream = "http://index.invalid/simple/";
-    let out = stack.devcache(&["up", "--upstream", upstream, "--port", "0"]);
-    assert_ok(&out, "devcache up");
-    assert!(stdout(&out).contains("studio: wired"), "{}", stdout(&out));
+    let said = stack.said(&["up", "--upstream", upstream, "--port", "0"]);
+    assert!(said.contains("studio: wired"), "{said}");
 
     // A service enabled before its container exists: remembered, and skipped.
-    let out = stack.devcache(&["enable", "ecommerce"]);
-    assert_ok(&out, "devcache enable ecommerce, with no container");
+    let said = stack.said(&["enable", "ecommerce"]);
     assert!(
-        stdout(&out).contains("ecommerce: enabled, no container in project"),
-        "{}",
-        stdout(&out)
+        said.contains("ecommerce: enabled, no container in project"),
+        "{said}"
     );
     // up with nothing repeated: the running cache's upstream, the same cache.
-    let out = stack.devcache(&["up", "--port", "0"]);
-    assert_ok(&out, "devcache up with no --upstream");
-    let said = stdout(&out);
+    let said = stack.said(&["up", "--port", "0"]);
     assert!(
         said.contains(&format!("upstream {upstream}: the one the cache container")),
         "{said}"
@@ -527,18 +541,16 @@ fn the_devstack_loop(label: &str) {
     );
 
     // The remembered service's container never came: disable clears it.
-    let out = stack.devcache(&["disable", "ecommerce"]);
-    assert_ok(&out, "devcache disable ecommerce, with no container");
+    let said = stack.said(&["disable", "ecommerce"]);
+    assert!(said.contains("ecommerce: disabled"), "{said}");
     // down, then up with nothing repeated: the upstream remembered from the last up.
-    assert_ok(&stack.devcache(&["down"]), "devcache down");
-    let out = stack.devcache(&["up", "--port", "0"]);
-    assert_ok(&out, "devcache up after down, with no --upstream");
+    stack.said(&["down"]);
+    let said = stack.said(&["up", "--port", "0"]);
     assert!(
-        stdout(&out).contains(&format!("upstream {upstream}: remembered from the last")),
-        "{}",
-        stdout(&out)
+        said.contains(&format!("upstream {upstream}: remembered from the last")),
+        "{said}"
     );
-    assert!(stdout(&out).contains("studio: wired"), "{}", stdout(&out));
+    assert!(said.contains("studio: wired"), "{said}");
 }
 
 #[test]
