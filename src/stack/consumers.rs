@@ -138,16 +138,12 @@ pub async fn find_running(docker: &Docker, project: &Project, service: &str) -> 
     match find(docker, project, service).await? {
         Some(consumer) if consumer.running => Ok(consumer),
         Some(consumer) => bail!(
-            "{} ({}) is not running: start it (make dev.up.{}) and run this again",
-            service,
+            "{service} ({}) is not running: start it (make dev.up.{service}) and run this again",
             consumer.container,
-            service
         ),
         None => bail!(
-            "no container for {} in project {}: start it (make dev.up.{}) or set COMPOSE_PROJECT_NAME",
-            service,
+            "no container for {service} in project {}: start it (make dev.up.{service}) or set COMPOSE_PROJECT_NAME",
             project.name(),
-            service
         ),
     }
 }

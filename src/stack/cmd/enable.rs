@@ -17,7 +17,7 @@ pub async fn enable(project: &str, words: &[String]) -> Result<()> {
     let docker = engine::connect().await?;
     if cache::running(&docker, &project).await.is_err() {
         for service in &services {
-            println!("{}: enabled; `devcache up` wires it", service);
+            println!("{service}: enabled; `devcache up` wires it");
         }
         return Ok(());
     }
@@ -25,7 +25,7 @@ pub async fn enable(project: &str, words: &[String]) -> Result<()> {
     for service in &services {
         match wire_one(&docker, &project, service).await {
             Ok(wired) => println!("{service}: enabled, {}", wired.said(&project, service)),
-            Err(e) => failures.push(format!("{}: enabled, but {e:#}", service)),
+            Err(e) => failures.push(format!("{service}: enabled, but {e:#}")),
         }
     }
     fail_with(failures)
@@ -62,7 +62,7 @@ pub async fn disable(project: &str, words: &[String]) -> Result<()> {
             (true, false) => "devcache's pip.conf and uv.toml removed",
             (false, false) => "it was not wired",
         };
-        println!("{}: disabled; {what}", service);
+        println!("{service}: disabled; {what}");
     }
     fail_with(failures)
 }

@@ -4,10 +4,9 @@
 //! found as `devcache serve` finds it; it must be one the container can reach.
 
 use anyhow::{Context, Result, bail};
-
-use super::{fail_with, services, wire_one};
 use bollard::Docker;
 
+use super::{fail_with, services, wire_one};
 use crate::config::{ServeConfig, ServeSettings, Source, process_env};
 use crate::stack::cache::{self, Change, Wanted};
 use crate::stack::engine;
@@ -80,7 +79,7 @@ pub async fn up(options: UpOptions) -> Result<()> {
                 changed |= wired.changed();
                 println!("{service}: {}", wired.said(&project, service));
             }
-            Err(e) => failures.push(format!("{}: {e:#}", service)),
+            Err(e) => failures.push(format!("{service}: {e:#}")),
         }
     }
     if !changed && failures.is_empty() {

@@ -58,7 +58,7 @@ pub async fn watch(project: &str) -> Result<()> {
 async fn report_wiring(docker: &Docker, project: &Project, service: &str) {
     match wire_one(docker, project, service).await {
         Ok(wired) => println!("{service}: {}", wired.said(project, service)),
-        Err(e) => eprintln!("devcache: {}: {e:#}", service),
+        Err(e) => eprintln!("devcache: {service}: {e:#}"),
     }
 }
 
