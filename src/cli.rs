@@ -222,7 +222,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The index to cache, e.g. https://my-index.example/simple/ [env: DEVCACHE_UPSTREAM]
-    /// [default: the index pip is configured with]
+    /// [default: the index the local pip uses: its configuration, else its own default]
     #[arg(long)]
     pub upstream: Option<String>,
     /// Never contact the upstream; serve only what is cached [env: DEVCACHE_OFFLINE]

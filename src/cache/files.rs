@@ -73,9 +73,10 @@ pub struct PartialBody {
     pub body: BoxStream<'static, std::io::Result<Bytes>>,
 }
 
-/// A cached file, open for reading; its bytes never change.
+/// A cached file's bytes (they never change) and when it was cached.
 pub struct CachedFile {
-    pub file: std::fs::File,
+    pub bytes: Bytes,
+    pub modified: Option<std::time::SystemTime>,
     pub key: BlobKey,
 }
 
@@ -208,12 +209,13 @@ impl Cache {
     }
 
     pub(super) fn cached(&self, key: &BlobKey) -> Option<FileAnswer> {
-        // Opened on the async worker: an open in the local data directory takes
-        // microseconds, less than a trip to the blocking pool, which every cold request
+        // Opened and mapped on the async worker: both take microseconds in the local
+        // data directory, less than a trip to the blocking pool, which every cold request
         // would pay too (it starts by looking here).
-        let file = self.store.open_blob(key)?;
+        let (bytes, modified) = self.store.blob_bytes(key)?;
         Some(FileAnswer::Cached(CachedFile {
-            file,
+            bytes,
+            modified,
             key: key.clone(),
         }))
     }

@@ -294,12 +294,14 @@ fn resolve_upstream(
         (url, Source::Env("DEVCACHE_UPSTREAM"))
     } else if let Some(url) = file {
         (url, file_source)
-    } else if let Some(index) = pip::configured_index(env, home.as_deref()) {
+    } else if let Some(index) =
+        pip::configured_index(env, home.as_deref()).or_else(|| pip::default_index(env))
+    {
         (index.url, Source::Pip(index.origin))
     } else {
         bail!(
-            "no upstream index is configured; set one with --upstream URL, the DEVCACHE_UPSTREAM \
-             variable, or `upstream: URL` in devcache.yml (pip's configuration names none either)"
+            "no upstream index is configured and there is no local pip to ask; set one with \
+             --upstream URL, the DEVCACHE_UPSTREAM variable, or `upstream: URL` in devcache.yml"
         );
     };
     let url = parse_upstream(&raw).with_context(|| format!("upstream from {source}"))?;

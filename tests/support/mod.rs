@@ -166,7 +166,7 @@ pub fn http() -> reqwest::Client {
 }
 
 /// A tool of the test venv that `.ci/run` makes (pip, uv, python).
-fn venv_tool(tool: &str) -> PathBuf {
+pub fn venv_tool(tool: &str) -> PathBuf {
     let venv = std::env::var_os("DEVCACHE_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));
