@@ -113,6 +113,15 @@ impl Devstack {
         self.devcache_command(args).output().unwrap()
     }
 
+    /// Starts `devcache watch`, its stdout as asked, its stderr dropped.
+    fn watch(&self, stdout: Stdio) -> std::process::Child {
+        self.devcache_command(&["watch"])
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// Runs devcache, which must succeed, and returns what it said on stdout.
     fn said(&self, args: &[&str]) -> String {
         let out = self.devcache(args);
@@ -495,12 +504,7 @@ fn the_devstack_loop(label: &str) {
     );
     assert!(said.contains("already up to date"), "{said}");
 
-    let mut watch = stack
-        .devcache_command(&["watch"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut watch = stack.watch(Stdio::piped());
     let watch_out = watch.stdout.take().unwrap();
     let (said_tx, said_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -579,12 +583,7 @@ fn watch_leaves_a_disabled_service_alone() {
         "devcache up",
     );
     assert_ok(&stack.devcache(&["disable", "cms"]), "devcache disable cms");
-    let mut watch = stack
-        .devcache_command(&["watch"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut watch = stack.watch(Stdio::null());
     std::thread::sleep(Duration::from_secs(1));
     for service in ["lms", "studio"] {
         stack.recreate_service(service);
