@@ -83,7 +83,8 @@ Examples:
   devcache import devstack-cache.tar.zst                 # into the running cache container
   devcache import cache.tar --data-dir ./cache")]
     Import(TransferArgs),
-    /// Make the devcache image from this executable (`up` does it when needed).
+    /// Make the devcache image from this executable (`up` does it when needed); it is
+    /// `devcache:<version>`, or the name in DEVCACHE_IMAGE.
     Image {
         /// Make it even if the image already holds this executable.
         #[arg(long)]
@@ -107,7 +108,8 @@ pub struct StackArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
-    /// The index the cache container caches [env: DEVCACHE_UPSTREAM] [default: as for `serve`]
+    /// The index the cache container caches [env: DEVCACHE_UPSTREAM]
+    /// [default: the running cache's, else the last `up`'s, else as for `serve`]
     #[arg(long)]
     pub upstream: Option<String>,
     /// Host port to publish the cache on; 0 picks a free one
