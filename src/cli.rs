@@ -83,7 +83,8 @@ Examples:
   devcache import devstack-cache.tar.zst                 # into the running cache container
   devcache import cache.tar --data-dir ./cache")]
     Import(TransferArgs),
-    /// Make the devcache image from this executable (`up` does it when needed).
+    /// Make the devcache image from this executable (`up` does it when needed); it is
+    /// `devcache:<version>`, or the name in DEVCACHE_IMAGE.
     Image {
         /// Make it even if the image already holds this executable.
         #[arg(long)]
@@ -107,7 +108,8 @@ pub struct StackArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
-    /// The index the cache container caches [env: DEVCACHE_UPSTREAM] [default: as for `serve`]
+    /// The index the cache container caches [env: DEVCACHE_UPSTREAM]
+    /// [default: the running cache's, else the last `up`'s, else as for `serve`]
     #[arg(long)]
     pub upstream: Option<String>,
     /// Host port to publish the cache on; 0 picks a free one
@@ -211,14 +213,14 @@ pub struct LogsArgs {
 /// from devcache.yml; a flag wins over both.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
-    /// Address to listen on [env: DEVCACHE_HOST] [default: 0.0.0.0 in a container, else 127.0.0.1]
+    /// Address to listen on [env: DEVCACHE_HOST] [default: 127.0.0.1; the devcache image sets 0.0.0.0]
     #[arg(long)]
     pub host: Option<String>,
     /// Port to listen on; 0 picks a free one [env: DEVCACHE_PORT] [default: 3141]
     #[arg(long)]
     pub port: Option<u16>,
     /// Where cached pages and files are kept [env: DEVCACHE_DATA_DIR]
-    /// [default: /data in a container, else the user's cache directory]
+    /// [default: the user's cache directory; the devcache image sets /data]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The index to cache, e.g. https://my-index.example/simple/ [env: DEVCACHE_UPSTREAM]

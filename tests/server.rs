@@ -45,10 +45,18 @@ async fn pip_installs_through_the_cache_and_files_are_fetched_once() {
         "two wheels and their metadata: {status}"
     );
     assert!(status["hits"].as_u64().unwrap() >= 2, "{status}");
+    // One line per request on stdout, naming the client and its installer; the
+    // health checks' `/+status` only at debug.
+    cache.status().await;
+    let requests = cache.requests();
     assert!(
-        cache.log().contains("/root/pypi/+f/demo/"),
-        "one log line per request"
+        requests
+            .lines()
+            .any(|l| l.contains("127.0.0.1 pip/") && l.contains("/root/pypi/+f/demo/")),
+        "{requests}"
     );
+    assert!(requests.contains(" miss"), "{requests}");
+    assert!(!requests.contains("/+status"), "{requests}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

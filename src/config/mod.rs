@@ -98,13 +98,12 @@ impl ServeConfig {
     pub fn load(args: &ServeSettings, env: Env) -> Result<Self> {
         let (file, file_path) = read_file_config(args.config.as_deref(), env)?;
         let from_file = || Source::File(file_path.clone().unwrap_or_default());
-        let in_container = Path::new("/.dockerenv").exists();
 
         let host = pick(
             args.host.clone(),
             env_value(env, "DEVCACHE_HOST")?,
             file.host.clone().map(|v| (v, from_file())),
-            || if in_container { "0.0.0.0" } else { "127.0.0.1" }.to_string(),
+            || "127.0.0.1".to_string(),
         );
         let port = pick(
             args.port,
@@ -116,7 +115,7 @@ impl ServeConfig {
             args.data_dir.clone(),
             env_value(env, "DEVCACHE_DATA_DIR")?,
             file.data_dir.clone().map(|v| (v, from_file())),
-            || default_data_dir(in_container),
+            default_data_dir,
         );
         let offline = pick(
             args.offline.then_some(true),
@@ -327,10 +326,9 @@ pub fn parse_upstream(raw: &str) -> Result<Url> {
     Ok(url)
 }
 
-fn default_data_dir(in_container: bool) -> PathBuf {
-    if in_container {
-        return PathBuf::from("/data");
-    }
+/// The user's cache directory. A host gets this whatever files it has (`/.dockerenv`
+/// included); the image sets `DEVCACHE_DATA_DIR=/data` and `DEVCACHE_HOST=0.0.0.0`.
+fn default_data_dir() -> PathBuf {
     directories::ProjectDirs::from("", "", "devcache")
         .map(|d| d.cache_dir().to_path_buf())
         .unwrap_or_else(|| PathBuf::from(".devcache"))
@@ -382,6 +380,14 @@ mod tests {
         assert_eq!(config.upstream_timeout.value, 10);
         assert_eq!(config.upstream_timeout.source, Source::Default);
         assert!(config.describe().contains("environment DEVCACHE_INDEX_TTL"));
+    }
+
+    #[test]
+    fn a_host_gets_host_defaults_whatever_files_it_has() {
+        let env = env_of(&[("DEVCACHE_UPSTREAM", "http://x.test/")]);
+        let config = ServeConfig::load(&ServeSettings::default(), &env).unwrap();
+        assert_eq!(config.host.value, "127.0.0.1");
+        assert_ne!(config.data_dir.value, PathBuf::from("/data"));
     }
 
     #[test]

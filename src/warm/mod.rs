@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use url::Url;
 
 use crate::config::{ServeConfig, ServeSettings, file_config, process_env};
-use crate::stack::names::{self, Project, shown};
+use crate::stack::names::{self, Project};
 use crate::stack::{cache, consumers, engine, exec, files};
 use requirements::{FileReader, Requirements};
 use target::Target;
@@ -56,7 +56,7 @@ impl FileReader for ContainerFiles<'_> {
 /// Requirement files `warm SERVICE` reads when devcache.yml names none.
 fn default_requirement_files(service: &str) -> Vec<String> {
     match service {
-        "lms" | "cms" => {
+        "lms" | "studio" => {
             vec!["/edx/app/edxapp/edx-platform/requirements/edx/development.txt".into()]
         }
         other => vec![format!("/edx/app/{other}/requirements/production.txt")],
@@ -131,12 +131,13 @@ pub async fn command(options: WarmOptions) -> Result<()> {
             let service = names::service(word)?;
             let consumer = consumers::find_running(&docker, &project, &service).await?;
             let target = probe_target(&docker, &consumer.container, &options).await?;
+            // devcache.yml may key a service by any of its names (`cms:` is `studio:`).
             let roots = configured
-                .get(shown(&service))
-                .or_else(|| configured.get(&service))
-                .cloned()
+                .iter()
+                .find(|(key, _)| names::service(key).ok().as_deref() == Some(service.as_str()))
+                .map(|(_, files)| files.clone())
                 .unwrap_or_else(|| default_requirement_files(&service));
-            println!("{}: requirements {}", shown(&service), roots.join(", "));
+            println!("{service}: requirements {}", roots.join(", "));
             let files = ContainerFiles {
                 docker: &docker,
                 container: consumer.container.clone(),
