@@ -115,6 +115,17 @@ impl Devstack {
         stdout(&self.exec(service, &format!("cat {path} 2>/dev/null || true")))
     }
 
+    /// `devcache up` with this upstream, then `devcache warm lms`; what warm said.
+    fn up_and_warm_lms(&self, upstream: &str) -> String {
+        assert_ok(
+            &self.devcache(&["up", "--upstream", upstream, "--port", "0"]),
+            "devcache up",
+        );
+        let out = self.devcache(&["warm", "lms"]);
+        assert_ok(&out, "devcache warm lms");
+        stdout(&out)
+    }
+
     /// The cache's `/+status`, through its published port.
     fn status(&self) -> serde_json::Value {
         let out = self.devcache(&["status", "--json"]);
@@ -597,14 +608,7 @@ fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
         "warm:\n  lms: [/srv/req/base.txt]\n",
     )
     .unwrap();
-    assert_ok(
-        &stack.devcache(&["up", "--upstream", &upstream, "--port", "0"]),
-        "devcache up",
-    );
-
-    let out = stack.devcache(&["warm", "lms"]);
-    assert_ok(&out, "devcache warm lms");
-    let said = stdout(&out);
+    let said = stack.up_and_warm_lms(&upstream);
     assert!(
         said.contains("warmed for Python 3.11 on manylinux_2_"),
         "the container's own Python: {said}"
@@ -704,14 +708,7 @@ fn warm_lms_prefers_the_platform_lock_to_its_requirement_exports() {
         ),
         "write edx-platform's lock and export",
     );
-    assert_ok(
-        &stack.devcache(&["up", "--upstream", &upstream, "--port", "0"]),
-        "devcache up",
-    );
-
-    let out = stack.devcache(&["warm", "lms"]);
-    assert_ok(&out, "devcache warm lms");
-    let said = stdout(&out);
+    let said = stack.up_and_warm_lms(&upstream);
     assert!(
         said.contains(&format!("lms: reading {repo}/uv.lock\n")),
         "{said}"

@@ -368,36 +368,28 @@ async fn a_uv_lock_and_its_pylock_warm_by_hash_whatever_host_they_name() {
          dependencies = [\"demo==2.0\", \"winonly ; sys_platform == 'win32'\"]\n",
     )
     .unwrap();
-    let out = support::uv(
-        &project,
-        &[
-            "lock",
-            "--directory",
-            project.to_str().unwrap(),
-            "--default-index",
-            &upstream.index_url(),
-        ],
-    );
-    assert_ok(&out, "uv lock");
+    let in_project = |args: &[&str]| {
+        let mut all = vec!["--directory", project.to_str().unwrap()];
+        all.extend(args);
+        assert_ok(
+            &support::uv(&project, &all),
+            &format!("uv {}", args.join(" ")),
+        );
+    };
+    in_project(&["lock", "--default-index", &upstream.index_url()]);
     let upstream_root = upstream.index_url().replace("/simple/", "/");
     let locked = std::fs::read_to_string(project.join("uv.lock")).unwrap();
     assert!(locked.contains(&upstream_root), "{locked}");
     let elsewhere = locked.replace(&upstream_root, "https://files.example.invalid/");
     std::fs::write(project.join("uv.lock"), &elsewhere).unwrap();
-    let out = support::uv(
-        &project,
-        &[
-            "export",
-            "--directory",
-            project.to_str().unwrap(),
-            "--frozen",
-            "--format",
-            "pylock.toml",
-            "-o",
-            "pylock.toml",
-        ],
-    );
-    assert_ok(&out, "uv export --format pylock.toml");
+    in_project(&[
+        "export",
+        "--frozen",
+        "--format",
+        "pylock.toml",
+        "-o",
+        "pylock.toml",
+    ]);
 
     let data = tmp.path().join("data");
     let warm = |lock: &str| {
@@ -451,19 +443,13 @@ async fn a_uv_lock_and_its_pylock_warm_by_hash_whatever_host_they_name() {
     upstream.stop().await;
     let before = upstream.total_requests();
     let cache = Devcache::start(&data, &["--offline"]);
-    let out = support::uv(
-        &project,
-        &[
-            "export",
-            "--directory",
-            project.to_str().unwrap(),
-            "--frozen",
-            "--no-emit-project",
-            "-o",
-            "requirements.txt",
-        ],
-    );
-    assert_ok(&out, "uv export");
+    in_project(&[
+        "export",
+        "--frozen",
+        "--no-emit-project",
+        "-o",
+        "requirements.txt",
+    ]);
     let site = tmp.path().join("site");
     let out = support::uv(
         &project,

@@ -72,10 +72,10 @@ fn first_line(text: &str) -> &str {
 }
 
 /// A package of a lock that comes from an index, with the sha256 of its files.
-fn pin(
+fn pin<'a>(
     name: &str,
     version: Option<&str>,
-    hashes: Vec<String>,
+    hashes: impl Iterator<Item = &'a str>,
     path: &str,
     found: &mut Requirements,
 ) {
@@ -93,7 +93,7 @@ fn pin(
         Ok((name, version)) => found.pins.push(Pin {
             name,
             version,
-            sha256: hashes,
+            sha256: hashes.map(str::to_ascii_lowercase).collect(),
             origin: path.to_string(),
         }),
         Err(why) => found.errors.push(format!("{path}: {shown}: {why}")),
@@ -236,13 +236,8 @@ impl UvLock {
                     .not_from_index
                     .push(format!("{shown} ({})", package.shown_source()));
             } else {
-                let hashes = package
-                    .sdist
-                    .iter()
-                    .chain(&package.wheels)
-                    .filter_map(|f| f.hash.as_deref()?.strip_prefix("sha256:"))
-                    .map(str::to_ascii_lowercase)
-                    .collect();
+                let files = package.sdist.iter().chain(&package.wheels);
+                let hashes = files.filter_map(|f| f.hash.as_deref()?.strip_prefix("sha256:"));
                 pin(
                     &package.name,
                     package.version.as_deref(),
@@ -312,13 +307,8 @@ impl PyLock {
                     .unwrap_or("");
                 found.not_from_index.push(format!("{shown} ({kind} {at})"));
             } else {
-                let hashes = package
-                    .sdist
-                    .iter()
-                    .chain(&package.wheels)
-                    .filter_map(|f| f.hashes.get("sha256"))
-                    .map(|h| h.to_ascii_lowercase())
-                    .collect();
+                let files = package.sdist.iter().chain(&package.wheels);
+                let hashes = files.filter_map(|f| f.hashes.get("sha256").map(String::as_str));
                 pin(
                     &package.name,
                     package.version.as_deref(),
@@ -336,11 +326,11 @@ mod tests {
     use super::*;
     use futures::future::BoxFuture;
 
-    struct One(&'static str);
+    struct One(String);
 
     impl FileReader for One {
         fn read<'a>(&'a self, _: &'a str) -> BoxFuture<'a, anyhow::Result<String>> {
-            Box::pin(async move { Ok(self.0.to_string()) })
+            Box::pin(async move { Ok(self.0.clone()) })
         }
     }
 
@@ -360,9 +350,35 @@ mod tests {
         pins
     }
 
+    /// A package of a uv.lock from an index, with one file per `(filename, hash)`
+    /// (`.whl` a wheel, else the sdist) and any further lines.
+    fn registry(name: &str, version: &str, files: &[(&str, &str)], more: &str) -> String {
+        let url = |filename: &str, hash: &str| {
+            format!(
+                "{{ url = \"https://files.example.invalid/{filename}\", hash = \"sha256:{hash}\" }}"
+            )
+        };
+        let wheels: Vec<String> = files
+            .iter()
+            .filter(|(f, _)| f.ends_with(".whl"))
+            .map(|(f, h)| url(f, h))
+            .collect();
+        let sdist = files
+            .iter()
+            .find(|(f, _)| !f.ends_with(".whl"))
+            .map(|(f, h)| format!("sdist = {}\n", url(f, h)))
+            .unwrap_or_default();
+        format!(
+            "\n[[package]]\nname = \"{name}\"\nversion = \"{version}\"\n\
+             source = {{ registry = \"https://index.example.invalid/simple\" }}\n\
+             {sdist}wheels = [{}]\n{more}",
+            wheels.join(", ")
+        )
+    }
+
     #[tokio::test]
     async fn a_uv_lock_is_walked_from_the_project_along_the_edges_that_hold() {
-        let lock = r#"
+        let root = r#"
 version = 1
 revision = 3
 requires-python = ">=3.11"
@@ -385,64 +401,47 @@ speed = [{ name = "fast", marker = "python_version >= '3.10'" }]
 dev = [{ name = "pytest" }]
 
 [[package]]
-name = "django"
-version = "4.2.1"
-source = { registry = "https://index.example.invalid/simple" }
-sdist = { url = "https://files.example.invalid/d/django-4.2.1.tar.gz", hash = "sha256:AA", size = 1 }
-wheels = [{ url = "https://files.example.invalid/d/django-4.2.1-py3-none-any.whl", hash = "sha256:bb", size = 1 }]
-
-[[package]]
-name = "pywin"
-version = "1.0"
-source = { registry = "https://index.example.invalid/simple" }
-wheels = [{ url = "https://files.example.invalid/p/pywin-1.0-py3-none-win_amd64.whl", hash = "sha256:cc" }]
-
-[[package]]
-name = "req"
-version = "2.0"
-source = { registry = "https://index.example.invalid/simple" }
-dependencies = [{ name = "idna" }]
-wheels = [{ url = "https://files.example.invalid/r/req-2.0-py3-none-any.whl", hash = "sha256:dd" }]
-
-[package.optional-dependencies]
-socks = [{ name = "pysocks" }]
-other = [{ name = "never" }]
-
-[[package]]
-name = "idna"
-version = "3.0"
-source = { registry = "https://index.example.invalid/simple" }
-wheels = [{ url = "https://files.example.invalid/i/idna-3.0-py3-none-any.whl", hash = "sha256:ee" }]
-
-[[package]]
-name = "pysocks"
-version = "1.7"
-source = { registry = "https://index.example.invalid/simple" }
-sdist = { url = "https://files.example.invalid/s/PySocks-1.7.tar.gz", hash = "sha256:ff" }
-
-[[package]]
-name = "never"
-version = "1.0"
-source = { registry = "https://index.example.invalid/simple" }
-sdist = { url = "https://files.example.invalid/n/never-1.0.tar.gz", hash = "sha256:11" }
-
-[[package]]
-name = "fast"
-version = "1.0"
-source = { registry = "https://index.example.invalid/simple" }
-wheels = [{ url = "https://files.example.invalid/f/fast-1.0-py3-none-any.whl", hash = "sha256:22" }]
-
-[[package]]
-name = "pytest"
-version = "8.0"
-source = { registry = "https://index.example.invalid/simple" }
-wheels = [{ url = "https://files.example.invalid/t/pytest-8.0-py3-none-any.whl", hash = "sha256:33" }]
-
-[[package]]
 name = "tool"
 version = "0.3"
 source = { git = "https://example.invalid/tool.git?rev=main#abc" }
 "#;
+        let lock = [
+            root.to_string(),
+            registry(
+                "django",
+                "4.2.1",
+                &[
+                    ("django-4.2.1.tar.gz", "AA"),
+                    ("django-4.2.1-py3-none-any.whl", "bb"),
+                ],
+                "",
+            ),
+            registry(
+                "pywin",
+                "1.0",
+                &[("pywin-1.0-py3-none-win_amd64.whl", "cc")],
+                "",
+            ),
+            registry(
+                "req",
+                "2.0",
+                &[("req-2.0-py3-none-any.whl", "dd")],
+                "dependencies = [{ name = \"idna\" }]\n\
+                 [package.optional-dependencies]\n\
+                 socks = [{ name = \"pysocks\" }]\nother = [{ name = \"never\" }]\n",
+            ),
+            registry("idna", "3.0", &[("idna-3.0-py3-none-any.whl", "ee")], ""),
+            registry("pysocks", "1.7", &[("PySocks-1.7.tar.gz", "ff")], ""),
+            registry("never", "1.0", &[("never-1.0.tar.gz", "11")], ""),
+            registry("fast", "1.0", &[("fast-1.0-py3-none-any.whl", "22")], ""),
+            registry(
+                "pytest",
+                "8.0",
+                &[("pytest-8.0-py3-none-any.whl", "33")],
+                "",
+            ),
+        ]
+        .concat();
         let found = read(&One(lock), "repo/uv.lock", &linux_311()).await;
         assert_eq!(
             pins(&found),
@@ -495,7 +494,7 @@ vcs = { type = "git", url = "https://example.invalid/tool.git", commit-id = "abc
 name = "noversion"
 wheels = [{ url = "https://files.example.invalid/noversion-1.0-py3-none-any.whl", hashes = { sha256 = "dd" } }]
 "#;
-        let found = read(&One(lock), "pylock.toml", &linux_311()).await;
+        let found = read(&One(lock.into()), "pylock.toml", &linux_311()).await;
         assert_eq!(pins(&found), vec!["django==4.2.1 aa,bb"]);
         assert_eq!(found.excluded, vec!["pylock.toml: pywin==1.0"]);
         assert_eq!(
@@ -507,9 +506,9 @@ wheels = [{ url = "https://files.example.invalid/noversion-1.0-py3-none-any.whl"
 
     #[tokio::test]
     async fn what_is_not_a_lock_is_named() {
-        let found = read(&One("[tool]\nx = 1\n"), "uv.lock", &linux_311()).await;
+        let found = read(&One("[tool]\nx = 1\n".into()), "uv.lock", &linux_311()).await;
         assert!(found.errors[0].contains("neither a uv.lock nor a pylock.toml"));
-        let found = read(&One("[[package]\nname"), "uv.lock", &linux_311()).await;
+        let found = read(&One("[[package]\nname".into()), "uv.lock", &linux_311()).await;
         assert!(
             found.errors[0].starts_with("uv.lock: not TOML"),
             "{:?}",
