@@ -70,7 +70,7 @@ Examples:
   devcache warm -r requirements.txt --python 3.12 --platform manylinux_2_28_x86_64
   devcache warm -r requirements.txt --data-dir ./cache --upstream https://my-index.example/simple/
   devcache warm --lock uv.lock                          # or --lock pylock.toml
-  devcache warm lms studio                              # their own lock or requirement files, for their Python")]
+  devcache warm lms studio                              # their uv.lock or requirement files")]
     Warm(WarmArgs),
     /// Write the cache to one portable file (a .tar, or .tar.zst to compress it).
     #[command(after_help = "\
