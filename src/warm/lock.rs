@@ -238,13 +238,8 @@ impl UvLock {
             } else {
                 let files = package.sdist.iter().chain(&package.wheels);
                 let hashes = files.filter_map(|f| f.hash.as_deref()?.strip_prefix("sha256:"));
-                pin(
-                    &package.name,
-                    package.version.as_deref(),
-                    hashes,
-                    path,
-                    found,
-                );
+                let version = package.version.as_deref();
+                pin(&package.name, version, hashes, path, found);
             }
         }
     }
@@ -309,13 +304,8 @@ impl PyLock {
             } else {
                 let files = package.sdist.iter().chain(&package.wheels);
                 let hashes = files.filter_map(|f| f.hashes.get("sha256").map(String::as_str));
-                pin(
-                    &package.name,
-                    package.version.as_deref(),
-                    hashes,
-                    path,
-                    found,
-                );
+                let version = package.version.as_deref();
+                pin(&package.name, version, hashes, path, found);
             }
         }
     }
