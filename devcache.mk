@@ -40,10 +40,10 @@ dev.cache.disable.%: ## Unwire a service and give back its own pip.conf, e.g. ma
 dev.cache.watch: ## Wire enabled services again whenever their containers start (Ctrl-C stops).
 	$(DEVCACHE) watch
 
-dev.cache.warm: ## Fill the cache with the requirements of lms and studio, for installing offline.
+dev.cache.warm: ## Fill the cache with what lms and studio install (their uv.lock, else requirement files).
 	$(DEVCACHE) warm lms studio
 
-dev.cache.warm.%: ## Fill the cache with a service's requirements, e.g. make dev.cache.warm.ecommerce.
+dev.cache.warm.%: ## Fill the cache with a service's lock or requirements, e.g. make dev.cache.warm.ecommerce.
 	$(DEVCACHE) warm $*
 
 dev.cache.export: ## Write the cache to devcache-bundle.tar.zst (BUNDLE=... to choose).

@@ -63,13 +63,14 @@ Examples:
     Logs(LogsArgs),
     /// Wire enabled services again whenever their containers start (until Ctrl-C).
     Watch(StackArgs),
-    /// Fill the cache with what requirement files pin, for installing offline later.
+    /// Fill the cache with what requirement or lock files pin, for installing offline later.
     #[command(after_help = "\
 Examples:
   devcache warm -r requirements/base.txt                # into the running cache container
   devcache warm -r requirements.txt --python 3.12 --platform manylinux_2_28_x86_64
   devcache warm -r requirements.txt --data-dir ./cache --upstream https://my-index.example/simple/
-  devcache warm lms studio                              # their own requirement files, for their Python")]
+  devcache warm --lock uv.lock                          # or --lock pylock.toml
+  devcache warm lms studio                              # their uv.lock or requirement files")]
     Warm(WarmArgs),
     /// Write the cache to one portable file (a .tar, or .tar.zst to compress it).
     #[command(after_help = "\
@@ -129,6 +130,9 @@ pub struct WarmArgs {
     /// A requirement file (repeatable); -r/-c includes inside it are followed
     #[arg(short = 'r', long = "requirement", value_name = "FILE")]
     pub requirements: Vec<std::path::PathBuf>,
+    /// A lock file, uv.lock or pylock.toml (repeatable): what it installs for the target
+    #[arg(long = "lock", value_name = "FILE")]
+    pub locks: Vec<std::path::PathBuf>,
     /// The Python that will install [default: 3.11, or the service's own]
     #[arg(long, value_name = "VERSION")]
     pub python: Option<String>,
@@ -151,7 +155,7 @@ pub struct WarmArgs {
     /// Configuration file, as for `serve`
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// devstack services whose own requirement files to warm for (e.g. lms studio)
+    /// devstack services whose own lock or requirement files to warm for (e.g. lms studio)
     pub services: Vec<String>,
     #[command(flatten)]
     pub stack: StackArgs,
@@ -290,6 +294,7 @@ impl From<WarmArgs> for WarmOptions {
     fn from(args: WarmArgs) -> Self {
         Self {
             requirements: args.requirements,
+            locks: args.locks,
             services: args.services,
             project: args.stack.project,
             python: args.python,

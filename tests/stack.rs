@@ -147,6 +147,17 @@ impl Devstack {
         stdout(&self.exec(service, &format!("cat {path} 2>/dev/null || true")))
     }
 
+    /// `devcache up` with this upstream, then `devcache warm lms`; what warm said.
+    fn up_and_warm_lms(&self, upstream: &str) -> String {
+        assert_ok(
+            &self.devcache(&["up", "--upstream", upstream, "--port", "0"]),
+            "devcache up",
+        );
+        let out = self.devcache(&["warm", "lms"]);
+        assert_ok(&out, "devcache warm lms");
+        stdout(&out)
+    }
+
     /// The cache's `/+status`, through its published port.
     fn status(&self) -> serde_json::Value {
         let out = self.devcache(&["status", "--json"]);
@@ -759,14 +770,7 @@ fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
         "warm:\n  lms: [/srv/req/base.txt]\n",
     )
     .unwrap();
-    assert_ok(
-        &stack.devcache(&["up", "--upstream", &upstream, "--port", "0"]),
-        "devcache up",
-    );
-
-    let out = stack.devcache(&["warm", "lms"]);
-    assert_ok(&out, "devcache warm lms");
-    let said = stdout(&out);
+    let said = stack.up_and_warm_lms(&upstream);
     assert!(
         said.contains("warmed for Python 3.11 on manylinux_2_"),
         "the container's own Python: {said}"
@@ -814,5 +818,67 @@ fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
     assert_ok(
         &install,
         "pip install -r in lms from the imported cache, offline",
+    );
+}
+
+#[test]
+fn warm_lms_prefers_the_platform_lock_to_its_requirement_exports() {
+    let stack = Devstack::new();
+    let index = tempfile::tempdir().unwrap();
+    let demo = wheel("demo", "1.0", &["helper"]);
+    let helper = wheel("helper", "1.0", &[]);
+    let only_in_export = wheel("exported", "1.0", &[]);
+    static_index(
+        index.path(),
+        &[
+            ("demo", demo.clone()),
+            ("helper", helper.clone()),
+            ("exported", only_in_export),
+        ],
+    );
+    let upstream = stack.start_upstream(index.path());
+    stack.start_service("lms");
+    stack.start_service("cms");
+    // edx-platform as it is since its move to uv: the lock at the repository root, and
+    // an export beside it. The lock names files on a host the cache never sees.
+    let file = |dist: &support::dists::Dist| {
+        format!(
+            "{{ url = \"https://files.example.invalid/p/{}\", hash = \"sha256:{}\" }}",
+            dist.filename,
+            dist.sha256()
+        )
+    };
+    let lock = format!(
+        "version = 1\nrevision = 3\nrequires-python = \">=3.11\"\n\n\
+         [[package]]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\n\
+         dependencies = [{{ name = \"demo\" }}]\n\n\
+         [[package]]\nname = \"demo\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
+         dependencies = [{{ name = \"helper\" }}]\nwheels = [{}]\n\n\
+         [[package]]\nname = \"helper\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
+         wheels = [{}]\n",
+        file(&demo),
+        file(&helper)
+    );
+    let repo = "/edx/app/edxapp/edx-platform";
+    assert_ok(
+        &stack.exec(
+            "lms",
+            &format!(
+                "mkdir -p {repo}/requirements/edx && cat > {repo}/uv.lock <<'LOCK'\n{lock}LOCK\n\
+                 echo exported==1.0 > {repo}/requirements/edx/development.txt"
+            ),
+        ),
+        "write edx-platform's lock and export",
+    );
+    let said = stack.up_and_warm_lms(&upstream);
+    assert!(
+        said.contains(&format!("lms: reading {repo}/uv.lock\n")),
+        "{said}"
+    );
+    assert!(said.contains("2 projects, 2 files"), "{said}");
+    let upstream_log = stderr(&docker(&["logs", &stack.container("upstream")]));
+    assert!(
+        upstream_log.contains(&demo.filename) && !upstream_log.contains("exported-1.0"),
+        "{upstream_log}"
     );
 }
