@@ -242,6 +242,9 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// A user's own uv.toml in studio, kept while studio is wired and given back after.
+const USERS_UV_TOML: &str = "concurrent-downloads = 3\n";
+
 const USERS_PIP_CONF: &str = "[global]\ntimeout = 42\n\n[install]\nno-compile = true\n";
 
 #[test]
@@ -266,6 +269,15 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
     assert_ok(
         &stack.exec("lms", &write_users_conf),
         "write the user's pip.conf",
+    );
+    assert_ok(
+        &stack.exec(
+            "studio",
+            &format!(
+                "mkdir -p /root/.config/uv && printf '{USERS_UV_TOML}' > /root/.config/uv/uv.toml"
+            ),
+        ),
+        "write the user's uv.toml",
     );
 
     // up: the cache container, then pip.conf and uv.toml in both consumers.
@@ -318,10 +330,13 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
         stack.read("lms", "/root/.pip/pip.conf.devcache-saved"),
         USERS_PIP_CONF
     );
-    assert!(
-        stack
-            .read("studio", "/root/.config/uv/uv.toml")
-            .contains("edx.devstack.devpi:3141")
+    let uv_toml = stack.read("studio", "/root/.config/uv/uv.toml");
+    assert!(uv_toml.contains("edx.devstack.devpi:3141"), "{uv_toml}");
+    // The user's own uv settings still apply while studio is wired.
+    assert!(uv_toml.contains("concurrent-downloads = 3"), "{uv_toml}");
+    assert_eq!(
+        stack.read("studio", "/root/.config/uv/uv.toml.devcache-saved"),
+        USERS_UV_TOML
     );
 
     // pip inside lms installs through the cache.
@@ -360,6 +375,24 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
         .unwrap()
         .clone();
     assert!(studio["served"].is_null(), "{report}");
+
+    // uv inside studio (the test venv's own binary) installs through the cache.
+    let uv = support::venv_tool("uv");
+    assert_ok(
+        &docker(&[
+            "cp",
+            uv.to_str().unwrap(),
+            &format!("{}:/usr/local/bin/uv", stack.container("studio")),
+        ]),
+        "copy uv into studio",
+    );
+    let uv_install = stack.exec(
+        "studio",
+        "uv pip install --no-cache --python python3 --target /tmp/uvsite demo \
+         && cat /tmp/uvsite/demo/__init__.py",
+    );
+    assert_ok(&uv_install, "uv pip install in studio");
+    assert!(stdout(&uv_install).contains("VERSION = \"1.0\""));
 
     // disable gives the user's pip.conf back; enable wires it again.
     let out = stack.devcache(&["disable", "lms"]);
