@@ -93,7 +93,7 @@ pub async fn up(options: UpOptions) -> Result<()> {
 }
 
 /// The upstream the container caches: the same precedence as `devcache serve`.
-fn upstream_for_container(serve: &ServeSettings) -> Result<String> {
+pub fn upstream_for_container(serve: &ServeSettings) -> Result<String> {
     let config = ServeConfig::load(serve, &process_env)?;
     let url = config.upstream.value.context(
         "the cache container needs an upstream: pass --upstream URL or set DEVCACHE_UPSTREAM",
