@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::dists::wheel;
+use support::dists::{static_index, wheel};
 
 const TEST_IMAGE: &str = "devcache-test/python:bookworm";
 
@@ -162,29 +162,6 @@ fn assert_ok(out: &Output, what: &str) {
         stdout(out),
         stderr(out)
     );
-}
-
-/// A static index (PEP 503 pages with sha256 fragments) of the given wheels.
-fn static_index(dir: &Path, dists: &[(&str, support::dists::Dist)]) {
-    std::fs::create_dir_all(dir.join("files")).unwrap();
-    let mut pages: std::collections::BTreeMap<&str, String> = Default::default();
-    for (project, dist) in dists {
-        std::fs::write(dir.join("files").join(&dist.filename), &dist.bytes).unwrap();
-        pages.entry(project).or_default().push_str(&format!(
-            "<a href=\"../../files/{0}#sha256={1}\">{0}</a><br/>\n",
-            dist.filename,
-            dist.sha256()
-        ));
-    }
-    for (project, links) in pages {
-        let page_dir = dir.join("simple").join(project);
-        std::fs::create_dir_all(&page_dir).unwrap();
-        std::fs::write(
-            page_dir.join("index.html"),
-            format!("<!DOCTYPE html><html><body>\n{links}</body></html>\n"),
-        )
-        .unwrap();
-    }
 }
 
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
