@@ -332,6 +332,21 @@ fn a_tutor_dev_project_is_wired_and_unwired_and_pip_and_uv_in_lms_install_throug
     assert!(served["misses"].as_u64().unwrap() >= 2, "{report}");
     assert!(served["hits"].as_u64().unwrap() >= 1, "{report}");
 
+    // warm lms reads the requirement file Tutor's dev image installs.
+    let out = exec(
+        "mkdir -p /openedx/edx-platform/requirements/edx && cd /openedx/edx-platform/requirements/edx \
+         && echo 'demo==1.0' > development.txt && echo 'demo==1.0' > base.txt",
+    );
+    assert_ok(&out, "write edx-platform's requirement files into lms");
+    let out = devcache(&["warm", "lms"]);
+    assert_ok(&out, "devcache warm lms");
+    assert!(
+        text(&out.stdout)
+            .contains("lms: requirements /openedx/edx-platform/requirements/edx/development.txt"),
+        "{}",
+        text(&out.stdout)
+    );
+
     let out = devcache(&["disable", "lms"]);
     assert_ok(&out, "devcache disable lms");
     let out = exec("cat /root/.pip/pip.conf /root/.config/uv/uv.toml 2>/dev/null || true");

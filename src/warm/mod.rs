@@ -53,14 +53,46 @@ impl FileReader for ContainerFiles<'_> {
     }
 }
 
-/// Requirement files `warm SERVICE` reads when devcache.yml names none.
-fn default_requirement_files(service: &str) -> Vec<String> {
-    match service {
-        "lms" | "cms" => {
+/// Requirement files `warm SERVICE` reads when devcache.yml names none: devstack's, or
+/// in a Tutor container (whose openedx image keeps edx-platform in `/openedx`) the file
+/// its Dockerfile installs: development.txt for `tutor dev`, base.txt for `tutor local`.
+fn default_requirement_files(service: &str, tutor: Option<TutorMode>) -> Vec<String> {
+    match (service, tutor) {
+        (_, Some(TutorMode::Dev)) => {
+            vec![format!(
+                "{TUTOR_EDX_PLATFORM}/requirements/edx/development.txt"
+            )]
+        }
+        (_, Some(TutorMode::Local)) => {
+            vec![format!("{TUTOR_EDX_PLATFORM}/requirements/edx/base.txt")]
+        }
+        ("lms" | "cms", None) => {
             vec!["/edx/app/edxapp/edx-platform/requirements/edx/development.txt".into()]
         }
-        other => vec![format!("/edx/app/{other}/requirements/production.txt")],
+        (other, None) => vec![format!("/edx/app/{other}/requirements/production.txt")],
     }
+}
+
+/// Where Tutor's openedx image keeps edx-platform.
+const TUTOR_EDX_PLATFORM: &str = "/openedx/edx-platform";
+
+/// Which Tutor image a container runs, told by its edx-platform and its project's name.
+#[derive(Clone, Copy)]
+enum TutorMode {
+    Dev,
+    Local,
+}
+
+async fn tutor_mode(files: &ContainerFiles<'_>, project: &Project) -> Option<TutorMode> {
+    files
+        .read(&format!("{TUTOR_EDX_PLATFORM}/requirements/edx/base.txt"))
+        .await
+        .ok()?;
+    Some(if project.name().ends_with("_local") {
+        TutorMode::Local
+    } else {
+        TutorMode::Dev
+    })
 }
 
 /// What `warm` is asked to fill, and for which interpreter.
@@ -131,16 +163,18 @@ pub async fn command(options: WarmOptions) -> Result<()> {
             let service = names::service(word)?;
             let consumer = consumers::find_running(&docker, &project, &service).await?;
             let target = probe_target(&docker, &consumer.container, &options).await?;
-            let roots = configured
-                .get(shown(&service))
-                .or_else(|| configured.get(&service))
-                .cloned()
-                .unwrap_or_else(|| default_requirement_files(&service));
-            println!("{}: requirements {}", shown(&service), roots.join(", "));
             let files = ContainerFiles {
                 docker: &docker,
                 container: consumer.container.clone(),
             };
+            let roots = match configured
+                .get(shown(&service))
+                .or_else(|| configured.get(&service))
+            {
+                Some(roots) => roots.clone(),
+                None => default_requirement_files(&service, tutor_mode(&files, &project).await),
+            };
+            println!("{}: requirements {}", shown(&service), roots.join(", "));
             let found = requirements::read(&files, &roots, &target.markers).await;
             incomplete |= warm_and_report(&cache_url, &found, &target, options.jobs).await?;
         }
