@@ -257,10 +257,18 @@ fn a_tutor_dev_project_is_wired_and_unwired_and_pip_and_uv_in_lms_install_throug
         index.path(),
     );
     // As Compose v2 names and labels `tutor dev`'s containers.
-    for service in ["lms", "cms", "lms-worker"] {
+    // lms-worker as the image devcache's Tutor plugin builds would make it.
+    let image_env = "PIP_INDEX_URL=http://172.17.0.1:3141/root/pypi/+simple/";
+    for (service, env) in [
+        ("lms", "LANG=C.UTF-8"),
+        ("cms", "LANG=C.UTF-8"),
+        ("lms-worker", image_env),
+    ] {
         let out = docker(&[
             "run",
             "-d",
+            "-e",
+            env,
             "--name",
             &format!("{project}-{service}-1"),
             "--network",
@@ -326,7 +334,10 @@ fn a_tutor_dev_project_is_wired_and_unwired_and_pip_and_uv_in_lms_install_throug
     };
     assert_eq!(consumer("lms")["container"], lms.as_str());
     assert_eq!(consumer("lms")["pip"], "wired");
-    assert_eq!(consumer("lms-worker")["pip"], "not wired");
+    assert_eq!(
+        consumer("lms-worker")["pip"],
+        "wired by its image (Tutor plugin)"
+    );
     // pip missed, then uv was answered from the cache.
     let served = &consumer("lms")["served"];
     assert!(served["misses"].as_u64().unwrap() >= 2, "{report}");
