@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::dists::{static_index, wheel};
+use support::wait_for;
 
 const TEST_IMAGE: &str = "devcache-test/python:bookworm";
 
@@ -72,24 +73,7 @@ impl Devstack {
     /// Starts an index in a container on the network: static PEP 503 pages and files,
     /// served by Python's http.server. Returns its URL as the cache sees it.
     fn start_upstream(&self, dir: &Path) -> String {
-        let out = docker(&[
-            "run",
-            "-d",
-            "--name",
-            &self.container("upstream"),
-            "--network",
-            &self.network(),
-            "-v",
-            &format!("{}:/srv:ro", dir.display()),
-            TEST_IMAGE,
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-            "--directory",
-            "/srv",
-        ]);
-        assert_ok(&out, "start the upstream container");
+        support::start_index_container(&self.container("upstream"), Some(&self.network()), dir);
         format!("http://{}:8000/simple/", self.container("upstream"))
     }
 
@@ -162,17 +146,6 @@ fn assert_ok(out: &Output, what: &str) {
         stdout(out),
         stderr(out)
     );
-}
-
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 const USERS_PIP_CONF: &str = "[global]\ntimeout = 42\n";

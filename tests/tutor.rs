@@ -7,12 +7,9 @@ mod support;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use support::dists::{static_index, wheel};
-use support::{assert_ok, devcache_command};
-
-const TEST_IMAGE: &str = "devcache-test/python:bookworm";
+use support::{TEST_IMAGE, assert_ok, devcache_command, published_port, wait_for};
 
 /// A unique name for this test's Docker objects.
 fn unique(prefix: &str) -> String {
@@ -98,17 +95,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// Removes the containers whose names start with a prefix, and the named networks and
 /// volumes, when dropped.
 struct Cleanup {
@@ -142,21 +128,7 @@ impl Drop for Cleanup {
 /// Returns the container's name.
 fn start_upstream(name: &str, network: Option<&str>, dir: &std::path::Path) -> String {
     static_index(dir, &[("demo", wheel("demo", "1.0", &[]))]);
-    let volume = format!("{}:/srv:ro", dir.display());
-    let mut args = vec!["run", "-d", "--name", name, "-v", &volume];
-    if let Some(network) = network {
-        args.extend(["--network", network]);
-    }
-    args.extend([
-        TEST_IMAGE,
-        "python3",
-        "-m",
-        "http.server",
-        "8000",
-        "--directory",
-        "/srv",
-    ]);
-    assert_ok(&docker(&args), "start the upstream container");
+    support::start_index_container(name, network, dir);
     name.to_string()
 }
 
@@ -455,13 +427,7 @@ fn buildkit_run_steps_install_through_the_cache_and_uv_falls_back_when_it_is_dow
         &image,
     ]);
     assert_ok(&out, "start the cache container");
-    let port = text(&docker(&["port", &cache, "3141/tcp"]).stdout)
-        .lines()
-        .next()
-        .and_then(|l| l.rsplit(':').next())
-        .unwrap()
-        .trim()
-        .to_string();
+    let port = published_port(&cache);
     let status_url = format!("http://127.0.0.1:{port}/+status");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let status = || -> Option<serde_json::Value> {
