@@ -9,6 +9,7 @@ use crate::config::ServeSettings;
 use crate::stack::cmd::logs::LogsRequest;
 use crate::stack::cmd::up::UpOptions;
 use crate::transfer::Cache;
+use crate::tutor::cmd::TutorOptions;
 use crate::warm::WarmOptions;
 
 #[derive(Debug, Parser)]
@@ -91,12 +92,52 @@ Examples:
         #[arg(long)]
         force: bool,
     },
+    /// Make Tutor (tutor dev, tutor local) install through the cache: a Tutor plugin devcache writes.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  devcache tutor enable --upstream https://my-index.example/simple/
+  tutor images build openedx && tutor dev start
+  devcache tutor disable"
+    )]
+    Tutor(TutorCommand),
     /// Exit 0 when the cache answers; the container's health check.
     #[command(hide = true)]
     Health {
         #[arg(default_value = "http://127.0.0.1:3141/+status")]
         url: String,
     },
+}
+
+/// `devcache tutor ...`
+#[derive(Debug, Subcommand)]
+pub enum TutorCommand {
+    /// Write the plugin (the cache as the service `devcache`, pip and uv pointed at it in the
+    /// openedx image and its containers) and run `tutor plugins enable devcache`.
+    Enable(TutorEnableArgs),
+    /// Run `tutor plugins disable devcache` and remove the plugin.
+    Disable,
+    /// Say whether the plugin is written and what it points at.
+    Status,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TutorEnableArgs {
+    /// The index the cache caches, and the one uv installs from when the cache is down
+    /// [env: DEVCACHE_UPSTREAM] [default: as for `serve`]
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Host port the cache is published on
+    #[arg(long, default_value_t = 3141)]
+    pub port: u16,
+    /// Address image builds and containers reach that port on [default: host.docker.internal
+    /// on Docker Desktop, else the default bridge's gateway, e.g. 172.17.0.1]
+    #[arg(long, value_name = "ADDRESS")]
+    pub build_host: Option<String>,
+    /// Configuration file, as for `serve`
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Which devstack to work on.
@@ -275,6 +316,20 @@ impl From<UpArgs> for UpOptions {
             },
             port: args.port,
             services: args.services,
+        }
+    }
+}
+
+impl From<TutorEnableArgs> for TutorOptions {
+    fn from(args: TutorEnableArgs) -> Self {
+        Self {
+            serve: ServeSettings {
+                upstream: args.upstream,
+                config: args.config,
+                ..Default::default()
+            },
+            port: args.port,
+            host: args.build_host,
         }
     }
 }

@@ -12,6 +12,7 @@ mod server;
 mod stack;
 mod store;
 mod transfer;
+mod tutor;
 mod upstream;
 mod warm;
 
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, TutorCommand};
 use config::{ServeConfig, process_env};
 
 fn main() -> ExitCode {
@@ -59,6 +60,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(args) => block_on(transfer::export(&args.cache(), &args.file)),
         Command::Import(args) => block_on(transfer::import(&args.cache(), &args.file)),
         Command::Image { force } => block_on(cmd::image::image(force)),
+        Command::Tutor(TutorCommand::Enable(args)) => block_on(tutor::cmd::enable(args.into())),
+        Command::Tutor(TutorCommand::Disable) => tutor::cmd::disable(),
+        Command::Tutor(TutorCommand::Status) => tutor::cmd::status(),
         Command::Health { url } => block_on(cmd::health::health(&url)),
     }
 }

@@ -202,19 +202,7 @@ fn the_compose_fragment_runs_the_cache_as_devstack_expects() {
     assert_ok(&compose.run(&["up", "-d", "devpi"]), "docker-compose up");
 
     let container = format!("edx.{}.devpi", compose.project);
-    let port = Command::new("docker")
-        .args(["port", &container, "3141/tcp"])
-        .output()
-        .unwrap();
-    assert_ok(&port, "docker port");
-    let port = String::from_utf8_lossy(&port.stdout);
-    let port = port
-        .lines()
-        .next()
-        .and_then(|l| l.rsplit(':').next())
-        .unwrap()
-        .trim()
-        .to_string();
+    let port = support::published_port(&container);
     let url = format!("http://127.0.0.1:{port}/+status");
     let status = get_json(&url).unwrap_or_else(|e| panic!("{url}: {e}"));
     assert_eq!(status["upstream"], "http://index.invalid/simple/");

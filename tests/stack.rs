@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::dists::wheel;
+use support::dists::{static_index, wheel};
+use support::wait_for;
 
 const TEST_IMAGE: &str = "devcache-test/python:bookworm";
 
@@ -87,24 +88,7 @@ impl Devstack {
     /// Starts an index in a container on the network: static PEP 503 pages and files,
     /// served by Python's http.server. Returns its URL as the cache sees it.
     fn start_upstream(&self, dir: &Path) -> String {
-        let out = docker(&[
-            "run",
-            "-d",
-            "--name",
-            &self.container("upstream"),
-            "--network",
-            &self.network(),
-            "-v",
-            &format!("{}:/srv:ro", dir.display()),
-            TEST_IMAGE,
-            "python3",
-            "-m",
-            "http.server",
-            "8000",
-            "--directory",
-            "/srv",
-        ]);
-        assert_ok(&out, "start the upstream container");
+        support::start_index_container(&self.container("upstream"), Some(&self.network()), dir);
         format!("http://{}:8000/simple/", self.container("upstream"))
     }
 
@@ -206,40 +190,6 @@ fn assert_ok(out: &Output, what: &str) {
         stdout(out),
         stderr(out)
     );
-}
-
-/// A static index (PEP 503 pages with sha256 fragments) of the given wheels.
-fn static_index(dir: &Path, dists: &[(&str, support::dists::Dist)]) {
-    std::fs::create_dir_all(dir.join("files")).unwrap();
-    let mut pages: std::collections::BTreeMap<&str, String> = Default::default();
-    for (project, dist) in dists {
-        std::fs::write(dir.join("files").join(&dist.filename), &dist.bytes).unwrap();
-        pages.entry(project).or_default().push_str(&format!(
-            "<a href=\"../../files/{0}#sha256={1}\">{0}</a><br/>\n",
-            dist.filename,
-            dist.sha256()
-        ));
-    }
-    for (project, links) in pages {
-        let page_dir = dir.join("simple").join(project);
-        std::fs::create_dir_all(&page_dir).unwrap();
-        std::fs::write(
-            page_dir.join("index.html"),
-            format!("<!DOCTYPE html><html><body>\n{links}</body></html>\n"),
-        )
-        .unwrap();
-    }
-}
-
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 /// A user's own uv.toml in studio, kept while studio is wired and given back after.

@@ -237,7 +237,23 @@ pub async fn pip_state(docker: &Docker, consumer: &Consumer) -> Result<&'static 
         match files::read(docker, &consumer.container, &PIP_CONF.path()).await? {
             Some(bytes) if bytes.starts_with(MARKER.as_bytes()) => "wired",
             Some(_) => "user pip.conf",
+            None if wired_by_image(docker, consumer).await? => "wired by its image (Tutor plugin)",
             None => "not wired",
         },
     )
+}
+
+/// Whether the container's environment points pip at a devpi-layout index, as the
+/// image devcache's Tutor plugin builds sets for every container made from it.
+async fn wired_by_image(docker: &Docker, consumer: &Consumer) -> Result<bool> {
+    let inspected = docker
+        .inspect_container(&consumer.container, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot inspect {}: {}", consumer.container, message(&e)))?;
+    Ok(inspected
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default()
+        .iter()
+        .any(|v| v.starts_with("PIP_INDEX_URL=") && v.ends_with(crate::api::INDEX_PATH)))
 }

@@ -19,6 +19,9 @@ pub const PYTHON_SERVICES: &[&str] = &[
     "enterprise-catalog",
     "commerce-coordinator",
     "designer",
+    // Tutor's celery workers (`tutor local`), made from the same openedx image.
+    "lms-worker",
+    "cms-worker",
 ];
 
 /// Consumers wired when none are named.

@@ -56,23 +56,56 @@ impl FileReader for ContainerFiles<'_> {
 }
 
 /// The lock `warm SERVICE` prefers, when the service has it and devcache.yml names no
-/// files: the repository root's `uv.lock`.
-fn default_lock(service: &str) -> String {
-    match service {
-        "lms" | "cms" => "/edx/app/edxapp/edx-platform/uv.lock".into(),
-        other => format!("/edx/app/{other}/uv.lock"),
+/// files: the repository root's `uv.lock` (in a Tutor container, edx-platform's).
+fn default_lock(service: &str, tutor: Option<TutorMode>) -> String {
+    match (service, tutor) {
+        (_, Some(_)) => format!("{TUTOR_EDX_PLATFORM}/uv.lock"),
+        ("lms" | "studio", None) => "/edx/app/edxapp/edx-platform/uv.lock".into(),
+        (other, None) => format!("/edx/app/{other}/uv.lock"),
     }
 }
 
 /// Requirement files `warm SERVICE` reads when devcache.yml names none and the service
-/// has no lock.
-fn default_requirement_files(service: &str) -> Vec<String> {
-    match service {
-        "lms" | "studio" => {
+/// has no lock: devstack's, or in a Tutor container (whose openedx image keeps
+/// edx-platform in `/openedx`) the file its Dockerfile installs: development.txt for
+/// `tutor dev`, base.txt for `tutor local`.
+fn default_requirement_files(service: &str, tutor: Option<TutorMode>) -> Vec<String> {
+    match (service, tutor) {
+        (_, Some(TutorMode::Dev)) => {
+            vec![format!(
+                "{TUTOR_EDX_PLATFORM}/requirements/edx/development.txt"
+            )]
+        }
+        (_, Some(TutorMode::Local)) => {
+            vec![format!("{TUTOR_EDX_PLATFORM}/requirements/edx/base.txt")]
+        }
+        ("lms" | "studio", None) => {
             vec!["/edx/app/edxapp/edx-platform/requirements/edx/development.txt".into()]
         }
-        other => vec![format!("/edx/app/{other}/requirements/production.txt")],
+        (other, None) => vec![format!("/edx/app/{other}/requirements/production.txt")],
     }
+}
+
+/// Where Tutor's openedx image keeps edx-platform.
+const TUTOR_EDX_PLATFORM: &str = "/openedx/edx-platform";
+
+/// Which Tutor image a container runs, told by its edx-platform and its project's name.
+#[derive(Clone, Copy)]
+enum TutorMode {
+    Dev,
+    Local,
+}
+
+async fn tutor_mode(files: &ContainerFiles<'_>, project: &Project) -> Option<TutorMode> {
+    files
+        .read(&format!("{TUTOR_EDX_PLATFORM}/requirements/edx/base.txt"))
+        .await
+        .ok()?;
+    Some(if project.name().ends_with("_local") {
+        TutorMode::Local
+    } else {
+        TutorMode::Dev
+    })
 }
 
 /// What `warm` is asked to fill, and for which interpreter.
@@ -150,6 +183,10 @@ pub async fn command(options: WarmOptions) -> Result<()> {
             let service = names::service(word)?;
             let consumer = consumers::find_running(&docker, &project, &service).await?;
             let target = probe_target(&docker, &consumer.container, &options).await?;
+            let files = ContainerFiles {
+                docker: &docker,
+                container: consumer.container.clone(),
+            };
             // devcache.yml may key a service by any of its names (`cms:` is `studio:`).
             let configured_roots = configured
                 .iter()
@@ -158,18 +195,15 @@ pub async fn command(options: WarmOptions) -> Result<()> {
             let roots = match configured_roots {
                 Some(roots) => roots,
                 None => {
-                    let lock = default_lock(&service);
+                    let tutor = tutor_mode(&files, &project).await;
+                    let lock = default_lock(&service, tutor);
                     match files::read(&docker, &consumer.container, &lock).await? {
                         Some(_) => vec![lock],
-                        None => default_requirement_files(&service),
+                        None => default_requirement_files(&service, tutor),
                     }
                 }
             };
             println!("{service}: reading {}", roots.join(", "));
-            let files = ContainerFiles {
-                docker: &docker,
-                container: consumer.container.clone(),
-            };
             let (locks, requirement_files): (Vec<String>, Vec<String>) =
                 roots.into_iter().partition(|path| lock::is_lock(path));
             let found = read_all(&files, &requirement_files, &locks, &target).await;

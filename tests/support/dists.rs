@@ -94,3 +94,27 @@ pub fn blob(filename: &str, size: usize) -> Dist {
         metadata: None,
     }
 }
+
+/// A static index (PEP 503 pages with sha256 fragments) of the given wheels, for an
+/// index served from a container by Python's http.server.
+pub fn static_index(dir: &std::path::Path, dists: &[(&str, Dist)]) {
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    let mut pages: std::collections::BTreeMap<&str, String> = Default::default();
+    for (project, dist) in dists {
+        std::fs::write(dir.join("files").join(&dist.filename), &dist.bytes).unwrap();
+        pages.entry(project).or_default().push_str(&format!(
+            "<a href=\"../../files/{0}#sha256={1}\">{0}</a><br/>\n",
+            dist.filename,
+            dist.sha256()
+        ));
+    }
+    for (project, links) in pages {
+        let page_dir = dir.join("simple").join(project);
+        std::fs::create_dir_all(&page_dir).unwrap();
+        std::fs::write(
+            page_dir.join("index.html"),
+            format!("<!DOCTYPE html><html><body>\n{links}</body></html>\n"),
+        )
+        .unwrap();
+    }
+}

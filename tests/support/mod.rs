@@ -298,3 +298,48 @@ pub fn assert_ok(output: &Output, what: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Waits (up to 30 s) until `check` holds, or fails the test naming `what`.
+pub fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The host port Docker published a container's port 3141 on.
+pub fn published_port(container: &str) -> String {
+    let out = Command::new("docker")
+        .args(["port", container, "3141/tcp"])
+        .output()
+        .unwrap();
+    assert_ok(&out, "docker port");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .and_then(|l| l.rsplit(':').next())
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// The image the Docker tests run services and indexes in (made by `.ci/test-image`).
+pub const TEST_IMAGE: &str = "devcache-test/python:bookworm";
+
+/// Starts a container named `name` serving `dir` (a `dists::static_index`) with Python's
+/// http.server on port 8000, on `network` or else the default bridge.
+pub fn start_index_container(name: &str, network: Option<&str>, dir: &Path) {
+    let volume = format!("{}:/srv:ro", dir.display());
+    let mut args = vec!["run", "-d", "--name", name, "-v", &volume];
+    if let Some(network) = network {
+        args.extend(["--network", network]);
+    }
+    args.extend([TEST_IMAGE, "python3", "-m", "http.server", "8000"]);
+    args.extend(["--directory", "/srv"]);
+    let out = Command::new("docker").args(&args).output().unwrap();
+    assert_ok(&out, "start the upstream container");
+}

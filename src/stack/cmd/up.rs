@@ -122,7 +122,13 @@ async fn upstream_for_container(
             return Ok(url.clone());
         }
     }
-    let url = config?.upstream.value.context(
+    reachable_upstream(config?)
+}
+
+/// The upstream `config` names, checked to be one a container can reach: the same
+/// precedence as `devcache serve`.
+pub fn reachable_upstream(config: ServeConfig) -> Result<String> {
+    let url = config.upstream.value.context(
         "the cache container needs an upstream: pass --upstream URL once (devcache remembers it) or set DEVCACHE_UPSTREAM",
     )?;
     if matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "::1")) {

@@ -1,0 +1,494 @@
+//! Tutor, for real: the pinned Tutor `.ci/tutor` installs renders devcache's plugin into
+//! its Dockerfile and compose files; a project shaped as Compose v2 makes `tutor dev`
+//! (containers `<project>-lms-1`) is wired by the manager; and a BuildKit build with the
+//! plugin's own Dockerfile lines installs through the cache, and without it.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use support::dists::{static_index, wheel};
+use support::{TEST_IMAGE, assert_ok, devcache_command, published_port, wait_for};
+
+/// A unique name for this test's Docker objects.
+fn unique(prefix: &str) -> String {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{prefix}{}x{nonce}", std::process::id())
+}
+
+/// A Tutor of its own: `TUTOR_ROOT` and `TUTOR_PLUGINS_ROOT` in a temp dir, and the
+/// pinned Tutor first on PATH.
+struct Tutor {
+    dir: tempfile::TempDir,
+}
+
+impl Tutor {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn with_env(&self, mut command: Command) -> Command {
+        let venv = std::env::var_os("DEVCACHE_TEST_TUTOR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/tutor-venv"));
+        assert!(
+            venv.join("bin/tutor").exists(),
+            "no tutor in {}: run `bash .ci/tutor` (or `bash .ci/run`), or set DEVCACHE_TEST_TUTOR",
+            venv.display()
+        );
+        let path = format!(
+            "{}:{}",
+            venv.join("bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        command
+            .env("PATH", path)
+            .env("TUTOR_ROOT", self.dir.path().join("root"))
+            .env("TUTOR_PLUGINS_ROOT", self.dir.path().join("plugins"));
+        command
+    }
+
+    fn devcache(&self, args: &[&str]) -> Output {
+        self.with_env(devcache_command(self.dir.path()))
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn tutor(&self, args: &[&str]) -> Output {
+        let mut command = self.with_env(Command::new("tutor"));
+        command.env("HOME", self.dir.path());
+        command.args(args).output().unwrap()
+    }
+
+    /// A file of Tutor's rendered environment (`$TUTOR_ROOT/env/...`).
+    fn rendered(&self, path: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join("root/env").join(path)).unwrap()
+    }
+
+    fn compose(&self, path: &str) -> serde_yaml::Value {
+        serde_yaml::from_str(&self.rendered(path)).unwrap()
+    }
+
+    /// The lines devcache's plugin puts into the openedx Dockerfile, as Tutor rendered them.
+    fn dockerfile_patch(&self) -> String {
+        let dockerfile = self.rendered("build/openedx/Dockerfile");
+        let start = dockerfile
+            .find("# devcache:")
+            .expect("the Dockerfile carries devcache's lines");
+        let end = start + dockerfile[start..].find("; fi\n").unwrap() + "; fi\n".len();
+        dockerfile[start..end].to_string()
+    }
+}
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker").args(args).output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Removes the containers whose names start with a prefix, and the named networks and
+/// volumes, when dropped.
+struct Cleanup {
+    prefixes: Vec<String>,
+    networks: Vec<String>,
+    volumes: Vec<String>,
+    images: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for prefix in &self.prefixes {
+            let listed = docker(&["ps", "-aq", "--filter", &format!("name={prefix}")]);
+            for id in text(&listed.stdout).split_whitespace() {
+                docker(&["rm", "-f", id]);
+            }
+        }
+        for network in &self.networks {
+            docker(&["network", "rm", network]);
+        }
+        for volume in &self.volumes {
+            docker(&["volume", "rm", volume]);
+        }
+        for image in &self.images {
+            docker(&["rmi", "-f", image]);
+        }
+    }
+}
+
+/// Starts an index of `demo` 1.0 in a container (on `network`, or the default bridge).
+/// Returns the container's name.
+fn start_upstream(name: &str, network: Option<&str>, dir: &std::path::Path) -> String {
+    static_index(dir, &[("demo", wheel("demo", "1.0", &[]))]);
+    support::start_index_container(name, network, dir);
+    name.to_string()
+}
+
+#[test]
+fn enable_renders_the_cache_into_tutors_dockerfile_and_compose_files_and_disable_takes_it_out() {
+    let tutor = Tutor::new();
+    let out = tutor.devcache(&[
+        "tutor",
+        "enable",
+        "--upstream",
+        "http://10.1.2.3:8000/simple/",
+        "--build-host",
+        "172.17.0.1",
+        "--port",
+        "3142",
+    ]);
+    assert_ok(&out, "devcache tutor enable");
+    assert!(
+        text(&out.stdout).contains("written"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_ok(&tutor.tutor(&["config", "save"]), "tutor config save");
+
+    // The first stage, which every stage of the openedx image (and so every container
+    // made from it, jobs included) inherits.
+    let dockerfile = tutor.rendered("build/openedx/Dockerfile");
+    let minimal = dockerfile.split("FROM minimal AS python").next().unwrap();
+    for wanted in [
+        "PIP_INDEX_URL=http://172.17.0.1:3142/root/pypi/+simple/",
+        "PIP_TRUSTED_HOST=172.17.0.1",
+        "UV_DEFAULT_INDEX=http://172.17.0.1:3142/root/pypi/+simple/",
+        "DEVCACHE_UPSTREAM=http://10.1.2.3:8000/simple/",
+        "mv /usr/local/bin/uv /usr/local/bin/uv-devcache",
+    ] {
+        assert!(minimal.contains(wanted), "{wanted} not in:\n{minimal}");
+    }
+    // local/docker-compose.yml is the base of both `tutor local` and `tutor dev`.
+    let compose = tutor.compose("local/docker-compose.yml");
+    let cache = &compose["services"]["devcache"];
+    assert_eq!(
+        cache["image"],
+        format!("devcache:{}", env!("CARGO_PKG_VERSION")).as_str()
+    );
+    assert_eq!(cache["ports"][0], "3142:3141");
+    assert_eq!(
+        cache["environment"]["DEVCACHE_UPSTREAM"],
+        "http://10.1.2.3:8000/simple/"
+    );
+    assert_eq!(cache["volumes"][0], "../../data/devcache:/data:z");
+    for service in ["lms", "cms"] {
+        let depends = compose["services"][service]["depends_on"]
+            .as_sequence()
+            .unwrap();
+        assert!(depends.iter().any(|d| d == "devcache"), "{service}");
+    }
+
+    let out = tutor.devcache(&["tutor", "status"]);
+    assert!(
+        text(&out.stdout).contains("index: http://172.17.0.1:3142/"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = tutor.devcache(&["tutor", "disable"]);
+    assert_ok(&out, "devcache tutor disable");
+    assert!(!tutor.dir.path().join("plugins/devcache.yml").exists());
+    assert_ok(&tutor.tutor(&["config", "save"]), "tutor config save");
+    assert!(
+        !tutor
+            .rendered("build/openedx/Dockerfile")
+            .contains("devcache")
+    );
+    let compose = tutor.compose("local/docker-compose.yml");
+    assert!(compose["services"]["devcache"].is_null());
+    assert!(
+        !tutor
+            .rendered("local/docker-compose.yml")
+            .contains("devcache")
+    );
+}
+
+#[test]
+fn a_tutor_dev_project_is_wired_and_unwired_and_pip_and_uv_in_lms_install_through_the_cache() {
+    let project = format!("{}_dev", unique("dctutor"));
+    let network = format!("{project}_default");
+    let _cleanup = Cleanup {
+        prefixes: vec![format!("{project}-"), format!("edx.{project}.")],
+        networks: vec![network.clone()],
+        volumes: vec![format!("{project}_devpi_data")],
+        images: vec![],
+    };
+    assert_ok(&docker(&["network", "create", &network]), "network create");
+    let index = tempfile::tempdir().unwrap();
+    let upstream = start_upstream(
+        &format!("{project}-upstream-1"),
+        Some(&network),
+        index.path(),
+    );
+    // As Compose v2 names and labels `tutor dev`'s containers.
+    // lms-worker as the image devcache's Tutor plugin builds would make it.
+    let image_env = "PIP_INDEX_URL=http://172.17.0.1:3141/root/pypi/+simple/";
+    for (service, env) in [
+        ("lms", "LANG=C.UTF-8"),
+        ("cms", "LANG=C.UTF-8"),
+        ("lms-worker", image_env),
+    ] {
+        let out = docker(&[
+            "run",
+            "-d",
+            "-e",
+            env,
+            "--name",
+            &format!("{project}-{service}-1"),
+            "--network",
+            &network,
+            "--label",
+            &format!("com.docker.compose.project={project}"),
+            "--label",
+            &format!("com.docker.compose.service={service}"),
+            TEST_IMAGE,
+        ]);
+        assert_ok(&out, "start a Tutor service container");
+    }
+    let lms = format!("{project}-lms-1");
+    let uv = support::venv_tool("uv");
+    assert_ok(
+        &docker(&[
+            "cp",
+            &uv.display().to_string(),
+            &format!("{lms}:/usr/local/bin/uv"),
+        ]),
+        "copy uv into lms",
+    );
+
+    let home = tempfile::tempdir().unwrap();
+    let devcache = |args: &[&str]| {
+        devcache_command(home.path())
+            .args(args)
+            .args(["--project", &project])
+            .output()
+            .unwrap()
+    };
+    let upstream_url = format!("http://{upstream}:8000/simple/");
+    let out = devcache(&["up", "--upstream", &upstream_url, "--port", "0"]);
+    assert_ok(&out, "devcache up --project");
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("lms: wired") && said.contains("studio: wired"),
+        "{said}"
+    );
+
+    let exec = |script: &str| docker(&["exec", &lms, "sh", "-c", script]);
+    let out = exec(
+        "pip install --no-cache-dir --target /tmp/pip-site demo && cat /tmp/pip-site/demo/__init__.py",
+    );
+    assert_ok(&out, "pip install in lms");
+    let out = exec(
+        "uv pip install --no-cache --python python3 --target /tmp/uv-site demo && cat /tmp/uv-site/demo/__init__.py",
+    );
+    assert_ok(&out, "uv pip install in lms");
+    assert!(text(&out.stdout).contains("VERSION = \"1.0\""));
+
+    let out = devcache(&["status", "--json"]);
+    assert_ok(&out, "devcache status --json");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let consumer = |service: &str| {
+        report["consumers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["service"] == service)
+            .cloned()
+            .unwrap_or_else(|| panic!("{service} not in {report}"))
+    };
+    assert_eq!(consumer("lms")["container"], lms.as_str());
+    assert_eq!(consumer("lms")["pip"], "wired");
+    assert_eq!(
+        consumer("lms-worker")["pip"],
+        "wired by its image (Tutor plugin)"
+    );
+    // pip missed, then uv was answered from the cache.
+    let served = &consumer("lms")["served"];
+    assert!(served["misses"].as_u64().unwrap() >= 2, "{report}");
+    assert!(served["hits"].as_u64().unwrap() >= 1, "{report}");
+
+    // warm lms reads the requirement file Tutor's dev image installs.
+    let out = exec(
+        "mkdir -p /openedx/edx-platform/requirements/edx && cd /openedx/edx-platform/requirements/edx \
+         && echo 'demo==1.0' > development.txt && echo 'demo==1.0' > base.txt",
+    );
+    assert_ok(&out, "write edx-platform's requirement files into lms");
+    let out = devcache(&["warm", "lms"]);
+    assert_ok(&out, "devcache warm lms");
+    assert!(
+        text(&out.stdout)
+            .contains("lms: requirements /openedx/edx-platform/requirements/edx/development.txt"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    let out = devcache(&["disable", "lms"]);
+    assert_ok(&out, "devcache disable lms");
+    let out = exec("cat /root/.pip/pip.conf /root/.config/uv/uv.toml 2>/dev/null || true");
+    assert!(
+        !text(&out.stdout).contains("devcache"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = devcache(&["down"]);
+    assert_ok(&out, "devcache down");
+}
+
+/// Builds a context (a tar of `Dockerfile` and `uv`) with BuildKit through the
+/// Engine API (`version=2`): this machine's docker CLI has no buildx, and the Engine's
+/// own BuildKit needs no session for a context sent as the body. Returns whether it
+/// succeeded, and everything it said (BuildKit's progress records decoded, so the
+/// `RUN` steps' output is in there).
+fn buildkit_build(tag: &str, dockerfile: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("context.tar");
+    let mut tar = tar::Builder::new(std::fs::File::create(&context).unwrap());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
+        .unwrap();
+    tar.append_path_with_name(support::venv_tool("uv"), "uv")
+        .unwrap();
+    tar.finish().unwrap();
+    drop(tar);
+    let out = Command::new("curl")
+        .args(["-sS", "--unix-socket", "/var/run/docker.sock", "-X", "POST"])
+        .args(["-H", "Content-Type: application/x-tar", "--data-binary"])
+        .arg(format!("@{}", context.display()))
+        .arg(format!(
+            "http://localhost/build?version=2&nocache=1&rm=1&t={tag}"
+        ))
+        .output()
+        .unwrap();
+    assert_ok(&out, "POST /build");
+    let mut said = String::new();
+    let mut failed = false;
+    for line in text(&out.stdout).lines() {
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if let Some(error) = record["error"].as_str() {
+            failed = true;
+            said.push_str(error);
+            said.push('\n');
+        }
+        if let Some(aux) = record["aux"].as_str() {
+            use base64::Engine;
+            if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(aux) {
+                said.push_str(&text(&bytes));
+            }
+        }
+    }
+    (!failed, said)
+}
+
+#[test]
+fn buildkit_run_steps_install_through_the_cache_and_uv_falls_back_when_it_is_down() {
+    let name = unique("dctutorbk");
+    let tag = format!("devcache-test/{name}:build");
+    let _cleanup = Cleanup {
+        prefixes: vec![format!("{name}-")],
+        networks: vec![],
+        volumes: vec![],
+        images: vec![tag.clone()],
+    };
+    // The upstream on the default bridge, where build steps can reach it too.
+    let index = tempfile::tempdir().unwrap();
+    let upstream = start_upstream(&format!("{name}-upstream"), None, index.path());
+    let address =
+        text(&docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &upstream]).stdout)
+            .trim()
+            .to_string();
+    let upstream_url = format!("http://{address}:8000/simple/");
+
+    // The cache as the plugin's compose service runs it: devcache's image, port published.
+    let tutor = Tutor::new();
+    assert_ok(&tutor.devcache(&["image"]), "devcache image");
+    let cache = format!("{name}-devcache");
+    let image = format!("devcache:{}", env!("CARGO_PKG_VERSION"));
+    let out = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &cache,
+        "-p",
+        "3141",
+        "-e",
+        &format!("DEVCACHE_UPSTREAM={upstream_url}"),
+        &image,
+    ]);
+    assert_ok(&out, "start the cache container");
+    let port = published_port(&cache);
+    let status_url = format!("http://127.0.0.1:{port}/+status");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = || -> Option<serde_json::Value> {
+        runtime.block_on(async {
+            let answer = support::http().get(&status_url).send().await.ok()?;
+            answer.json().await.ok()
+        })
+    };
+    wait_for("the cache to answer", || status().is_some());
+
+    // The plugin's lines, as Tutor renders them; the host is found from the Engine.
+    let out = tutor.devcache(&[
+        "tutor",
+        "enable",
+        "--upstream",
+        &upstream_url,
+        "--port",
+        &port,
+    ]);
+    assert_ok(&out, "devcache tutor enable");
+    let patch = tutor.dockerfile_patch();
+
+    // As in Tutor's first stage: uv at /usr/local/bin/uv, then the plugin's lines.
+    let base = format!("FROM {TEST_IMAGE}\nCOPY uv /usr/local/bin/uv\n{patch}");
+    let dockerfile = format!(
+        "{base}RUN --mount=type=cache,target=/root/.cache/pip pip install --target /opt/pip-site demo\n\
+         RUN uv pip install --no-cache --python python3 --target /opt/uv-site demo\n"
+    );
+    let (built, said) = buildkit_build(&tag, &dockerfile);
+    assert!(built, "the build failed:\n{said}");
+    let after = status().unwrap();
+    assert!(after["misses"].as_u64().unwrap() >= 2, "{after}");
+    assert!(after["hits"].as_u64().unwrap() >= 1, "{after}");
+    let out = docker(&["run", "--rm", &tag, "cat", "/opt/uv-site/demo/__init__.py"]);
+    assert!(text(&out.stdout).contains("VERSION = \"1.0\""));
+
+    // The cache stopped: uv says so and installs from the upstream; pip fails.
+    assert_ok(&docker(&["stop", &cache]), "stop the cache");
+    let uv_only = format!(
+        "{base}RUN uv pip install --no-cache --python python3 --target /opt/uv-site demo\n"
+    );
+    let (built, said) = buildkit_build(&tag, &uv_only);
+    assert!(built, "the build without the cache failed:\n{said}");
+    assert!(
+        said.contains(&format!("does not answer; uv installs from {upstream_url}")),
+        "{said}"
+    );
+    let pip_only = format!("{base}RUN pip install --retries 0 --target /opt/pip-site demo\n");
+    let (built, said) = buildkit_build(&tag, &pip_only);
+    assert!(
+        !built,
+        "pip cannot fall back, yet the build succeeded:\n{said}"
+    );
+    // pip says which index it asked, then that it found nothing there.
+    assert!(
+        said.contains("Looking in indexes: http://")
+            && said.contains(&format!(":{port}/root/pypi/+simple/")),
+        "{said}"
+    );
+    assert!(
+        said.contains("No matching distribution found for demo"),
+        "{said}"
+    );
+}
