@@ -325,7 +325,7 @@ fn a_tutor_dev_project_is_wired_and_unwired_and_pip_and_uv_in_lms_install_throug
     assert_ok(&out, "devcache warm lms");
     assert!(
         text(&out.stdout)
-            .contains("lms: requirements /openedx/edx-platform/requirements/edx/development.txt"),
+            .contains("lms: reading /openedx/edx-platform/requirements/edx/development.txt"),
         "{}",
         text(&out.stdout)
     );
