@@ -35,6 +35,8 @@ pub struct FileRequest<'a> {
     pub dist_filename: &'a str,
     /// The distribution's core metadata rather than the distribution itself.
     pub metadata: bool,
+    /// The pin set to record the file in (`warm` asks for it), so eviction keeps it.
+    pub pin: Option<&'a str>,
 }
 
 /// What the client asked of the file.
@@ -109,7 +111,11 @@ impl Cache {
             key,
             dist_filename,
             metadata,
+            pin,
         } = request;
+        if !metadata {
+            self.pin(pin, key);
+        }
         if !metadata && let Some(answer) = self.cached(key) {
             return Ok((answer, Outcome::Hit));
         }
@@ -128,6 +134,7 @@ impl Cache {
         }
         let key = BlobKey::for_file(dist, metadata);
         if metadata {
+            self.pin(pin, &key);
             if let Some(answer) = self.core_metadata(dist, &key).await? {
                 return Ok(answer);
             }
@@ -212,10 +219,23 @@ impl Cache {
         // microseconds, less than a trip to the blocking pool, which every cold request
         // would pay too (it starts by looking here).
         let file = self.store.open_blob(key)?;
+        self.store.touch(&file);
         Some(FileAnswer::Cached(CachedFile {
             file,
             key: key.clone(),
         }))
+    }
+}
+
+impl Cache {
+    /// Records `key` in the pin set `set`, if one is asked for. A pin that cannot be
+    /// written leaves the file evictable, which is logged, not a failed request.
+    fn pin(&self, set: Option<&str>, key: &BlobKey) {
+        if let Some(set) = set
+            && let Err(e) = self.store.pin(set, [key])
+        {
+            tracing::warn!("{e:#}");
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::State;
 use super::simple::page_error;
+use crate::api::PIN_HEADER;
 use crate::cache::{FileAnswer, FileError, FileRequest, FillError, Outcome, Want};
 use crate::index::ProjectName;
 use crate::store::{BlobKey, mapped};
@@ -40,6 +41,7 @@ pub async fn file(
         key: &key,
         dist_filename,
         metadata,
+        pin: headers.get(PIN_HEADER).and_then(|v| v.to_str().ok()),
     };
     let etag = format!("\"{}\"", key.as_str());
     let want = if method == Method::HEAD {

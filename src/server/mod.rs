@@ -57,6 +57,7 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     if owns_data_dir {
         store.remove_leftovers()?;
     }
+    store.set_max_size(config.max_size.value);
     store.count_existing_files();
     let upstream = match (&config.upstream.value, config.offline.value) {
         (Some(url), false) => Some(Upstream::new(
@@ -67,6 +68,7 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     };
     let index_ttl = Duration::from_secs(config.index_ttl.value);
     let cache = Cache::new(store, upstream, index_ttl);
+    cache.keep_within_budget();
     let state = Arc::new(AppState {
         cache: cache.clone(),
         counters: Counters::default(),

@@ -183,6 +183,19 @@ pub async fn running(
     Ok((container, port))
 }
 
+/// Runs `devcache <args> --data-dir /data` in the cache container (the image holds this
+/// very binary): what it printed, or its error as it said it.
+pub async fn run_devcache(docker: &Docker, container: &str, args: &[&str]) -> Result<String> {
+    let mut cmd = vec!["/usr/local/bin/devcache"];
+    cmd.extend_from_slice(args);
+    cmd.extend_from_slice(&["--data-dir", "/data"]);
+    let ran = super::exec::run(docker, container, &cmd).await?;
+    if ran.code != 0 {
+        bail!("{}", ran.stderr.trim().trim_start_matches("devcache: "));
+    }
+    Ok(ran.stdout)
+}
+
 pub fn is_running(container: &ContainerInspectResponse) -> bool {
     container
         .state

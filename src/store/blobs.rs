@@ -66,6 +66,11 @@ impl Store {
         std::fs::File::open(self.blob_path(key)).ok()
     }
 
+    /// The size of the cached file of `key`, when it is cached.
+    pub fn blob_size(&self, key: &BlobKey) -> Option<u64> {
+        std::fs::metadata(self.blob_path(key)).ok().map(|m| m.len())
+    }
+
     /// Whether the file of `key` is cached.
     pub fn has_blob(&self, key: &BlobKey) -> bool {
         self.blob_path(key).exists()
@@ -97,27 +102,6 @@ impl Store {
         self.record_new_file(size);
         Ok(())
     }
-}
-
-/// Counts the files under `files/` and their bytes.
-pub(super) fn count(dir: &Path) -> (u64, u64) {
-    let mut files = 0;
-    let mut bytes = 0;
-    for shard in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for entry in std::fs::read_dir(shard.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Ok(meta) = entry.metadata()
-                && meta.is_file()
-            {
-                files += 1;
-                bytes += meta.len();
-            }
-        }
-    }
-    (files, bytes)
 }
 
 #[cfg(test)]
