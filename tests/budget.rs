@@ -25,7 +25,7 @@ async fn upstream_of(projects: &[&str]) -> (TestUpstream, Vec<Dist>) {
     (upstream, dists)
 }
 
-/// Downloads a file through the cache, checking its bytes.
+/// Downloads a file through the cache, checking its bytes, and waits until it is saved.
 async fn download(cache: &Devcache, project: &str, dist: &Dist) {
     let url = format!(
         "{}/root/pypi/+f/{project}/{}/{}",
@@ -40,17 +40,29 @@ async fn download(cache: &Devcache, project: &str, dist: &Dist) {
         response.status()
     );
     assert_eq!(response.bytes().await.unwrap().as_ref(), dist.bytes);
+    wait_until(cache, dist, true).await;
 }
 
 /// Waits (a few seconds at most) until the background eviction has removed `gone`.
 async fn wait_until_evicted(cache: &Devcache, gone: &Dist) {
+    wait_until(cache, gone, false).await;
+}
+
+/// Waits until `dist` is in the cache (`cached`) or not; a client may have every byte
+/// of a file a moment before it is saved.
+async fn wait_until(cache: &Devcache, dist: &Dist, cached: bool) {
     for _ in 0..200 {
-        if !cache.has_blob(&gone.sha256()) {
+        if cache.has_blob(&dist.sha256()) == cached {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{} was not evicted; log:\n{}", gone.filename, cache.log());
+    panic!(
+        "{} cached: {}; log:\n{}",
+        dist.filename,
+        !cached,
+        cache.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
