@@ -22,6 +22,9 @@ pub const STATUS_PATH: &str = "/+status";
 /// what was already cached by it, and people debugging can see it with `curl -I`.
 pub const OUTCOME_HEADER: &str = "x-devcache-cache";
 
+/// The counters in Prometheus text (OpenMetrics), for dashboards.
+pub const METRICS_PATH: &str = "/metrics";
+
 /// Asks the cache to pin the file requested in the named pin set, so that eviction
 /// never removes it (`warm` sends it with every file it fetches).
 pub const PIN_HEADER: &str = "x-devcache-pin";

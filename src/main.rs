@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod disk;
 mod index;
+mod metrics;
 mod server;
 mod stack;
 mod store;

@@ -21,6 +21,7 @@ use reqwest::header::CONTENT_RANGE;
 use super::fills::{FillRequest, Joined};
 use super::{Cache, Fill, FillError, Outcome, PageError};
 use crate::index::ProjectName;
+use crate::metrics::metrics;
 use crate::store::BlobKey;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -281,6 +282,7 @@ async fn passed_through(
             let chunk = match chunk {
                 Ok(_) if *left == 0 => return futures::future::ready(None),
                 Ok(mut chunk) => {
+                    metrics().upstream_bytes(chunk.len() as u64);
                     chunk.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
                     *left -= chunk.len() as u64;
                     Ok(chunk)
