@@ -132,6 +132,9 @@ pub struct UpArgs {
     /// Host port to publish the cache on; 0 picks a free one
     #[arg(long, default_value_t = 3141)]
     pub port: u16,
+    /// The cache's disk budget, e.g. 20GiB [env: DEVCACHE_MAX_SIZE] [default: as for `serve`]
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_size: Option<u64>,
     /// Configuration file, as for `serve`
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -370,6 +373,7 @@ impl From<UpArgs> for UpOptions {
             serve: ServeSettings {
                 upstream: args.upstream,
                 config: args.config,
+                max_size: args.max_size,
                 ..Default::default()
             },
             port: args.port,

@@ -128,18 +128,23 @@ async fn over_its_budget_the_cache_evicts_the_least_recently_used_and_never_what
     download(&cache, "beta", beta).await;
 
     // Once unpinned, the warmed file is evictable like the others.
-    let out = devcache_command(tmp.path())
-        .args(["unpin", "warm-offline.txt", "--data-dir"])
-        .arg(&cache.data_dir)
-        .output()
-        .unwrap();
-    assert_ok(&out, "devcache unpin");
-    let out = devcache_command(tmp.path())
-        .args(["pins", "--data-dir"])
-        .arg(&cache.data_dir)
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing is pinned"));
+    let on_data_dir = |args: &[&str]| {
+        let out = devcache_command(tmp.path())
+            .args(args)
+            .arg("--data-dir")
+            .arg(&cache.data_dir)
+            .output()
+            .unwrap();
+        assert_ok(&out, &format!("devcache {args:?}"));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pins = on_data_dir(&["pins"]);
+    assert!(
+        pins.contains("warm-offline.txt: 1 files cached (97.7 KiB)"),
+        "{pins}"
+    );
+    on_data_dir(&["unpin", "warm-offline.txt"]);
+    assert!(on_data_dir(&["pins"]).contains("nothing is pinned"));
     download(&cache, "alpha", alpha).await;
     wait_until_evicted(&cache, offline).await;
 }

@@ -39,6 +39,8 @@ pub struct Wanted {
     pub upstream: String,
     /// Host port; 0 lets the Engine pick one.
     pub port: u16,
+    /// The disk budget (`serve --max-size`), in bytes.
+    pub max_size: Option<u64>,
 }
 
 /// What `ensure` did to the container.
@@ -285,7 +287,14 @@ fn container_body(project: &Project, wanted: &Wanted) -> ContainerCreateBody {
                 &wanted.upstream,
             ]
             .map(String::from)
-            .to_vec(),
+            .into_iter()
+            .chain(
+                wanted
+                    .max_size
+                    .iter()
+                    .flat_map(|size| ["--max-size".into(), size.to_string()]),
+            )
+            .collect(),
         ),
         env: Some(env),
         exposed_ports: Some(vec![port_key.clone()]),
@@ -394,4 +403,38 @@ async fn ensure_volume(docker: &Docker, project: &Project) -> Result<()> {
         .await
         .map_err(|e| anyhow!("cannot create volume {name}: {}", message(&e)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_reaches_the_cache_container_and_changing_it_recreates_it() {
+        let project = Project::new("budget").unwrap();
+        let mut wanted = Wanted {
+            upstream: "https://my-index.example/simple/".into(),
+            port: 3141,
+            max_size: None,
+        };
+        let unbounded = container_body(&project, &wanted);
+        assert!(!unbounded.cmd.unwrap().contains(&"--max-size".to_string()));
+        wanted.max_size = Some(20 << 30);
+        let bounded = container_body(&project, &wanted);
+        let cmd = bounded.cmd.clone().unwrap();
+        assert_eq!(cmd[cmd.len() - 2..], ["--max-size", "21474836480"]);
+        assert_ne!(
+            spec_digest(&bounded, "binary"),
+            spec_digest(
+                &container_body(
+                    &project,
+                    &Wanted {
+                        max_size: None,
+                        ..wanted
+                    }
+                ),
+                "binary"
+            )
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! Removing a file is safe while a client reads it: readers hold it open (and map it),
 //! and the bytes stay until they close it. A file used again between the scan and its
 //! removal is kept. Files being downloaded are under `tmp/` and never considered.
+//! After a pass the store's counters are set from its scan.
 //! Pages stay: they are small, and a page whose files are gone lists them again as
 //! fetchable from the upstream.
 
@@ -31,7 +32,9 @@ impl Store {
         let pinned = self.pinned();
         let mut report = Report::default();
         let mut candidates = Vec::new();
-        for blob in self.blobs() {
+        let blobs = self.blobs();
+        let files_before = blobs.len() as u64;
+        for blob in blobs {
             report.bytes_before += blob.size;
             if pinned.contains(&blob.key) {
                 report.pinned_files += 1;
@@ -51,11 +54,19 @@ impl Store {
                 if used_since(&blob) || std::fs::remove_file(&blob.path).is_err() {
                     continue;
                 }
-                self.record_removed_file(blob.size);
+                self.record_eviction(blob.size);
             }
             report.bytes_after -= blob.size;
             report.removed_bytes += blob.size;
             report.removed.push(blob);
+        }
+        if !dry_run {
+            // The scan is the truth: it also counts what other processes (an import)
+            // added or removed behind this one's counters.
+            self.set_file_totals(
+                files_before - report.removed.len() as u64,
+                report.bytes_after,
+            );
         }
         report
     }

@@ -119,11 +119,15 @@ impl Store {
         self.check_budget();
     }
 
-    fn record_removed_file(&self, size: u64) {
-        self.inner.files.fetch_sub(1, Ordering::Relaxed);
-        self.inner.bytes.fetch_sub(size, Ordering::Relaxed);
+    fn record_eviction(&self, size: u64) {
         self.inner.evictions.fetch_add(1, Ordering::Relaxed);
         self.inner.evicted_bytes.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// Sets the files' count and bytes to what a scan of `files/` found.
+    fn set_file_totals(&self, files: u64, bytes: u64) {
+        self.inner.files.store(files, Ordering::Relaxed);
+        self.inner.bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// Files evicted, and their bytes, since this process opened the store.

@@ -39,6 +39,9 @@ pub async fn up(options: UpOptions) -> Result<()> {
     let wanted = Wanted {
         upstream,
         port: options.port,
+        max_size: ServeConfig::load(&options.serve, &process_env)?
+            .max_size
+            .value,
     };
     let name = project.cache_container();
     let change = cache::ensure(&docker, &project, &wanted).await?;
