@@ -1,5 +1,10 @@
-//! One log line per request (method, path, status, bytes, time, hit/miss), written
-//! when the response body ends, so the byte count is what the client got.
+//! One log line per request (client address, installer, method, path, status,
+//! bytes, time, hit/miss), written when the response body ends, so the byte count is
+//! what the client got. Request lines go to stdout (the target [`ACCESS`]), so
+//! `devcache logs | grep miss` finds them; health checks (`/+status`) are at debug.
+
+/// The tracing target of request lines, which `serve` writes to stdout.
+pub const ACCESS: &str = "access";
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -16,6 +21,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use super::clients::installer;
 use super::{AppState, Outcome, State};
 use crate::api::{FILES_PATH, INDEX_PATH, METRICS_PATH, OUTCOME_HEADER, SIMPLE_PATH, STATUS_PATH};
 use crate::metrics::{Route, metrics};
@@ -115,11 +121,13 @@ impl Drop for LoggedBody {
             self.outcome.map(Outcome::as_str),
             self.bytes,
         );
+        let installer = installer(self.user_agent.as_deref());
         if let (Some(client), Some(outcome)) = (self.client, self.outcome) {
             self.state
                 .clients
-                .record(client, self.user_agent.as_deref(), outcome, self.bytes);
+                .record(client, installer, outcome, self.bytes);
         }
+        let client = self.client.map_or("-".to_string(), |c| c.to_string());
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let (method, path, status, bytes, outcome) = (
             &self.method,
@@ -128,12 +136,14 @@ impl Drop for LoggedBody {
             self.bytes,
             self.outcome.map_or("-", Outcome::as_str),
         );
-        if self.finished {
-            tracing::info!("{method} {path} {status} {bytes}B {ms:.1}ms {outcome}");
+        let line =
+            format!("{client} {installer} {method} {path} {status} {bytes}B {ms:.1}ms {outcome}");
+        if !self.finished {
+            tracing::warn!(target: ACCESS, "{line} (connection closed before the end)");
+        } else if path == STATUS_PATH {
+            tracing::debug!(target: ACCESS, "{line}");
         } else {
-            tracing::warn!(
-                "{method} {path} {status} {bytes}B {ms:.1}ms {outcome} (connection closed before the end)"
-            );
+            tracing::info!(target: ACCESS, "{line}");
         }
     }
 }

@@ -34,6 +34,7 @@ pub use crate::cache::Outcome;
 use crate::config::ServeConfig;
 use crate::store::Store;
 use crate::upstream::Upstream;
+pub use access_log::ACCESS as ACCESS_TARGET;
 
 #[derive(Default)]
 struct Counters {

@@ -1,12 +1,14 @@
 //! When each cached file was last used, for evicting the least recently used first.
 //!
-//! The record is the file's own modification time, which devcache sets each time it
-//! opens a file to answer a request: files never change after they are published, so
-//! the time says nothing else, and it costs one syscall on a file already open, no
-//! index to keep and nothing to rebuild after a restart or a crash. Access times
-//! (atime) are not used: they are often off (`noatime`) or coarse (`relatime`).
+//! The record is the file's access time, which devcache sets itself each time it opens
+//! a file to answer a request: one call on a file already open, no index to keep and
+//! nothing to rebuild after a restart or a crash. It does not rely on the kernel's own
+//! updates, which are often off (`noatime`) or coarse (`relatime`); the modification
+//! time stays when the file was cached (it is the answer's Last-Modified). Under
+//! `relatime` a read by another program (an `export`) of a file unused for a day
+//! counts as a use too.
 
-use std::fs::File;
+use std::fs::{File, FileTimes};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -24,7 +26,7 @@ pub struct Blob {
 impl Store {
     /// Records that `file`, a cached file just opened, is being used now.
     pub fn touch(&self, file: &File) {
-        if let Err(e) = file.set_modified(SystemTime::now()) {
+        if let Err(e) = file.set_times(FileTimes::new().set_accessed(SystemTime::now())) {
             tracing::debug!(error = %e, "cannot record a file's use");
         }
     }
@@ -47,7 +49,7 @@ impl Store {
                     blobs.push(Blob {
                         key,
                         size: meta.len(),
-                        last_used: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                        last_used: meta.accessed().unwrap_or(SystemTime::UNIX_EPOCH),
                         path,
                     });
                 }

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::SystemTime;
+
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::Store;
@@ -69,6 +72,22 @@ impl Store {
     /// The size of the cached file of `key`, when it is cached.
     pub fn blob_size(&self, key: &BlobKey) -> Option<u64> {
         std::fs::metadata(self.blob_path(key)).ok().map(|m| m.len())
+    }
+
+    /// The cached file of `key` as bytes to send (a shared memory map) and when it was
+    /// cached, or `None` when it is not cached. Recorded as a use of the file.
+    pub fn blob_bytes(&self, key: &BlobKey) -> Option<(Bytes, Option<SystemTime>)> {
+        let path = self.blob_path(key);
+        let file = std::fs::File::open(&path).ok()?;
+        self.touch(&file);
+        let modified = file.metadata().and_then(|m| m.modified()).ok();
+        match self.inner.maps.bytes(&path, &file) {
+            Ok(bytes) => Some((bytes, modified)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot map a cached file");
+                None
+            }
+        }
     }
 
     /// Whether the file of `key` is cached.

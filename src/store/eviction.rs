@@ -75,7 +75,7 @@ impl Store {
 /// Whether the file was used after it was scanned.
 fn used_since(blob: &Blob) -> bool {
     std::fs::metadata(&blob.path)
-        .and_then(|m| m.modified())
+        .and_then(|m| m.accessed())
         .is_ok_and(|t: SystemTime| t > blob.last_used)
 }
 
@@ -90,7 +90,8 @@ mod tests {
         let key = BlobKey::parse(&byte.to_string().repeat(64)).unwrap();
         store.save_blob(&key, &[0u8; 100]).unwrap();
         let file = store.open_blob(&key).unwrap();
-        file.set_modified(SystemTime::now() - Duration::from_secs(age_secs))
+        let used = SystemTime::now() - Duration::from_secs(age_secs);
+        file.set_times(std::fs::FileTimes::new().set_accessed(used))
             .unwrap();
         key
     }

@@ -3,7 +3,7 @@
 //! ```text
 //! pages/<project>.json   index pages with their fetch time and validators (pages.rs)
 //! files/<ab>/<key>       distribution and metadata files, by sha256 (blobs.rs); each
-//!                        file's modification time is its last use (access.rs)
+//!                        file's access time is its last use (access.rs)
 //! pins/<set>             keys eviction never removes (pins.rs, eviction.rs)
 //! tmp/                   files being written; emptied at start, so a crash leaves nothing half-done
 //! ```
@@ -35,6 +35,7 @@ pub struct Store {
 
 struct Inner {
     root: PathBuf,
+    maps: mapped::SharedMaps,
     files: AtomicU64,
     bytes: AtomicU64,
     evictions: AtomicU64,
@@ -61,6 +62,7 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
+                maps: mapped::SharedMaps::default(),
                 files: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
                 evictions: AtomicU64::new(0),
