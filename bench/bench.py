@@ -775,6 +775,14 @@ def versions() -> str:
     return ", ".join(parts)
 
 
+def generate_workload(tree: str, up_port: int, quick: bool) -> workload.Workload:
+    """The upstream's tree for a quick or a full run."""
+    if quick:
+        return workload.generate(tree, f"http://127.0.0.1:{up_port}", 40, [5 * workload.MB], 20 * workload.MB)
+    return workload.generate(tree, f"http://127.0.0.1:{up_port}", 300,
+                             [5 * workload.MB, 20 * workload.MB, 50 * workload.MB], 50 * workload.MB)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a CI-sized run: fewer projects, smaller files, shorter load")
@@ -795,11 +803,7 @@ def main():
     up_port = free_port()
     tree = os.path.join(args.work, "upstream")
     print("generating the upstream...", flush=True)
-    if args.quick:
-        wl = workload.generate(tree, f"http://127.0.0.1:{up_port}", 40, [5 * workload.MB], 20 * workload.MB)
-    else:
-        wl = workload.generate(tree, f"http://127.0.0.1:{up_port}", 300,
-                               [5 * workload.MB, 20 * workload.MB, 50 * workload.MB], 50 * workload.MB)
+    wl = generate_workload(tree, up_port, args.quick)
     print(f"  {len(wl.pinned)} projects in the set; cold file {fmt_bytes(wl.cold_size)}", flush=True)
     nginx = Nginx(args.work, tree, up_port)
     nginx.start()

@@ -22,6 +22,13 @@ pub const STATUS_PATH: &str = "/+status";
 /// what was already cached by it, and people debugging can see it with `curl -I`.
 pub const OUTCOME_HEADER: &str = "x-devcache-cache";
 
+/// The counters in Prometheus text (OpenMetrics), for dashboards.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Asks the cache to pin the file requested in the named pin set, so that eviction
+/// never removes it (`warm` sends it with every file it fetches).
+pub const PIN_HEADER: &str = "x-devcache-pin";
+
 /// The `/+status` document. Its field names are read by scripts: keep them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
@@ -37,6 +44,19 @@ pub struct Status {
     pub misses: u64,
     pub stale: u64,
     pub uptime_seconds: u64,
+    /// The disk budget for files, in bytes; `null`: none.
+    #[serde(default)]
+    pub max_size: Option<u64>,
+    /// Files that eviction never removes (warmed or imported), and their bytes.
+    #[serde(default)]
+    pub pinned_files: u64,
+    #[serde(default)]
+    pub pinned_bytes: u64,
+    /// Files evicted to keep within the budget since the server started, and their bytes.
+    #[serde(default)]
+    pub evictions: u64,
+    #[serde(default)]
+    pub evicted_bytes: u64,
     pub index_path: String,
     /// Per client address and installer: what was served from the cache and what was fetched.
     pub clients: Vec<ClientStats>,
@@ -48,6 +68,21 @@ impl Status {
     pub fn hit_rate(&self) -> Option<f64> {
         let served = self.hits + self.misses + self.stale;
         (served > 0).then(|| 100.0 * (self.hits + self.stale) as f64 / served as f64)
+    }
+
+    /// The disk budget in words: its size, what is pinned, what was evicted.
+    pub fn disk_budget(&self) -> String {
+        let budget = match self.max_size {
+            Some(max) => format!("{} of {} used", human_bytes(self.bytes), human_bytes(max)),
+            None => format!("{} used, no budget (--max-size)", human_bytes(self.bytes)),
+        };
+        format!(
+            "{budget}; {} pinned ({} files); {} evicted ({} files)",
+            human_bytes(self.pinned_bytes),
+            self.pinned_files,
+            human_bytes(self.evicted_bytes),
+            self.evictions
+        )
     }
 }
 

@@ -83,8 +83,27 @@ Examples:
     #[command(after_help = "\
 Examples:
   devcache import devstack-cache.tar.zst                 # into the running cache container
-  devcache import cache.tar --data-dir ./cache")]
-    Import(TransferArgs),
+  devcache import cache.tar --data-dir ./cache
+  devcache import team.tar.zst --pin team-offline    # pinned under that name
+  devcache import old.tar --no-pin                    # evictable like any other file")]
+    Import(ImportArgs),
+    /// List the pin sets: files warm and import brought in, which eviction never removes.
+    #[command(
+        after_help = "Examples:\n  devcache pins\n  devcache pins --data-dir ~/.cache/devcache"
+    )]
+    Pins(DiskArgs),
+    /// Drop pin sets: their files may be evicted again when the cache is over its budget.
+    #[command(
+        after_help = "Examples:\n  devcache unpin warm-lms\n  devcache unpin --all --data-dir ./cache"
+    )]
+    Unpin(UnpinArgs),
+    /// Remove the least recently used unpinned files until the cache fits a budget, once.
+    #[command(after_help = "\
+Examples:
+  devcache gc --dry-run                        # what the cache container's budget would remove
+  devcache gc --max-size 10GiB                 # in the running cache container
+  devcache gc --max-size 5GiB --data-dir ~/.cache/devcache")]
+    Gc(GcArgs),
     /// Make the devcache image from this executable (`up` does it when needed); it is
     /// `devcache:<version>`, or the name in DEVCACHE_IMAGE.
     Image {
@@ -157,6 +176,9 @@ pub struct UpArgs {
     /// Host port to publish the cache on; 0 picks a free one
     #[arg(long, default_value_t = 3141)]
     pub port: u16,
+    /// The cache's disk budget, e.g. 20GiB [env: DEVCACHE_MAX_SIZE] [default: as for `serve`]
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_size: Option<u64>,
     /// Configuration file, as for `serve`
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -193,6 +215,13 @@ pub struct WarmArgs {
     /// Downloads at once
     #[arg(long, default_value_t = 8)]
     pub jobs: usize,
+    /// The pin set that keeps what is warmed from eviction [default: warm-<service>, or
+    /// warm-<first requirement file's name>]
+    #[arg(long, value_name = "SET")]
+    pub pin: Option<String>,
+    /// Do not pin what is warmed: it may be evicted like any other file
+    #[arg(long, conflicts_with = "pin")]
+    pub no_pin: bool,
     /// Configuration file, as for `serve`
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -206,11 +235,80 @@ pub struct WarmArgs {
 pub struct TransferArgs {
     /// The bundle (.tar or .tar.zst)
     pub file: PathBuf,
+    #[command(flatten)]
+    pub disk: DiskArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+    /// The pin set that keeps the imported files from eviction [default: import-<bundle's file name>]
+    #[arg(long, value_name = "SET")]
+    pub pin: Option<String>,
+    /// Do not pin the imported files: they may be evicted like any other file
+    #[arg(long, conflicts_with = "pin")]
+    pub no_pin: bool,
+}
+
+/// Which cache a disk command works on.
+#[derive(Debug, Clone, Args)]
+pub struct DiskArgs {
     /// A data directory instead of the running cache container
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub stack: StackArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnpinArgs {
+    /// Pin sets to drop, as `devcache pins` names them (e.g. warm-lms)
+    pub sets: Vec<String>,
+    /// Drop every pin set
+    #[arg(long, conflicts_with = "sets")]
+    pub all: bool,
+    #[command(flatten)]
+    pub disk: DiskArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GcArgs {
+    /// The budget, e.g. 20GiB [default: the cache's --max-size / DEVCACHE_MAX_SIZE / max_size:]
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_size: Option<u64>,
+    /// Only say what would be removed
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Configuration file, as for `serve`
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub disk: DiskArgs,
+}
+
+impl DiskArgs {
+    /// The data directory when one is given, else the project's cache container.
+    pub fn cache(&self) -> Cache {
+        match &self.data_dir {
+            Some(dir) => Cache::DataDir(dir.clone()),
+            None => Cache::Container {
+                project: self.stack.project.clone(),
+            },
+        }
+    }
+}
+
+impl GcArgs {
+    /// Where `gc` finds the configured budget when no --max-size is given.
+    pub fn serve(&self) -> ServeSettings {
+        ServeSettings {
+            data_dir: self.disk.data_dir.clone(),
+            config: self.config.clone(),
+            offline: true,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -282,9 +380,18 @@ pub struct ServeArgs {
     /// [env: DEVCACHE_UPSTREAM_TIMEOUT] [default: 10]
     #[arg(long, value_name = "SECS")]
     pub upstream_timeout: Option<u64>,
+    /// Disk budget for cached files, e.g. 20GiB; beyond it the least recently used
+    /// unpinned files are evicted [env: DEVCACHE_MAX_SIZE] [default: none]
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_size: Option<u64>,
     /// Configuration file [env: DEVCACHE_CONFIG] [default: ./devcache.yml, then the user's config directory]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+/// A size flag (`20GiB`, `500MB`, bytes), as devcache.yml and the environment write it.
+fn size(raw: &str) -> Result<u64, String> {
+    crate::config::parse_size(raw).map_err(|e| e.to_string())
 }
 
 // What each command's flags become for the module that does the work: nothing below
@@ -300,6 +407,7 @@ impl From<ServeArgs> for ServeSettings {
             offline: args.offline,
             index_ttl: args.index_ttl,
             upstream_timeout: args.upstream_timeout,
+            max_size: args.max_size,
             config: args.config,
         }
     }
@@ -312,6 +420,7 @@ impl From<UpArgs> for UpOptions {
             serve: ServeSettings {
                 upstream: args.upstream,
                 config: args.config,
+                max_size: args.max_size,
                 ..Default::default()
             },
             port: args.port,
@@ -362,6 +471,8 @@ impl From<WarmArgs> for WarmOptions {
                 ..Default::default()
             },
             jobs: args.jobs,
+            pin: args.pin,
+            no_pin: args.no_pin,
         }
     }
 }
@@ -369,11 +480,6 @@ impl From<WarmArgs> for WarmOptions {
 impl TransferArgs {
     /// The data directory when one is given, else the project's cache container.
     pub fn cache(&self) -> Cache {
-        match &self.data_dir {
-            Some(dir) => Cache::DataDir(dir.clone()),
-            None => Cache::Container {
-                project: self.stack.project.clone(),
-            },
-        }
+        self.disk.cache()
     }
 }

@@ -7,7 +7,9 @@ mod api;
 mod cache;
 mod cli;
 mod config;
+mod disk;
 mod index;
+mod metrics;
 mod server;
 mod stack;
 mod store;
@@ -58,7 +60,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Watch(args) => block_on(cmd::watch::watch(&args.project)),
         Command::Warm(args) => block_on(warm::command(args.into())),
         Command::Export(args) => block_on(transfer::export(&args.cache(), &args.file)),
-        Command::Import(args) => block_on(transfer::import(&args.cache(), &args.file)),
+        Command::Import(args) => block_on(transfer::import(
+            &args.transfer.cache(),
+            &args.transfer.file,
+            args.pin,
+            args.no_pin,
+        )),
+        Command::Pins(args) => block_on(disk::pins(&args.cache())),
+        Command::Unpin(args) => block_on(disk::unpin(&args.disk.cache(), &args.sets, args.all)),
+        Command::Gc(args) => block_on(disk::gc(
+            &args.disk.cache(),
+            args.max_size,
+            args.dry_run,
+            args.serve(),
+        )),
         Command::Image { force } => block_on(cmd::image::image(force)),
         Command::Tutor(TutorCommand::Enable(args)) => block_on(tutor::cmd::enable(args.into())),
         Command::Tutor(TutorCommand::Disable) => tutor::cmd::disable(),

@@ -10,8 +10,8 @@ use bollard::Docker;
 use crate::api::human_bytes;
 use crate::stack::engine;
 use crate::stack::names::Project;
-use crate::stack::{cache, exec, files};
-use crate::store::{Store, bundle};
+use crate::stack::{cache, files};
+use crate::store::{Store, bundle, pins};
 
 /// Where bundles pass through inside the cache container.
 const IN_CONTAINER_DIR: &str = "/tmp";
@@ -40,7 +40,7 @@ pub async fn export(cache: &Cache, file: &Path) -> Result<()> {
         }
         Cache::Container { project } => {
             let inside = Inside::new(project, file).await?;
-            let said = inside.run("export").await?;
+            let said = inside.run("export", &[]).await?;
             let copied =
                 files::copy_out(&inside.docker, &inside.container, &inside.path, file).await;
             inside.empty().await;
@@ -51,14 +51,30 @@ pub async fn export(cache: &Cache, file: &Path) -> Result<()> {
     }
 }
 
-/// `devcache import FILE`: the cache filled from the bundle at `file`.
-pub async fn import(cache: &Cache, file: &Path) -> Result<()> {
+/// `devcache import FILE`: the cache filled from the bundle at `file`, its files
+/// pinned in `pin` (by default `import-<file name>`) unless `no_pin`.
+pub async fn import(cache: &Cache, file: &Path, pin: Option<String>, no_pin: bool) -> Result<()> {
     if !file.is_file() {
         bail!("{} is not a file", file.display());
     }
+    let pin = (!no_pin).then(|| {
+        pin.unwrap_or_else(|| {
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            pins::set_name(&["import", &name])
+        })
+    });
+    if let Some(set) = &pin
+        && !pins::valid_set_name(set)
+    {
+        bail!("--pin {set:?}: a pin set is named with letters, digits, '.', '_' and '-'");
+    }
     match cache {
         Cache::DataDir(dir) => {
-            let counts = in_data_dir(dir, file, bundle::import).await?;
+            let set = pin.clone();
+            let counts = in_data_dir(dir, file, move |store, file| {
+                bundle::import(store, file, set.as_deref())
+            })
+            .await?;
             println!(
                 "imported {} pages and {} files ({} new, {} already here) from {}",
                 counts.pages,
@@ -67,6 +83,11 @@ pub async fn import(cache: &Cache, file: &Path) -> Result<()> {
                 counts.already_present,
                 file.display()
             );
+            if let Some(set) = &pin {
+                println!(
+                    "pinned in {set}: eviction keeps these files (`devcache unpin {set}` releases them)"
+                );
+            }
             Ok(())
         }
         Cache::Container { project } => {
@@ -79,7 +100,11 @@ pub async fn import(cache: &Cache, file: &Path) -> Result<()> {
                 inside.name,
             )
             .await?;
-            let said = inside.run("import").await;
+            let pin_args = match &pin {
+                Some(set) => vec!["--pin", set.as_str()],
+                None => vec!["--no-pin"],
+            };
+            let said = inside.run("import", &pin_args).await;
             inside.empty().await;
             print!("{}", inside.as_said_of(&said?, file));
             Ok(())
@@ -91,7 +116,7 @@ pub async fn import(cache: &Cache, file: &Path) -> Result<()> {
 async fn in_data_dir<T: Send + 'static>(
     dir: &Path,
     file: &Path,
-    work: fn(&Store, &Path) -> Result<T>,
+    work: impl FnOnce(&Store, &Path) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let (store, file) = (Store::open(dir)?, file.to_path_buf());
     tokio::task::spawn_blocking(move || work(&store, &file)).await?
@@ -127,21 +152,12 @@ impl Inside {
         })
     }
 
-    /// Runs `devcache <verb> <the copy> --data-dir /data` in the container: what it
-    /// printed, or its error.
-    async fn run(&self, verb: &str) -> Result<String> {
-        let cmd = [
-            "/usr/local/bin/devcache",
-            verb,
-            &self.path,
-            "--data-dir",
-            "/data",
-        ];
-        let ran = exec::run(&self.docker, &self.container, &cmd).await?;
-        if ran.code != 0 {
-            bail!("{}", ran.stderr.trim().trim_start_matches("devcache: "));
-        }
-        Ok(ran.stdout)
+    /// Runs `devcache <verb> <the copy> <args>` on the container's data directory:
+    /// what it printed, or its error.
+    async fn run(&self, verb: &str, args: &[&str]) -> Result<String> {
+        let mut cmd = vec![verb, self.path.as_str()];
+        cmd.extend_from_slice(args);
+        cache::run_devcache(&self.docker, &self.container, &cmd).await
     }
 
     /// What the container said, naming the user's file instead of the copy.

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use reqwest::StatusCode;
@@ -18,6 +18,7 @@ use reqwest::header::{
 use url::Url;
 
 use crate::index::{ProjectName, ProjectPage, html, json};
+use crate::metrics::{UpstreamRequest, metrics};
 
 /// Why the upstream gave no usable answer. Callers branch on `NotFound`; the others
 /// all mean "serve a stale copy if there is one".
@@ -95,6 +96,22 @@ impl Upstream {
         self.reachable.load(Ordering::Relaxed)
     }
 
+    /// Sends a request, timing it for `/metrics` and noting whether the upstream answered.
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        kind: UpstreamRequest,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let started = Instant::now();
+        let result = request.send().await;
+        let error = match &result {
+            Err(_) => Some(false),
+            Ok(response) => response.status().is_server_error().then_some(true),
+        };
+        metrics().upstream_request(kind, started.elapsed(), error);
+        self.note(result)
+    }
+
     fn note<T>(&self, result: Result<T, reqwest::Error>) -> Result<T, reqwest::Error> {
         self.reachable.store(result.is_ok(), Ordering::Relaxed);
         result
@@ -123,7 +140,7 @@ impl Upstream {
                 request = request.header(IF_MODIFIED_SINCE, date);
             }
         }
-        let response = self.note(request.send().await)?;
+        let response = self.send(request, UpstreamRequest::Page).await?;
         match response.status() {
             StatusCode::NOT_MODIFIED => return Ok(PageAnswer::NotModified),
             StatusCode::NOT_FOUND | StatusCode::GONE => return Err(UpstreamError::NotFound),
@@ -143,6 +160,7 @@ impl Upstream {
         // Relative links resolve against where the page really was, after redirects.
         let page_url = response.url().clone();
         let body = self.note(response.bytes().await)?;
+        metrics().upstream_bytes(body.len() as u64);
         let page = parse_page(name.clone(), &content_type, &body, &page_url)?;
         Ok(PageAnswer::Changed(FetchedPage {
             page,
@@ -153,7 +171,9 @@ impl Upstream {
 
     /// The length of a file, as the upstream's answer to `HEAD` gives it.
     pub async fn file_length(&self, url: &str) -> Result<Option<u64>, UpstreamError> {
-        let response = self.note(self.client.head(url).send().await)?;
+        let response = self
+            .send(self.client.head(url), UpstreamRequest::Head)
+            .await?;
         match response.status() {
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(UpstreamError::NotFound),
             status if !status.is_success() => Err(UpstreamError::Status(status)),
@@ -173,7 +193,7 @@ impl Upstream {
         range: &str,
     ) -> Result<reqwest::Response, UpstreamError> {
         let request = self.client.get(url).header(RANGE, range);
-        let response = self.note(request.send().await)?;
+        let response = self.send(request, UpstreamRequest::Range).await?;
         match response.status() {
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(UpstreamError::NotFound),
             StatusCode::RANGE_NOT_SATISFIABLE => Ok(response),
@@ -208,6 +228,7 @@ impl Upstream {
         let mut stream = response.bytes_stream();
         while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
             let chunk = chunk.map_err(std::io::Error::other)?;
+            metrics().upstream_bytes(chunk.len() as u64);
             if (body.len() + chunk.len()) as u64 > len {
                 return Err(std::io::Error::other(
                     "the upstream sent more than the range",
@@ -223,7 +244,9 @@ impl Upstream {
 
     /// Starts downloading a file; the caller reads the body as it arrives.
     pub async fn fetch_file(&self, url: &str) -> Result<reqwest::Response, UpstreamError> {
-        let response = self.note(self.client.get(url).send().await)?;
+        let response = self
+            .send(self.client.get(url), UpstreamRequest::File)
+            .await?;
         match response.status() {
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(UpstreamError::NotFound),
             status if !status.is_success() => Err(UpstreamError::Status(status)),

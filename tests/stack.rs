@@ -759,6 +759,10 @@ fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
         "the container's own Python: {said}"
     );
     assert!(said.contains("3 projects, 3 files"), "{said}");
+    assert!(said.contains("pinned in warm-lms"), "{said}");
+    let pins = stack.devcache(&["pins"]);
+    assert_ok(&pins, "devcache pins");
+    assert!(stdout(&pins).contains("warm-lms: "), "{}", stdout(&pins));
     let upstream_log = stderr(&docker(&["logs", &stack.container("upstream")]));
     assert!(upstream_log.contains("fast-1.0-cp311"), "{upstream_log}");
     assert!(
@@ -784,8 +788,16 @@ fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
         "remove the upstream",
     );
     assert_ok(
-        &stack.devcache(&["up", "--upstream", &upstream, "--port", "0"]),
-        "devcache up, empty",
+        &stack.devcache(&[
+            "up",
+            "--upstream",
+            &upstream,
+            "--port",
+            "0",
+            "--max-size",
+            "1GiB",
+        ]),
+        "devcache up, empty, with a budget",
     );
     let out = stack.devcache(&["import", bundle.to_str().unwrap()]);
     assert_ok(&out, "devcache import");
@@ -793,6 +805,27 @@ fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
         stdout(&out).contains("imported 3 pages and 3 files"),
         "{}",
         stdout(&out)
+    );
+    // What was imported is pinned under the bundle's name, in the container's volume.
+    let pins = stack.devcache(&["pins"]);
+    assert!(
+        stdout(&pins).contains("import-devstack-cache.tar.zst: 3 files cached"),
+        "{}",
+        stdout(&pins)
+    );
+    let gc = stack.devcache(&["gc", "--max-size", "0", "--dry-run"]);
+    assert_ok(&gc, "devcache gc --dry-run in the container");
+    assert!(
+        stdout(&gc)
+            .contains("would remove 0 files (0 B), least recently used first; kept 3 pinned files"),
+        "{}",
+        stdout(&gc)
+    );
+    let status = stack.devcache(&["status"]);
+    assert!(
+        stdout(&status).contains("of 1.0 GiB used"),
+        "{}",
+        stdout(&status)
     );
     let install = stack.exec(
         "lms",

@@ -21,6 +21,7 @@ use reqwest::header::CONTENT_RANGE;
 use super::fills::{FillRequest, Joined};
 use super::{Cache, Fill, FillError, Outcome, PageError};
 use crate::index::ProjectName;
+use crate::metrics::metrics;
 use crate::store::BlobKey;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -35,6 +36,8 @@ pub struct FileRequest<'a> {
     pub dist_filename: &'a str,
     /// The distribution's core metadata rather than the distribution itself.
     pub metadata: bool,
+    /// The pin set to record the file in (`warm` asks for it), so eviction keeps it.
+    pub pin: Option<&'a str>,
 }
 
 /// What the client asked of the file.
@@ -110,7 +113,11 @@ impl Cache {
             key,
             dist_filename,
             metadata,
+            pin,
         } = request;
+        if !metadata {
+            self.pin(pin, key);
+        }
         if !metadata && let Some(answer) = self.cached(key) {
             return Ok((answer, Outcome::Hit));
         }
@@ -129,6 +136,7 @@ impl Cache {
         }
         let key = BlobKey::for_file(dist, metadata);
         if metadata {
+            self.pin(pin, &key);
             if let Some(answer) = self.core_metadata(dist, &key).await? {
                 return Ok(answer);
             }
@@ -232,6 +240,18 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Records `key` in the pin set `set`, if one is asked for. A pin that cannot be
+    /// written leaves the file evictable, which is logged, not a failed request.
+    fn pin(&self, set: Option<&str>, key: &BlobKey) {
+        if let Some(set) = set
+            && let Err(e) = self.store.pin(set, [key])
+        {
+            tracing::warn!("{e:#}");
+        }
+    }
+}
+
 /// A byte range of `url` from the upstream, or `None` when it answers with the whole
 /// file instead.
 async fn passed_through(
@@ -274,6 +294,7 @@ async fn passed_through(
             let chunk = match chunk {
                 Ok(_) if *left == 0 => return futures::future::ready(None),
                 Ok(mut chunk) => {
+                    metrics().upstream_bytes(chunk.len() as u64);
                     chunk.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
                     *left -= chunk.len() as u64;
                     Ok(chunk)

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::metrics::metrics;
 use crate::store::{BlobKey, Store, mapped};
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -227,6 +228,7 @@ impl FillTask {
                 .into_iter()
                 .collect::<Result<Vec<Bytes>, _>>()
                 .map_err(UpstreamError::from)?;
+            metrics().upstream_bytes(chunks.iter().map(|c| c.len() as u64).sum());
             let held_back = chunks.last().map_or(0, |c| c.len() as u64);
             let file = self.file.clone();
             let (mut hasher, mut offset) = std::mem::take(&mut hashed);

@@ -7,6 +7,7 @@
 //!           fills.rs  one upstream download per file, streamed to every client
 //!           files.rs  the decision for a file request
 //!           metadata.rs  core metadata for every wheel, derived when the upstream has none
+//!           budget.rs  eviction in the background when the files exceed --max-size
 //! store/    disk only                            (below)
 //! upstream  network only                         (below)
 //! ```
@@ -14,6 +15,7 @@
 //! Both single-flights (pages and files) live here together, so that what is cached,
 //! what is being fetched and what is asked of the upstream are decided in one place.
 
+mod budget;
 mod files;
 mod fills;
 mod metadata;

@@ -22,6 +22,8 @@ pub struct ServeSettings {
     pub offline: bool,
     pub index_ttl: Option<u64>,
     pub upstream_timeout: Option<u64>,
+    /// The disk budget for cached files, in bytes.
+    pub max_size: Option<u64>,
     /// devcache.yml's path, instead of looking for it.
     pub config: Option<PathBuf>,
 }
@@ -66,6 +68,9 @@ pub struct ServeConfig {
     pub offline: Setting<bool>,
     pub index_ttl: Setting<u64>,
     pub upstream_timeout: Setting<u64>,
+    /// Cached files beyond this many bytes are evicted, least recently used first;
+    /// `None`: no budget.
+    pub max_size: Setting<Option<u64>>,
 }
 
 /// The keys devcache.yml may hold.
@@ -85,6 +90,7 @@ pub struct FileConfig {
     offline: Option<bool>,
     index_ttl: Option<u64>,
     upstream_timeout: Option<u64>,
+    max_size: Option<String>,
 }
 
 /// The process environment, as a function so tests can give their own.
@@ -135,6 +141,16 @@ impl ServeConfig {
             file.upstream_timeout.map(|v| (v, from_file())),
             || 10,
         );
+        let max_size = pick(
+            args.max_size.map(Some),
+            env_value::<bytesize::ByteSize>(env, "DEVCACHE_MAX_SIZE")?
+                .map(|(size, source)| (Some(size.as_u64()), source)),
+            file.max_size
+                .as_deref()
+                .map(|raw| parse_size(raw).map(|size| (Some(size), from_file())))
+                .transpose()?,
+            || None,
+        );
         let upstream = match resolve_upstream(args, env, file.upstream.clone(), from_file()) {
             Ok(Setting { value, source }) => Setting {
                 value: Some(value),
@@ -154,6 +170,7 @@ impl ServeConfig {
             offline,
             index_ttl,
             upstream_timeout,
+            max_size,
         })
     }
 
@@ -189,6 +206,13 @@ impl ServeConfig {
                 "upstream_timeout",
                 format!("{}s", self.upstream_timeout.value),
                 &self.upstream_timeout.source,
+            ),
+            (
+                "max_size",
+                self.max_size
+                    .value
+                    .map_or("(none: no budget)".to_string(), crate::api::human_bytes),
+                &self.max_size.source,
             ),
         ];
         rows.iter()
@@ -326,6 +350,16 @@ pub fn parse_upstream(raw: &str) -> Result<Url> {
     Ok(url)
 }
 
+/// A size as people write it (`20GiB`, `500 MB`, `1048576`), in bytes.
+pub fn parse_size(raw: &str) -> Result<u64> {
+    raw.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|_| {
+            anyhow::anyhow!("{raw:?} is not a size; write one like 20GiB, 500MB or 1048576")
+        })
+}
+
 /// The user's cache directory. A host gets this whatever files it has (`/.dockerenv`
 /// included); the image sets `DEVCACHE_DATA_DIR=/data` and `DEVCACHE_HOST=0.0.0.0`.
 fn default_data_dir() -> PathBuf {
@@ -421,6 +455,21 @@ mod tests {
             parse_upstream("https://x.test/simple").unwrap().as_str(),
             "https://x.test/simple/"
         );
+    }
+
+    #[test]
+    fn the_disk_budget_is_written_as_people_write_sizes() {
+        let env = env_of(&[
+            ("DEVCACHE_MAX_SIZE", "20GiB"),
+            ("DEVCACHE_UPSTREAM", "http://x.test/"),
+        ]);
+        let config = ServeConfig::load(&ServeSettings::default(), &env).unwrap();
+        assert_eq!(config.max_size.value, Some(20 << 30));
+        assert_eq!(parse_size("500 MB").unwrap(), 500_000_000);
+        assert!(parse_size("lots").is_err());
+        let none = env_of(&[("DEVCACHE_UPSTREAM", "http://x.test/")]);
+        let config = ServeConfig::load(&ServeSettings::default(), &none).unwrap();
+        assert_eq!(config.max_size.value, None);
     }
 
     #[test]

@@ -23,7 +23,8 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use super::clients::installer;
 use super::{AppState, Outcome, State};
-use crate::api::{OUTCOME_HEADER, STATUS_PATH};
+use crate::api::{FILES_PATH, INDEX_PATH, METRICS_PATH, OUTCOME_HEADER, SIMPLE_PATH, STATUS_PATH};
+use crate::metrics::{Route, metrics};
 
 pub async fn log(state: State, request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -92,8 +93,34 @@ struct LoggedBody {
     state: Arc<AppState>,
 }
 
+/// The route a path asks for, as `/metrics` counts requests.
+fn route_of(path: &str) -> Route {
+    if let Some(rest) = path.strip_prefix(FILES_PATH) {
+        return if rest.ends_with(".metadata") {
+            Route::Metadata
+        } else {
+            Route::File
+        };
+    }
+    match path
+        .strip_prefix(INDEX_PATH)
+        .or_else(|| path.strip_prefix(SIMPLE_PATH))
+    {
+        Some("") => Route::Index,
+        Some(_) => Route::Page,
+        None if path == STATUS_PATH || path == "/" => Route::Status,
+        None if path == METRICS_PATH => Route::Metrics,
+        None => Route::Other,
+    }
+}
+
 impl Drop for LoggedBody {
     fn drop(&mut self) {
+        metrics().request(
+            route_of(&self.path),
+            self.outcome.map(Outcome::as_str),
+            self.bytes,
+        );
         let installer = installer(self.user_agent.as_deref());
         if let (Some(client), Some(outcome)) = (self.client, self.outcome) {
             self.state
@@ -151,5 +178,31 @@ impl HttpBody for LoggedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_by_route() {
+        for (path, route) in [
+            ("/root/pypi/+simple/", "Index"),
+            ("/simple/django/", "Page"),
+            (
+                "/root/pypi/+f/django/ab/django-5.0-py3-none-any.whl",
+                "File",
+            ),
+            (
+                "/root/pypi/+f/django/ab/django-5.0-py3-none-any.whl.metadata",
+                "Metadata",
+            ),
+            ("/+status", "Status"),
+            ("/metrics", "Metrics"),
+            ("/favicon.ico", "Other"),
+        ] {
+            assert_eq!(format!("{:?}", route_of(path)), route, "{path}");
+        }
     }
 }

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::State;
 use super::simple::page_error;
+use crate::api::PIN_HEADER;
 use crate::cache::{CachedFile, FileAnswer, FileError, FileRequest, FillError, Outcome, Want};
 use crate::index::ProjectName;
 use crate::store::BlobKey;
@@ -37,6 +38,7 @@ pub async fn file(
         key: &key,
         dist_filename,
         metadata,
+        pin: headers.get(PIN_HEADER).and_then(|v| v.to_str().ok()),
     };
     let etag = format!("\"{}\"", key.as_str());
     let want = if method == Method::HEAD {

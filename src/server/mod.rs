@@ -5,11 +5,13 @@
 //! /simple/[<project>/]              the same pages
 //! /root/pypi/+f/<project>/<key>/<filename>[.metadata]   files (files.rs)
 //! /+status  /                      counters as JSON, and a page for people (status.rs)
+//! /metrics                          Prometheus text (metrics.rs)
 //! ```
 
 mod access_log;
 mod clients;
 mod files;
+mod metrics;
 mod negotiate;
 mod simple;
 mod status;
@@ -26,7 +28,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt;
 use tower::Layer;
 
-use crate::api::{FILES_PATH, INDEX_PATH, SIMPLE_PATH, STATUS_PATH};
+use crate::api::{FILES_PATH, INDEX_PATH, METRICS_PATH, SIMPLE_PATH, STATUS_PATH};
 use crate::cache::Cache;
 pub use crate::cache::Outcome;
 use crate::config::ServeConfig;
@@ -58,6 +60,7 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     if owns_data_dir {
         store.remove_leftovers()?;
     }
+    store.set_max_size(config.max_size.value);
     store.count_existing_files();
     let upstream = match (&config.upstream.value, config.offline.value) {
         (Some(url), false) => Some(Upstream::new(
@@ -68,6 +71,7 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     };
     let index_ttl = Duration::from_secs(config.index_ttl.value);
     let cache = Cache::new(store, upstream, index_ttl);
+    cache.keep_within_budget();
     let state = Arc::new(AppState {
         cache: cache.clone(),
         counters: Counters::default(),
@@ -77,6 +81,7 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     let routes = Router::new()
         .route("/", get(status::home))
         .route(STATUS_PATH, get(status::json))
+        .route(METRICS_PATH, get(metrics::metrics_text))
         .route(INDEX_PATH, get(simple::index))
         .route(SIMPLE_PATH, get(simple::index))
         .route(&format!("{INDEX_PATH}{{project}}"), get(simple::add_slash))

@@ -11,10 +11,13 @@ use axum::response::{Html, IntoResponse, Response};
 
 async fn collect(state: &State) -> Status {
     let store = state.cache.store().clone();
-    let projects = tokio::task::spawn_blocking(move || store.page_names().len() as u64)
-        .await
-        .unwrap_or(0);
+    let (projects, (pinned_files, pinned_bytes)) = tokio::task::spawn_blocking(move || {
+        (store.page_names().len() as u64, store.pinned_totals())
+    })
+    .await
+    .unwrap_or_default();
     let (files, bytes) = state.cache.store().file_totals();
+    let (evictions, evicted_bytes) = state.cache.store().evictions();
     Status {
         version: env!("CARGO_PKG_VERSION").to_string(),
         upstream: state.cache.upstream().map(|u| u.base().to_string()),
@@ -27,6 +30,11 @@ async fn collect(state: &State) -> Status {
         misses: state.counters.misses.load(Ordering::Relaxed),
         stale: state.counters.stale.load(Ordering::Relaxed),
         uptime_seconds: state.started.elapsed().as_secs(),
+        max_size: state.cache.store().max_size(),
+        pinned_files,
+        pinned_bytes,
+        evictions,
+        evicted_bytes,
         index_path: INDEX_PATH.to_string(),
         clients: state.clients.snapshot(),
     }
@@ -96,6 +104,7 @@ trusted-host = {host}</pre>
 <tr><td>upstream</td><td>{upstream}</td></tr>
 <tr><td>projects cached</td><td>{projects_count}</td></tr>
 <tr><td>files cached</td><td>{files} ({size})</td></tr>
+<tr><td>disk budget</td><td>{budget}</td></tr>
 <tr><td>hit rate</td><td>{hit_rate} ({hits} hits, {misses} misses, {stale} served stale)</td></tr>
 <tr><td>up for</td><td>{uptime}s</td></tr>
 </table>
@@ -114,6 +123,7 @@ trusted-host = {host}</pre>
         projects_count = names.len(),
         files = status.files,
         size = human_bytes(status.bytes),
+        budget = status.disk_budget(),
         hits = status.hits,
         misses = status.misses,
         stale = status.stale,

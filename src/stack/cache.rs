@@ -19,7 +19,7 @@ use bollard::query_parameters::{
 use super::engine::{is_not_found, message};
 use super::image;
 use super::names::{CACHE_HOST, CACHE_PORT, CACHE_SERVICE, Project};
-use crate::api::{STATUS_PATH, Status};
+use crate::api::{STATUS_PATH, Status, human_bytes};
 
 const PROJECT_LABEL: &str = "devcache.project";
 /// Host variables the cache needs to reach an upstream behind a proxy.
@@ -37,6 +37,8 @@ pub struct Wanted {
     pub upstream: String,
     /// Host port; 0 lets the Engine pick one (and accepts whichever one is published).
     pub port: u16,
+    /// The disk budget (`serve --max-size`), in bytes.
+    pub max_size: Option<u64>,
 }
 
 /// What `ensure` did to the container.
@@ -123,24 +125,32 @@ pub async fn configured_upstream(docker: &Docker, project: &Project) -> Result<O
 }
 
 fn upstream_of(container: &ContainerInspectResponse) -> Option<String> {
+    setting_of(container, "--upstream", "DEVCACHE_UPSTREAM")
+}
+
+/// A setting the container's devcache serves with: its `flag` in the command, else its
+/// variable `var`.
+fn setting_of(container: &ContainerInspectResponse, flag: &str, var: &str) -> Option<String> {
     let config = container.config.as_ref()?;
     let args = config.cmd.clone().unwrap_or_default();
     let from_args = args.iter().enumerate().find_map(|(i, arg)| {
-        arg.strip_prefix("--upstream=")
+        arg.strip_prefix(&format!("{flag}="))
             .map(str::to_string)
-            .or_else(|| {
-                (arg == "--upstream")
-                    .then(|| args.get(i + 1).cloned())
-                    .flatten()
-            })
+            .or_else(|| (arg == flag).then(|| args.get(i + 1).cloned()).flatten())
     });
     from_args.or_else(|| {
         config
             .env
             .as_ref()?
             .iter()
-            .find_map(|e| e.strip_prefix("DEVCACHE_UPSTREAM=").map(str::to_string))
+            .find_map(|e| e.strip_prefix(&format!("{var}=")).map(str::to_string))
     })
+}
+
+/// The disk budget the container's devcache serves with.
+fn max_size_of(container: &ContainerInspectResponse) -> Option<u64> {
+    setting_of(container, "--max-size", "DEVCACHE_MAX_SIZE")
+        .and_then(|raw| crate::config::parse_size(&raw).ok())
 }
 
 /// Each way an existing cache container differs from the wanted one, in words.
@@ -173,6 +183,15 @@ async fn differences(
             "its upstream is {}, not {}",
             upstream.as_deref().unwrap_or("unset"),
             wanted.upstream
+        ));
+    }
+    let max_size = max_size_of(existing);
+    if max_size != wanted.max_size {
+        let shown = |size: Option<u64>| size.map_or("none".to_string(), human_bytes);
+        differences.push(format!(
+            "its disk budget is {}, not {}",
+            shown(max_size),
+            shown(wanted.max_size)
         ));
     }
     let bindings = existing
@@ -313,6 +332,19 @@ pub async fn running(
     Ok((container, port))
 }
 
+/// Runs `devcache <args> --data-dir /data` in the cache container (the image holds this
+/// very binary): what it printed, or its error as it said it.
+pub async fn run_devcache(docker: &Docker, container: &str, args: &[&str]) -> Result<String> {
+    let mut cmd = vec!["/usr/local/bin/devcache"];
+    cmd.extend_from_slice(args);
+    cmd.extend_from_slice(&["--data-dir", "/data"]);
+    let ran = super::exec::run(docker, container, &cmd).await?;
+    if ran.code != 0 {
+        bail!("{}", ran.stderr.trim().trim_start_matches("devcache: "));
+    }
+    Ok(ran.stdout)
+}
+
 pub fn is_running(container: &ContainerInspectResponse) -> bool {
     container
         .state
@@ -395,7 +427,14 @@ fn container_body(project: &Project, wanted: &Wanted) -> ContainerCreateBody {
                 &wanted.upstream,
             ]
             .map(String::from)
-            .to_vec(),
+            .into_iter()
+            .chain(
+                wanted
+                    .max_size
+                    .iter()
+                    .flat_map(|size| ["--max-size".into(), size.to_string()]),
+            )
+            .collect(),
         ),
         env: Some(env),
         exposed_ports: Some(vec![port_key.clone()]),
@@ -496,4 +535,36 @@ async fn ensure_volume(docker: &Docker, project: &Project) -> Result<()> {
         .await
         .map_err(|e| anyhow!("cannot create volume {name}: {}", message(&e)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::ContainerConfig;
+
+    use super::*;
+
+    #[test]
+    fn the_budget_reaches_the_cache_container_and_is_read_back_from_it() {
+        let project = Project::new("budget").unwrap();
+        let as_running = |wanted: &Wanted| ContainerInspectResponse {
+            config: Some(ContainerConfig {
+                cmd: container_body(&project, wanted).cmd,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut wanted = Wanted {
+            upstream: "https://my-index.example/simple/".into(),
+            port: 3141,
+            max_size: None,
+        };
+        assert_eq!(max_size_of(&as_running(&wanted)), None);
+        wanted.max_size = Some(20 << 30);
+        let running = as_running(&wanted);
+        assert_eq!(max_size_of(&running), Some(20 << 30));
+        assert_eq!(
+            upstream_of(&running).as_deref(),
+            Some("https://my-index.example/simple/")
+        );
+    }
 }

@@ -69,11 +69,17 @@ impl Store {
         std::fs::File::open(self.blob_path(key)).ok()
     }
 
+    /// The size of the cached file of `key`, when it is cached.
+    pub fn blob_size(&self, key: &BlobKey) -> Option<u64> {
+        std::fs::metadata(self.blob_path(key)).ok().map(|m| m.len())
+    }
+
     /// The cached file of `key` as bytes to send (a shared memory map) and when it was
-    /// cached, or `None` when it is not cached.
+    /// cached, or `None` when it is not cached. Recorded as a use of the file.
     pub fn blob_bytes(&self, key: &BlobKey) -> Option<(Bytes, Option<SystemTime>)> {
         let path = self.blob_path(key);
         let file = std::fs::File::open(&path).ok()?;
+        self.touch(&file);
         let modified = file.metadata().and_then(|m| m.modified()).ok();
         match self.inner.maps.bytes(&path, &file) {
             Ok(bytes) => Some((bytes, modified)),
@@ -115,27 +121,6 @@ impl Store {
         self.record_new_file(size);
         Ok(())
     }
-}
-
-/// Counts the files under `files/` and their bytes.
-pub(super) fn count(dir: &Path) -> (u64, u64) {
-    let mut files = 0;
-    let mut bytes = 0;
-    for shard in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        for entry in std::fs::read_dir(shard.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            if let Ok(meta) = entry.metadata()
-                && meta.is_file()
-            {
-                files += 1;
-                bytes += meta.len();
-            }
-        }
-    }
-    (files, bytes)
 }
 
 #[cfg(test)]

@@ -127,10 +127,21 @@ struct Staged {
     size: u64,
 }
 
-/// Reads a bundle into the store; all or nothing.
-pub fn import(store: &Store, bundle: &Path) -> Result<Counts> {
+/// Reads a bundle into the store; all or nothing. Its files are recorded in the pin
+/// set `pin`, when one is given, so that eviction keeps them.
+pub fn import(store: &Store, bundle: &Path, pin: Option<&str>) -> Result<Counts> {
     let mut staged: Vec<Staged> = Vec::new();
-    let result = stage(store, bundle, &mut staged).and_then(|()| publish(store, &staged));
+    let result = stage(store, bundle, &mut staged).and_then(|()| {
+        if let Some(set) = pin {
+            let keys: Vec<BlobKey> = staged
+                .iter()
+                .filter_map(|entry| entry.path.strip_prefix("files/"))
+                .filter_map(|path| BlobKey::parse(path.rsplit('/').next()?))
+                .collect();
+            store.pin(set, &keys)?;
+        }
+        publish(store, &staged)
+    });
     for entry in &staged {
         let _ = std::fs::remove_file(&entry.temp);
     }

@@ -2,17 +2,22 @@
 //!
 //! ```text
 //! pages/<project>.json   index pages with their fetch time and validators (pages.rs)
-//! files/<ab>/<key>       distribution and metadata files, by sha256 (blobs.rs)
+//! files/<ab>/<key>       distribution and metadata files, by sha256 (blobs.rs); each
+//!                        file's access time is its last use (access.rs)
+//! pins/<set>             keys eviction never removes (pins.rs, eviction.rs)
 //! tmp/                   files being written; emptied at start, so a crash leaves nothing half-done
 //! ```
 //!
 //! Every write goes to `tmp/` first and is renamed into place, so a reader (or the
 //! next start after a kill -9) sees either the old file or the whole new one.
 
+pub mod access;
 pub mod blobs;
 pub mod bundle;
+pub mod eviction;
 pub mod mapped;
 pub mod pages;
+pub mod pins;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +38,12 @@ struct Inner {
     maps: mapped::SharedMaps,
     files: AtomicU64,
     bytes: AtomicU64,
+    evictions: AtomicU64,
+    evicted_bytes: AtomicU64,
+    /// The disk budget in bytes; 0: none.
+    max_size: AtomicU64,
+    /// Woken when a new file takes the files over the budget.
+    over_budget: tokio::sync::Notify,
 }
 
 impl Store {
@@ -54,6 +65,10 @@ impl Store {
                 maps: mapped::SharedMaps::default(),
                 files: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
+                evictions: AtomicU64::new(0),
+                evicted_bytes: AtomicU64::new(0),
+                max_size: AtomicU64::new(0),
+                over_budget: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -77,9 +92,14 @@ impl Store {
     pub fn count_existing_files(&self) {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
-            let (files, bytes) = blobs::count(&store.inner.root.join("files"));
-            store.inner.files.fetch_add(files, Ordering::Relaxed);
+            let blobs = store.blobs();
+            let bytes = blobs.iter().map(|b| b.size).sum();
+            store
+                .inner
+                .files
+                .fetch_add(blobs.len() as u64, Ordering::Relaxed);
             store.inner.bytes.fetch_add(bytes, Ordering::Relaxed);
+            store.check_budget();
         });
     }
 
@@ -98,6 +118,54 @@ impl Store {
     fn record_new_file(&self, size: u64) {
         self.inner.files.fetch_add(1, Ordering::Relaxed);
         self.inner.bytes.fetch_add(size, Ordering::Relaxed);
+        self.check_budget();
+    }
+
+    fn record_eviction(&self, size: u64) {
+        self.inner.evictions.fetch_add(1, Ordering::Relaxed);
+        self.inner.evicted_bytes.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// Sets the files' count and bytes to what a scan of `files/` found.
+    fn set_file_totals(&self, files: u64, bytes: u64) {
+        self.inner.files.store(files, Ordering::Relaxed);
+        self.inner.bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Files evicted, and their bytes, since this process opened the store.
+    pub fn evictions(&self) -> (u64, u64) {
+        (
+            self.inner.evictions.load(Ordering::Relaxed),
+            self.inner.evicted_bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sets the disk budget that [`Store::over_budget`] watches.
+    pub fn set_max_size(&self, max_size: Option<u64>) {
+        self.inner
+            .max_size
+            .store(max_size.unwrap_or(0), Ordering::Relaxed);
+        self.check_budget();
+    }
+
+    /// The disk budget, if there is one.
+    pub fn max_size(&self) -> Option<u64> {
+        Some(self.inner.max_size.load(Ordering::Relaxed)).filter(|&max| max > 0)
+    }
+
+    /// Waits until the files exceed the budget (at once if they already did since the
+    /// last wait).
+    pub async fn over_budget(&self) {
+        self.inner.over_budget.notified().await;
+    }
+
+    fn check_budget(&self) {
+        if self
+            .max_size()
+            .is_some_and(|max| self.inner.bytes.load(Ordering::Relaxed) > max)
+        {
+            self.inner.over_budget.notify_one();
+        }
     }
 
     /// A new, empty file under `tmp/`, open for reading and writing, for a file about

@@ -11,7 +11,7 @@ use url::Url;
 
 use super::requirements::Pin;
 use super::target::Target;
-use crate::api::{INDEX_PATH, OUTCOME_HEADER};
+use crate::api::{INDEX_PATH, OUTCOME_HEADER, PIN_HEADER};
 use crate::index::page::version_in_filename;
 use crate::index::{DistFile, ProjectName, ProjectPage, json};
 
@@ -28,12 +28,14 @@ pub struct Summary {
 }
 
 /// Fetches, through the cache at `cache` (its root URL), the pages of the pinned
-/// projects and the files of each pinned version that `target` installs.
+/// projects and the files of each pinned version that `target` installs, asking the
+/// cache to record the files in the pin set `pin`.
 pub async fn warm(
     cache: &Url,
     pins: &[Pin],
     target: &Target,
     jobs: usize,
+    pin: Option<&str>,
 ) -> anyhow::Result<Summary> {
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -102,7 +104,7 @@ pub async fn warm(
         let (client, progress, bytes) = (&client, &progress, &bytes);
         futures::stream::iter(urls)
             .map(move |url| async move {
-                let result = fetch_file(client, &url, bytes).await;
+                let result = fetch_file(client, &url, bytes, pin).await;
                 progress.inc(1);
                 progress.set_message(format!(
                     "{} fetched",
@@ -209,8 +211,13 @@ async fn fetch_file(
     client: &reqwest::Client,
     url: &str,
     bytes: &AtomicU64,
+    pin: Option<&str>,
 ) -> Result<bool, String> {
-    let response = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let mut request = client.get(url);
+    if let Some(set) = pin {
+        request = request.header(PIN_HEADER, set);
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
     if !response.status().is_success() {
         return Err(format!("the cache answered {}", response.status()));
     }

@@ -24,6 +24,7 @@ use url::Url;
 use crate::config::{ServeConfig, ServeSettings, file_config, process_env};
 use crate::stack::names::{self, Project};
 use crate::stack::{cache, consumers, engine, exec, files};
+use crate::store::pins;
 use requirements::{FileReader, Requirements};
 use target::Target;
 
@@ -129,9 +130,35 @@ pub struct WarmOptions {
     pub serve: ServeSettings,
     /// Downloads at once.
     pub jobs: usize,
+    /// The pin set to record the warmed files in, instead of the one named after what is warmed.
+    pub pin: Option<String>,
+    /// Do not pin the warmed files.
+    pub no_pin: bool,
+}
+
+impl WarmOptions {
+    /// The pin set for warming `what` (a service or a requirement file), if any.
+    fn pin_set(&self, what: &str) -> Option<String> {
+        if self.no_pin {
+            return None;
+        }
+        let name = std::path::Path::new(what)
+            .file_name()
+            .map_or(what.into(), |n| n.to_string_lossy());
+        Some(
+            self.pin
+                .clone()
+                .unwrap_or_else(|| pins::set_name(&["warm", &name])),
+        )
+    }
 }
 
 pub async fn command(options: WarmOptions) -> Result<()> {
+    if let Some(set) = &options.pin
+        && !pins::valid_set_name(set)
+    {
+        bail!("--pin {set:?}: a pin set is named with letters, digits, '.', '_' and '-'");
+    }
     let local_files = options.requirements.len() + options.locks.len();
     if options.services.is_empty() == (local_files == 0) {
         bail!(
@@ -171,7 +198,9 @@ pub async fn command(options: WarmOptions) -> Result<()> {
             &target,
         )
         .await;
-        incomplete |= warm_and_report(&cache_url, &found, &target, options.jobs).await?;
+        let first = options.requirements.iter().chain(&options.locks).next();
+        let pin = first.and_then(|path| options.pin_set(&path.display().to_string()));
+        incomplete |= warm_and_report(&cache_url, &found, &target, &options, pin).await?;
     } else {
         let project = Project::new(&options.project)?;
         let docker = match docker {
@@ -207,7 +236,8 @@ pub async fn command(options: WarmOptions) -> Result<()> {
             let (locks, requirement_files): (Vec<String>, Vec<String>) =
                 roots.into_iter().partition(|path| lock::is_lock(path));
             let found = read_all(&files, &requirement_files, &locks, &target).await;
-            incomplete |= warm_and_report(&cache_url, &found, &target, options.jobs).await?;
+            let pin = options.pin_set(&service);
+            incomplete |= warm_and_report(&cache_url, &found, &target, &options, pin).await?;
         }
     }
     if let Some(server) = &local {
@@ -272,7 +302,8 @@ async fn warm_and_report(
     cache: &Url,
     found: &Requirements,
     target: &Target,
-    jobs: usize,
+    options: &WarmOptions,
+    pin: Option<String>,
 ) -> Result<bool> {
     for (title, lines) in [
         ("cannot use", &found.errors),
@@ -287,7 +318,7 @@ async fn warm_and_report(
             }
         }
     }
-    let summary = fill::warm(cache, &found.pins, target, jobs).await?;
+    let summary = fill::warm(cache, &found.pins, target, options.jobs, pin.as_deref()).await?;
     println!(
         "warmed for Python {}.{} on {}: {} projects, {} files ({} already cached), {} fetched",
         target.python.0,
@@ -298,6 +329,11 @@ async fn warm_and_report(
         summary.already_cached,
         crate::api::human_bytes(summary.fetched_bytes)
     );
+    if let Some(set) = &pin {
+        println!(
+            "pinned in {set}: eviction keeps these files (`devcache unpin {set}` releases them)"
+        );
+    }
     for (title, lines) in [
         ("not found", &summary.not_found),
         ("failed", &summary.failed),

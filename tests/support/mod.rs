@@ -194,6 +194,20 @@ pub fn client_tool(client: &str, tool: &str) -> PathBuf {
     path
 }
 
+/// The Python of the venv with the `prometheus_client` parser that `.ci/run` makes.
+pub fn prometheus_python() -> PathBuf {
+    let venv = std::env::var_os("DEVCACHE_TEST_PROMETHEUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/prometheus-venv"));
+    let path = venv.join("bin/python");
+    assert!(
+        path.exists(),
+        "{} is missing: run `bash .ci/run` once (it makes the venv with prometheus_client), or set DEVCACHE_TEST_PROMETHEUS",
+        path.display()
+    );
+    path
+}
+
 /// Runs pip from the test venv, isolated from the host's pip configuration and cache.
 pub fn pip(home: &Path, args: &[&str]) -> Output {
     pip_command(&venv_tool("pip"), home)

@@ -76,6 +76,7 @@ impl StatusReport {
                 human_bytes(server.bytes),
                 server.upstream.as_deref().unwrap_or("none"),
             ));
+            out.push_str(&format!("          disk: {}\n", server.disk_budget()));
         }
         for consumer in &self.consumers {
             let running = if consumer.running {

@@ -42,6 +42,9 @@ pub async fn up(options: UpOptions) -> Result<()> {
     let wanted = Wanted {
         upstream: upstream.clone(),
         port: options.port,
+        max_size: ServeConfig::load(&options.serve, &process_env)?
+            .max_size
+            .value,
     };
     let name = project.cache_container();
     let change = cache::ensure(&docker, &project, &wanted).await?;
