@@ -235,6 +235,14 @@ pub struct ServeArgs {
     /// [env: DEVCACHE_UPSTREAM_TIMEOUT] [default: 10]
     #[arg(long, value_name = "SECS")]
     pub upstream_timeout: Option<u64>,
+    /// The most of an index page read from the upstream, in MiB
+    /// [env: DEVCACHE_MAX_PAGE_MIB] [default: 128]
+    #[arg(long, value_name = "MIB")]
+    pub max_page_mib: Option<u64>,
+    /// The most of a file downloaded when neither its page nor the upstream gives its size,
+    /// in MiB [env: DEVCACHE_MAX_FILE_MIB] [default: 4096]
+    #[arg(long, value_name = "MIB")]
+    pub max_file_mib: Option<u64>,
     /// Configuration file [env: DEVCACHE_CONFIG] [default: ./devcache.yml, then the user's config directory]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -253,6 +261,8 @@ impl From<ServeArgs> for ServeSettings {
             offline: args.offline,
             index_ttl: args.index_ttl,
             upstream_timeout: args.upstream_timeout,
+            max_page_mib: args.max_page_mib,
+            max_file_mib: args.max_file_mib,
             config: args.config,
         }
     }

@@ -22,6 +22,8 @@ pub struct ServeSettings {
     pub offline: bool,
     pub index_ttl: Option<u64>,
     pub upstream_timeout: Option<u64>,
+    pub max_page_mib: Option<u64>,
+    pub max_file_mib: Option<u64>,
     /// devcache.yml's path, instead of looking for it.
     pub config: Option<PathBuf>,
 }
@@ -66,7 +68,18 @@ pub struct ServeConfig {
     pub offline: Setting<bool>,
     pub index_ttl: Setting<u64>,
     pub upstream_timeout: Setting<u64>,
+    /// The most of a page body (MiB) read from the upstream.
+    pub max_page_mib: Setting<u64>,
+    /// The most of a file (MiB) downloaded when its page gives no size.
+    pub max_file_mib: Setting<u64>,
 }
+
+/// Default page cap: the largest real project pages (nightly builds with tens of
+/// thousands of files) are a few tens of MiB as JSON.
+pub const DEFAULT_MAX_PAGE_MIB: u64 = 128;
+/// Default cap for a file of unknown size: the largest real wheels (CUDA builds of
+/// torch, jaxlib, nvidia-* libraries) are under 2 GiB.
+pub const DEFAULT_MAX_FILE_MIB: u64 = 4096;
 
 /// The keys devcache.yml may hold.
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +98,8 @@ pub struct FileConfig {
     offline: Option<bool>,
     index_ttl: Option<u64>,
     upstream_timeout: Option<u64>,
+    max_page_mib: Option<u64>,
+    max_file_mib: Option<u64>,
 }
 
 /// The process environment, as a function so tests can give their own.
@@ -136,6 +151,18 @@ impl ServeConfig {
             file.upstream_timeout.map(|v| (v, from_file())),
             || 10,
         );
+        let max_page_mib = pick(
+            args.max_page_mib,
+            env_value(env, "DEVCACHE_MAX_PAGE_MIB")?,
+            file.max_page_mib.map(|v| (v, from_file())),
+            || DEFAULT_MAX_PAGE_MIB,
+        );
+        let max_file_mib = pick(
+            args.max_file_mib,
+            env_value(env, "DEVCACHE_MAX_FILE_MIB")?,
+            file.max_file_mib.map(|v| (v, from_file())),
+            || DEFAULT_MAX_FILE_MIB,
+        );
         let upstream = match resolve_upstream(args, env, file.upstream.clone(), from_file()) {
             Ok(Setting { value, source }) => Setting {
                 value: Some(value),
@@ -155,6 +182,8 @@ impl ServeConfig {
             offline,
             index_ttl,
             upstream_timeout,
+            max_page_mib,
+            max_file_mib,
         })
     }
 
@@ -190,6 +219,16 @@ impl ServeConfig {
                 "upstream_timeout",
                 format!("{}s", self.upstream_timeout.value),
                 &self.upstream_timeout.source,
+            ),
+            (
+                "max_page_mib",
+                format!("{} MiB", self.max_page_mib.value),
+                &self.max_page_mib.source,
+            ),
+            (
+                "max_file_mib",
+                format!("{} MiB", self.max_file_mib.value),
+                &self.max_file_mib.source,
             ),
         ];
         rows.iter()

@@ -31,7 +31,7 @@ use crate::cache::Cache;
 pub use crate::cache::Outcome;
 use crate::config::ServeConfig;
 use crate::store::Store;
-use crate::upstream::Upstream;
+use crate::upstream::{Caps, Upstream};
 
 #[derive(Default)]
 struct Counters {
@@ -62,6 +62,10 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
         (Some(url), false) => Some(Upstream::new(
             url.clone(),
             Duration::from_secs(config.upstream_timeout.value),
+            Caps {
+                page: config.max_page_mib.value.saturating_mul(MIB),
+                file: config.max_file_mib.value.saturating_mul(MIB),
+            },
         )?),
         _ => None,
     };
@@ -97,6 +101,9 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     let normalised = axum::middleware::map_request(decode_plus).layer(routes);
     Ok((Router::new().fallback_service(normalised), cache))
 }
+
+/// The caps are set in MiB.
+const MIB: u64 = 1 << 20;
 
 /// How long a stopping server waits for downloads under way to be saved; docker stop
 /// allows 10 s before it kills.
