@@ -243,6 +243,10 @@ pub struct ServeArgs {
     /// in MiB [env: DEVCACHE_MAX_FILE_MIB] [default: 4096]
     #[arg(long, value_name = "MIB")]
     pub max_file_mib: Option<u64>,
+    /// Seconds a client has to send a request's headers; idle connections close after as
+    /// long [env: DEVCACHE_CLIENT_TIMEOUT] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub client_timeout: Option<u64>,
     /// Configuration file [env: DEVCACHE_CONFIG] [default: ./devcache.yml, then the user's config directory]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -263,6 +267,7 @@ impl From<ServeArgs> for ServeSettings {
             upstream_timeout: args.upstream_timeout,
             max_page_mib: args.max_page_mib,
             max_file_mib: args.max_file_mib,
+            client_timeout: args.client_timeout,
             config: args.config,
         }
     }

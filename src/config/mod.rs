@@ -24,6 +24,7 @@ pub struct ServeSettings {
     pub upstream_timeout: Option<u64>,
     pub max_page_mib: Option<u64>,
     pub max_file_mib: Option<u64>,
+    pub client_timeout: Option<u64>,
     /// devcache.yml's path, instead of looking for it.
     pub config: Option<PathBuf>,
 }
@@ -72,6 +73,8 @@ pub struct ServeConfig {
     pub max_page_mib: Setting<u64>,
     /// The most of a file (MiB) downloaded when its page gives no size.
     pub max_file_mib: Setting<u64>,
+    /// Seconds a client has to send a request's headers; idle connections close after as long.
+    pub client_timeout: Setting<u64>,
 }
 
 /// Default page cap: the largest real project pages (nightly builds with tens of
@@ -100,6 +103,7 @@ pub struct FileConfig {
     upstream_timeout: Option<u64>,
     max_page_mib: Option<u64>,
     max_file_mib: Option<u64>,
+    client_timeout: Option<u64>,
 }
 
 /// The process environment, as a function so tests can give their own.
@@ -163,6 +167,12 @@ impl ServeConfig {
             file.max_file_mib.map(|v| (v, from_file())),
             || DEFAULT_MAX_FILE_MIB,
         );
+        let client_timeout = pick(
+            args.client_timeout,
+            env_value(env, "DEVCACHE_CLIENT_TIMEOUT")?,
+            file.client_timeout.map(|v| (v, from_file())),
+            || 30,
+        );
         let upstream = match resolve_upstream(args, env, file.upstream.clone(), from_file()) {
             Ok(Setting { value, source }) => Setting {
                 value: Some(value),
@@ -184,6 +194,7 @@ impl ServeConfig {
             upstream_timeout,
             max_page_mib,
             max_file_mib,
+            client_timeout,
         })
     }
 
@@ -229,6 +240,11 @@ impl ServeConfig {
                 "max_file_mib",
                 format!("{} MiB", self.max_file_mib.value),
                 &self.max_file_mib.source,
+            ),
+            (
+                "client_timeout",
+                format!("{}s", self.client_timeout.value),
+                &self.client_timeout.source,
             ),
         ];
         rows.iter()

@@ -56,6 +56,21 @@ impl Store {
         })
     }
 
+    /// Fails with one line when the directory cannot be written, so that a read-only
+    /// cache is found at start rather than by every request that needs to write.
+    pub fn check_writable(&self) -> Result<()> {
+        let dir = self.inner.root.join("tmp");
+        let probe = self.temp_path();
+        std::fs::write(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .with_context(|| {
+                format!(
+                    "cannot write in {}; devcache needs a writable --data-dir",
+                    dir.display()
+                )
+            })
+    }
+
     /// Removes the temp files a previous run left behind (a crash mid-download). Only
     /// the server that owns the directory calls this, when it starts.
     pub fn remove_leftovers(&self) -> Result<()> {
