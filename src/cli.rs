@@ -83,6 +83,15 @@ Examples:
   devcache import devstack-cache.tar.zst                 # into the running cache container
   devcache import cache.tar --data-dir ./cache")]
     Import(TransferArgs),
+    /// Re-hash every cached file against its name; damaged ones are moved aside and fetched again.
+    #[command(after_help = "\
+Examples:
+  devcache verify                          # the running cache container's volume
+  devcache verify --data-dir ~/.cache/devcache
+
+Damaged files are moved to quarantine/ in the data directory and named; the command then
+exits 1, and the next request for each file fetches it again from the upstream.")]
+    Verify(VerifyArgs),
     /// Make the devcache image from this executable (`up` does it when needed).
     Image {
         /// Make it even if the image already holds this executable.
@@ -159,6 +168,15 @@ pub struct WarmArgs {
 pub struct TransferArgs {
     /// The bundle (.tar or .tar.zst)
     pub file: PathBuf,
+    /// A data directory instead of the running cache container
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub stack: StackArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
     /// A data directory instead of the running cache container
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -322,11 +340,22 @@ impl From<WarmArgs> for WarmOptions {
 impl TransferArgs {
     /// The data directory when one is given, else the project's cache container.
     pub fn cache(&self) -> Cache {
-        match &self.data_dir {
-            Some(dir) => Cache::DataDir(dir.clone()),
-            None => Cache::Container {
-                project: self.stack.project.clone(),
-            },
-        }
+        cache_of(&self.data_dir, &self.stack)
+    }
+}
+
+impl VerifyArgs {
+    /// The data directory when one is given, else the project's cache container.
+    pub fn cache(&self) -> Cache {
+        cache_of(&self.data_dir, &self.stack)
+    }
+}
+
+fn cache_of(data_dir: &Option<PathBuf>, stack: &StackArgs) -> Cache {
+    match data_dir {
+        Some(dir) => Cache::DataDir(dir.clone()),
+        None => Cache::Container {
+            project: stack.project.clone(),
+        },
     }
 }

@@ -13,6 +13,7 @@ mod stack;
 mod store;
 mod transfer;
 mod upstream;
+mod verify;
 mod warm;
 
 use std::process::ExitCode;
@@ -58,6 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Warm(args) => block_on(warm::command(args.into())),
         Command::Export(args) => block_on(transfer::export(&args.cache(), &args.file)),
         Command::Import(args) => block_on(transfer::import(&args.cache(), &args.file)),
+        Command::Verify(args) => block_on(verify::verify(&args.cache())),
         Command::Image { force } => block_on(cmd::image::image(force)),
         Command::Health { url } => block_on(cmd::health::health(&url)),
     }

@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::blobs::file_sha256;
 use super::pages::StoredPage;
 use super::{BlobKey, Store};
 use crate::index::ProjectName;
@@ -110,17 +111,9 @@ fn is_zstd_name(path: &Path) -> bool {
 }
 
 fn file_digest(path: &Path) -> Result<String> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buffer[..n]);
-    }
+    let (digest, _) =
+        file_sha256(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(digest)
 }
 
 /// An entry staged in `tmp/`, waiting for the whole bundle to be checked.

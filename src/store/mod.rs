@@ -4,6 +4,7 @@
 //! pages/<project>.json   index pages with their fetch time and validators (pages.rs)
 //! files/<ab>/<key>       distribution and metadata files, by sha256 (blobs.rs)
 //! tmp/                   files being written; emptied at start, so a crash leaves nothing half-done
+//! quarantine/            files `devcache verify` found damaged, moved aside (verify.rs)
 //! ```
 //!
 //! Every write goes to `tmp/` first and is renamed into place, so a reader (or the
@@ -13,6 +14,7 @@ pub mod blobs;
 pub mod bundle;
 pub mod mapped;
 pub mod pages;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
