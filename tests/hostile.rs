@@ -5,19 +5,9 @@
 mod support;
 
 use reqwest::StatusCode;
-use support::dists::{Dist, blob};
+use support::dists::blob;
 use support::upstream::{Fault, Links, PageFormat, TestUpstream};
 use support::{Devcache, http};
-
-/// A cold file's URL in the cache.
-fn file_url(cache: &Devcache, project: &str, dist: &Dist) -> String {
-    format!(
-        "{}/root/pypi/+f/{project}/{}/{}",
-        cache.url,
-        dist.sha256(),
-        dist.filename
-    )
-}
 
 /// What a client gets for `url`: the body when it arrived whole, else why not.
 async fn fetch(url: &str) -> Result<Vec<u8>, String> {
@@ -39,7 +29,7 @@ async fn a_file_longer_than_its_page_says_breaks_the_connection_at_that_size() {
     upstream.fault_file(&dist.filename, Some(Fault::Endless(64 << 20)));
     let cache = Devcache::caching(tmp.path(), &upstream);
 
-    let got = fetch(&file_url(&cache, "longer", &dist)).await;
+    let got = fetch(&cache.file_url("longer", &dist)).await;
     assert!(
         got.is_err(),
         "a client got a complete answer ({} bytes) from an upstream that sent more than the page said",
@@ -69,7 +59,7 @@ async fn a_file_of_unknown_size_stops_at_the_file_cap() {
         &["--upstream", &upstream.index_url(), "--max-file-mib", "1"],
     );
 
-    let got = fetch(&file_url(&cache, "unsized", &dist)).await;
+    let got = fetch(&cache.file_url("unsized", &dist)).await;
     assert!(got.is_err(), "an endless file was answered whole");
     assert!(cache.temp_files().is_empty(), "a temp file was left");
     assert!(

@@ -25,14 +25,7 @@ async fn a_file_damaged_on_disk_is_quarantined_and_fetched_again() {
     let upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
     let dist = blob("rotting-1.0.tar.gz", 200_000);
     upstream.add("rotting", dist.clone());
-    let url = |cache: &Devcache| {
-        format!(
-            "{}/root/pypi/+f/rotting/{}/{}",
-            cache.url,
-            dist.sha256(),
-            dist.filename
-        )
-    };
+    let url = |cache: &Devcache| cache.file_url("rotting", &dist);
     let data = tmp.path().join("data");
     let cache = Devcache::caching(tmp.path(), &upstream);
     let first = http().get(url(&cache)).send().await.unwrap();

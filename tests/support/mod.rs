@@ -77,6 +77,16 @@ impl Devcache {
         format!("{}/root/pypi/+simple/", self.url)
     }
 
+    /// A file's URL in the cache, as pages link it.
+    pub fn file_url(&self, project: &str, dist: &dists::Dist) -> String {
+        format!(
+            "{}/root/pypi/+f/{project}/{}/{}",
+            self.url,
+            dist.sha256(),
+            dist.filename
+        )
+    }
+
     /// Kills the server the hard way, as a crash or an OOM kill would.
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
