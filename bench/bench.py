@@ -91,6 +91,9 @@ http {{
         location /simple/ {{
             try_files $uri/index.$simple_format ${{uri}}index.$simple_format =404;
         }}
+        location /nometa/simple/ {{
+            try_files $uri/index.$simple_format ${{uri}}index.$simple_format =404;
+        }}
         location /files/ {{ }}
         # A download at a line rate (about 800 Mbit/s), as from a real index.
         location /line-rate/ {{ alias {tree}/files/; limit_rate {LINE_RATE}; }}
@@ -121,6 +124,15 @@ http {{
     def lines_since(self, count: int) -> list[str]:
         with open(self.log, "r", errors="replace") as fh:
             return fh.readlines()[count:]
+
+    def bytes_since(self, count: int) -> int:
+        """Body bytes nginx sent since its `count`th request (the combined log's field)."""
+        total = 0
+        for line in self.lines_since(count):
+            fields = line.split('"')[2].split() if line.count('"') >= 2 else []
+            if len(fields) >= 2 and fields[1].isdigit():
+                total += int(fields[1])
+        return total
 
 
 def wait_ready(port: int, path: str, proc, timeout: float) -> float:
@@ -395,10 +407,12 @@ def curl_timed(port: int, path: str, out: str) -> tuple[float, float, int, int]:
     return float(ttfb), float(total), int(size), int(code)
 
 
-def wrk(port: int, path: str, seconds: int, accept: str | None = None) -> dict:
+def wrk(port: int, path: str, seconds: int, accept: str | None = None, gzip: bool = False) -> dict:
     cmd = ["wrk", "-t2", "-c64", f"-d{seconds}s", "--latency"]
     if accept:
         cmd += ["-H", f"Accept: {accept}"]
+    if gzip:
+        cmd += ["-H", "Accept-Encoding: gzip"]
     done = run(cmd + [f"http://127.0.0.1:{port}{path}"])
     out = done.stdout
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -493,6 +507,72 @@ def measure_direct(nginx: Nginx, wl: workload.Workload) -> dict:
     return direct
 
 
+def measure_direct_without_metadata(nginx: Nginx, wl: workload.Workload, clients: Clients) -> dict:
+    """The baselines against the no-metadata upstream: uv and pip going direct, their time
+    and the bytes they fetched."""
+    url = f"http://127.0.0.1:{nginx.port}/nometa/simple/"
+    direct = {}
+    before = nginx.requests()
+    elapsed, ok, err = clients.uv_compile(url, wl.requirements)
+    if not ok:
+        raise RuntimeError(f"uv pip compile direct from the no-metadata upstream failed: {err[-300:]}")
+    direct["uv"] = (elapsed, nginx.bytes_since(before))
+    before = nginx.requests()
+    elapsed, ok, err = clients.pip_download(url, wl.requirements, "direct-nometa")
+    if not ok:
+        raise RuntimeError(f"pip download direct from the no-metadata upstream failed: {err[-300:]}")
+    direct["pip"] = (elapsed, nginx.bytes_since(before))
+    shutil.rmtree(os.path.join(clients.work, "downloads"), ignore_errors=True)
+    return direct
+
+
+def bench_without_metadata(server: Server, nginx: Nginx, wl: workload.Workload, clients: Clients,
+                           res: Results, direct: dict, log_path: str):
+    """A cold `uv pip compile`, then a cold `pip download`, of the set through `server` caching
+    an upstream whose pages offer no core metadata: time against going direct, bytes the
+    upstream sent, and bytes the cache kept after the compile."""
+    name = server.name
+    shutil.rmtree(server.data_dir, ignore_errors=True)
+    os.makedirs(server.data_dir)
+    server.start(log_path)
+    try:
+        before = nginx.requests()
+        elapsed, ok, err = clients.uv_compile(server.url(), wl.requirements)
+        fetched = nginx.bytes_since(before)
+        stored = disk_usage(server.data_dir)
+        d_elapsed, d_bytes = direct["uv"]
+        label = "no-metadata upstream, uv pip compile cold"
+        if not ok:
+            res.fail(name, f"{label} failed: {err.strip()[-300:]}")
+            res.put(f"{label}: time", name, None, "FAILED")
+        else:
+            res.put(f"{label}: time", name, elapsed / d_elapsed,
+                    f"{fmt_s(elapsed)}, {elapsed / d_elapsed:.2f}x direct")
+        res.put(f"{label}: upstream bytes", name, fetched,
+                f"{fmt_bytes(fetched)} (direct {fmt_bytes(d_bytes)})")
+        res.put(f"{label}: bytes stored", name, stored, fmt_bytes(stored))
+        print(f"  no-metadata uv compile: {fmt_s(elapsed)} (direct {fmt_s(d_elapsed)}),"
+              f" {fmt_bytes(fetched)} from the upstream, {fmt_bytes(stored)} stored", flush=True)
+
+        before = nginx.requests()
+        elapsed, problem = pip_round(clients, server, wl, f"{name}-nometa")
+        fetched = nginx.bytes_since(before)
+        d_elapsed, d_bytes = direct["pip"]
+        label = "no-metadata upstream, pip download cold"
+        if problem:
+            res.fail(name, f"{label}: {problem}")
+            res.put(f"{label}: time", name, None, "FAILED")
+        else:
+            res.put(f"{label}: time", name, elapsed / d_elapsed,
+                    f"{fmt_s(elapsed)}, {elapsed / d_elapsed:.2f}x direct")
+        res.put(f"{label}: upstream bytes", name, fetched,
+                f"{fmt_bytes(fetched)} (direct {fmt_bytes(d_bytes)})")
+        print(f"  no-metadata pip download: {fmt_s(elapsed)} (direct {fmt_s(d_elapsed)}),"
+              f" {fmt_bytes(fetched)} from the upstream", flush=True)
+    finally:
+        server.stop()
+
+
 def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: Clients, args,
                  res: Results, direct: dict):
     name = server.name
@@ -567,6 +647,18 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
         res.put(f"warm {label}: requests/s", name, result["rps"], f"{result['rps']:,.0f}", False)
         res.put(f"warm {label}: p99", name, result["p99_ms"], p99_text(result))
         print(f"  {label}: {result['rps']:,.0f} req/s, p99 {result['p99_ms']:.2f} ms", flush=True)
+    # As pip and uv ask for pages: gzip accepted. The bytes on the wire, then the load.
+    status, plain, _ = get(server.port, page, {"Accept": JSON_ACCEPT})
+    status_gz, body_gz, headers_gz = get(server.port, page, {"Accept": JSON_ACCEPT, "Accept-Encoding": "gzip"})
+    encoding = headers_gz.get("Content-Encoding", headers_gz.get("content-encoding", ""))
+    res.put("JSON page bytes, gzip asked", name, len(body_gz),
+            f"{fmt_bytes(len(body_gz))} of {fmt_bytes(len(plain))}" + ("" if encoding == "gzip" else " (not compressed)"))
+    result = wrk(server.port, page, args.wrk_seconds, JSON_ACCEPT, gzip=True)
+    if result["bad"] or result["errors"]:
+        res.fail(name, f"gzipped JSON page under load: {result['bad']} bad answers {result['errors']}")
+    res.put("warm JSON page, gzip asked: requests/s", name, result["rps"], f"{result['rps']:,.0f}", False)
+    print(f"  JSON page, gzip: {fmt_bytes(len(body_gz))} of {fmt_bytes(len(plain))},"
+          f" {result['rps']:,.0f} req/s", flush=True)
 
     one_mb_path = file_link(server.port, server.index, *wl.one_mb)
     status, body, _ = get(server.port, one_mb_path)
@@ -636,6 +728,14 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
     shutil.rmtree(os.path.join(work, "downloads"), ignore_errors=True)
     if not args.keep:
         shutil.rmtree(server.data_dir, ignore_errors=True)
+
+    # Phase 3: the same server type, an empty cache, an upstream without core metadata.
+    bare = type(server)(server.port, server.data_dir + "-nometa",
+                        f"http://127.0.0.1:{nginx.port}/nometa/simple/")
+    bench_without_metadata(bare, nginx, wl, clients, res, direct["nometa"], log_path)
+    shutil.rmtree(os.path.join(work, "downloads"), ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(bare.data_dir, ignore_errors=True)
 
 
 def bench_nginx(nginx: Nginx, wl, clients, args, res):
@@ -709,6 +809,9 @@ def main():
         direct = measure_direct(nginx, wl)
         for how, (ttfb, total) in direct.items():
             print(f"direct from the upstream ({how}): first byte {fmt_s(ttfb)}, total {fmt_s(total)}", flush=True)
+        direct["nometa"] = measure_direct_without_metadata(nginx, wl, clients)
+        for tool, (elapsed, fetched) in direct["nometa"].items():
+            print(f"direct from the no-metadata upstream ({tool}): {fmt_s(elapsed)}, {fmt_bytes(fetched)}", flush=True)
         for n in names:
             server = SERVERS[n](free_port(), os.path.join(args.work, "data", n), f"http://127.0.0.1:{up_port}/simple/")
             try:

@@ -104,6 +104,13 @@ class Project:
                 seen.append(v)
         return seen
 
+    def without_metadata(self) -> "Project":
+        """The same project as an upstream that serves no core metadata lists it."""
+        bare = Project(self.name)
+        bare.files = [{k: v for k, v in f.items() if k not in ("core-metadata", "data-dist-info-metadata")}
+                      for f in self.files]
+        return bare
+
     def html(self) -> str:
         lines = ["<!DOCTYPE html>", "<html><head><meta name=\"pypi:repository-version\" content=\"1.1\">",
                  f"<title>Links for {self.name}</title></head><body>", f"<h1>Links for {self.name}</h1>"]
@@ -182,13 +189,17 @@ def generate(root: str, base_url: str, small_projects: int, large_sizes: list, c
     work.cold_size = cold_size
 
     index_html = ["<!DOCTYPE html>", "<html><body>"]
+    # The same index again under nometa/simple/, without core metadata (PEP 658), as
+    # private indexes and older mirrors serve it: resolvers must read the wheels.
+    nometa = os.path.join(root, "nometa", "simple")
     for p in projects:
-        pdir = os.path.join(simple, p.name)
-        os.makedirs(pdir, exist_ok=True)
-        with open(os.path.join(pdir, "index.html"), "w") as fh:
-            fh.write(p.html())
-        with open(os.path.join(pdir, "index.json"), "w") as fh:
-            fh.write(p.json())
+        for where, page in ((simple, p), (nometa, p.without_metadata())):
+            pdir = os.path.join(where, p.name)
+            os.makedirs(pdir, exist_ok=True)
+            with open(os.path.join(pdir, "index.html"), "w") as fh:
+                fh.write(page.html())
+            with open(os.path.join(pdir, "index.json"), "w") as fh:
+                fh.write(page.json())
         index_html.append(f'<a href="{p.name}/">{p.name}</a><br>')
     index_html.append("</body></html>")
     with open(os.path.join(simple, "index.html"), "w") as fh:

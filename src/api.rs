@@ -38,7 +38,7 @@ pub struct Status {
     pub stale: u64,
     pub uptime_seconds: u64,
     pub index_path: String,
-    /// Per client address: what was served from the cache and what was fetched.
+    /// Per client address and installer: what was served from the cache and what was fetched.
     pub clients: Vec<ClientStats>,
 }
 
@@ -51,11 +51,11 @@ impl Status {
     }
 }
 
-/// What the cache served one client address.
+/// What the cache served one installer at one client address.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ClientStats {
     pub address: String,
-    /// The installer it last identified as, e.g. `pip/24.0` or `uv/0.5.1`.
+    /// The installer, as its User-Agent names it: `pip/24.0`, `uv/0.5.1`, `-` for none.
     pub user_agent: String,
     pub hits: u64,
     pub misses: u64,

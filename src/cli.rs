@@ -63,13 +63,14 @@ Examples:
     Logs(LogsArgs),
     /// Wire enabled services again whenever their containers start (until Ctrl-C).
     Watch(StackArgs),
-    /// Fill the cache with what requirement files pin, for installing offline later.
+    /// Fill the cache with what requirement or lock files pin, for installing offline later.
     #[command(after_help = "\
 Examples:
   devcache warm -r requirements/base.txt                # into the running cache container
   devcache warm -r requirements.txt --python 3.12 --platform manylinux_2_28_x86_64
   devcache warm -r requirements.txt --data-dir ./cache --upstream https://my-index.example/simple/
-  devcache warm lms studio                              # their own requirement files, for their Python")]
+  devcache warm --lock uv.lock                          # or --lock pylock.toml
+  devcache warm lms studio                              # their uv.lock or requirement files")]
     Warm(WarmArgs),
     /// Write the cache to one portable file (a .tar, or .tar.zst to compress it).
     #[command(after_help = "\
@@ -92,7 +93,8 @@ Examples:
 Damaged files are moved to quarantine/ in the data directory and named; the command then
 exits 1, and the next request for each file fetches it again from the upstream.")]
     Verify(VerifyArgs),
-    /// Make the devcache image from this executable (`up` does it when needed).
+    /// Make the devcache image from this executable (`up` does it when needed); it is
+    /// `devcache:<version>`, or the name in DEVCACHE_IMAGE.
     Image {
         /// Make it even if the image already holds this executable.
         #[arg(long)]
@@ -116,7 +118,8 @@ pub struct StackArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
-    /// The index the cache container caches [env: DEVCACHE_UPSTREAM] [default: as for `serve`]
+    /// The index the cache container caches [env: DEVCACHE_UPSTREAM]
+    /// [default: the running cache's, else the last `up`'s, else as for `serve`]
     #[arg(long)]
     pub upstream: Option<String>,
     /// Host port to publish the cache on; 0 picks a free one
@@ -136,6 +139,9 @@ pub struct WarmArgs {
     /// A requirement file (repeatable); -r/-c includes inside it are followed
     #[arg(short = 'r', long = "requirement", value_name = "FILE")]
     pub requirements: Vec<std::path::PathBuf>,
+    /// A lock file, uv.lock or pylock.toml (repeatable): what it installs for the target
+    #[arg(long = "lock", value_name = "FILE")]
+    pub locks: Vec<std::path::PathBuf>,
     /// The Python that will install [default: 3.11, or the service's own]
     #[arg(long, value_name = "VERSION")]
     pub python: Option<String>,
@@ -158,7 +164,7 @@ pub struct WarmArgs {
     /// Configuration file, as for `serve`
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// devstack services whose own requirement files to warm for (e.g. lms studio)
+    /// devstack services whose own lock or requirement files to warm for (e.g. lms studio)
     pub services: Vec<String>,
     #[command(flatten)]
     pub stack: StackArgs,
@@ -229,18 +235,18 @@ pub struct LogsArgs {
 /// from devcache.yml; a flag wins over both.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
-    /// Address to listen on [env: DEVCACHE_HOST] [default: 0.0.0.0 in a container, else 127.0.0.1]
+    /// Address to listen on [env: DEVCACHE_HOST] [default: 127.0.0.1; the devcache image sets 0.0.0.0]
     #[arg(long)]
     pub host: Option<String>,
     /// Port to listen on; 0 picks a free one [env: DEVCACHE_PORT] [default: 3141]
     #[arg(long)]
     pub port: Option<u16>,
     /// Where cached pages and files are kept [env: DEVCACHE_DATA_DIR]
-    /// [default: /data in a container, else the user's cache directory]
+    /// [default: the user's cache directory; the devcache image sets /data]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// The index to cache, e.g. https://my-index.example/simple/ [env: DEVCACHE_UPSTREAM]
-    /// [default: the index pip is configured with]
+    /// [default: the index the local pip uses: its configuration, else its own default]
     #[arg(long)]
     pub upstream: Option<String>,
     /// Never contact the upstream; serve only what is cached [env: DEVCACHE_OFFLINE]
@@ -321,6 +327,7 @@ impl From<WarmArgs> for WarmOptions {
     fn from(args: WarmArgs) -> Self {
         Self {
             requirements: args.requirements,
+            locks: args.locks,
             services: args.services,
             project: args.stack.project,
             python: args.python,

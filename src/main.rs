@@ -69,14 +69,21 @@ fn block_on(work: impl std::future::Future<Output = anyhow::Result<()>>) -> anyh
     tokio::runtime::Runtime::new()?.block_on(work)
 }
 
-/// Logs go to stderr at info unless `RUST_LOG` says otherwise.
+/// Request lines go to stdout, everything else to stderr, at info unless `RUST_LOG`
+/// says otherwise.
 fn init_logging() {
+    use tracing_subscriber::fmt::writer::MakeWriterExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let requests = std::io::stdout.with_filter(|m| m.target() == server::ACCESS_TARGET);
+    let rest = std::io::stderr.with_filter(|m| m.target() != server::ACCESS_TARGET);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stdout())
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+        .with_writer(requests.and(rest))
         .init();
 }

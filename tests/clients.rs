@@ -32,20 +32,37 @@ const JSON: &str = "application/vnd.pypi.simple.v1+json";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_downloads_and_installs_from_a_json_upstream_through_both_url_forms() {
-    every_client_downloads_and_installs(PageFormat::Json).await;
+    every_client_downloads_and_installs(PageFormat::Json, Metadata::Served).await;
+}
+
+/// devcache offers core metadata for every wheel and derives it from the upstream's
+/// wheels: every client must resolve and install with what it derives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_downloads_and_installs_from_an_upstream_without_core_metadata() {
+    every_client_downloads_and_installs(PageFormat::Json, Metadata::None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_downloads_and_installs_from_an_html_upstream_through_both_url_forms() {
-    every_client_downloads_and_installs(PageFormat::Html).await;
+    every_client_downloads_and_installs(PageFormat::Html, Metadata::Served).await;
 }
 
 /// One upstream in `format` with `demo` 1.0 and 2.0 (2.0 needs `helper`), one devcache
 /// caching it, and every client at once through both URL forms. Fails with every
 /// client and URL form that failed, and what the client said.
-async fn every_client_downloads_and_installs(format: PageFormat) {
+/// Whether the upstream serves core metadata (PEP 658) beside its wheels.
+#[derive(Debug, Clone, Copy)]
+enum Metadata {
+    Served,
+    None,
+}
+
+async fn every_client_downloads_and_installs(format: PageFormat, metadata: Metadata) {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = TestUpstream::start(format, Links::Relative).await;
+    if let Metadata::None = metadata {
+        upstream.without_metadata();
+    }
     upstream.add("demo", wheel("demo", "1.0", &[]));
     upstream.add("demo", wheel("demo", "2.0", &["helper>=1.0"]));
     upstream.add("helper", wheel("helper", "1.0", &[]));
@@ -73,7 +90,7 @@ async fn every_client_downloads_and_installs(format: PageFormat) {
     }
     assert!(
         failures.is_empty(),
-        "{} of {} client runs failed ({format:?} upstream):\n\n{}",
+        "{} of {} client runs failed ({format:?} upstream, metadata {metadata:?}):\n\n{}",
         failures.len(),
         (PIPS.len() + UVS.len()) * indexes.len(),
         failures.join("\n\n")

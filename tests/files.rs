@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::StatusCode;
 use support::dists::{blob, wheel};
-use support::upstream::{Links, PageFormat, TestUpstream};
+use support::upstream::{Fault, Links, PageFormat, TestUpstream};
 use support::{Devcache, assert_ok, http, installed_version, pip, pip_install, uv};
 
 /// A cold file's URL in the cache.
@@ -101,6 +101,20 @@ async fn head_of_a_file_whose_page_gives_no_size_asks_the_upstream_head() {
     assert_eq!(upstream.requests(&path), 1);
     assert_eq!(upstream.downloads(&path), 0);
     assert_eq!(cache.status().await["files"], 0);
+
+    // An upstream that refuses HEAD: the file is described without a length.
+    upstream.fault_file(&dist.filename, Some(Fault::Status(405)));
+    let head = http()
+        .head(file_url(&cache, "sizeless", &dist))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert!(
+        head.headers()
+            .get("content-length")
+            .is_none_or(|v| v == "0")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

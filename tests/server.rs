@@ -45,10 +45,18 @@ async fn pip_installs_through_the_cache_and_files_are_fetched_once() {
         "two wheels and their metadata: {status}"
     );
     assert!(status["hits"].as_u64().unwrap() >= 2, "{status}");
+    // One line per request on stdout, naming the client and its installer; the
+    // health checks' `/+status` only at debug.
+    cache.status().await;
+    let requests = cache.requests();
     assert!(
-        cache.log().contains("/root/pypi/+f/demo/"),
-        "one log line per request"
+        requests
+            .lines()
+            .any(|l| l.contains("127.0.0.1 pip/") && l.contains("/root/pypi/+f/demo/")),
+        "{requests}"
     );
+    assert!(requests.contains(" miss"), "{requests}");
+    assert!(!requests.contains("/+status"), "{requests}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -722,30 +730,56 @@ async fn an_https_upstream_signed_by_a_private_ca_is_trusted_through_ssl_cert_fi
 }
 
 #[test]
-fn with_no_upstream_anywhere_it_says_the_three_ways_to_set_one() {
+fn with_no_upstream_configured_it_uses_the_local_pips_default_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();
+    let python = support::venv_tool("python");
+    let venv_bin = python.parent().unwrap();
+    // What pip itself says its default index is, asked another way than devcache does.
+    let asked = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "from pip._internal.models.index import PyPI; print(PyPI.simple_url)",
+        ])
+        .output()
+        .unwrap();
+    let pips_default = String::from_utf8_lossy(&asked.stdout).trim().to_string();
+    assert!(pips_default.starts_with("https://"), "{pips_default}");
+
+    // PIP_CONFIG_FILE=/dev/null turns pip's configuration files off, as for pip.
+    let out = devcache_command(tmp.path())
+        .arg("config")
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PATH", venv_bin)
+        .output()
+        .unwrap();
+    assert_ok(&out, "devcache config with no upstream configured");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let upstream = said.lines().find(|l| l.starts_with("upstream")).unwrap();
+    assert!(
+        upstream.contains(&format!("{}/", pips_default.trim_end_matches('/'))),
+        "{said}"
+    );
+    assert!(upstream.contains("pip's default index"), "{said}");
+
+    // With no pip at all, the error names the three ways to set one.
     let out = devcache_command(tmp.path())
         .args(["serve", "--port", "0", "--data-dir"])
         .arg(tmp.path().join("data"))
         .env("PIP_CONFIG_FILE", "/dev/null")
+        .env("PATH", tmp.path().join("no-such-dir"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if std::path::Path::new("/etc/pip.conf").exists()
-        || std::path::Path::new("/etc/xdg/pip/pip.conf").exists()
-    {
-        // The host's global pip config names an index; the error path cannot be reached here.
-        assert!(
-            stderr.is_empty() || !stderr.contains("panicked"),
-            "{stderr}"
-        );
-        return;
-    }
-    for way in ["--upstream", "DEVCACHE_UPSTREAM", "devcache.yml"] {
+    for way in [
+        "--upstream",
+        "DEVCACHE_UPSTREAM",
+        "devcache.yml",
+        "no local pip",
+    ] {
         assert!(stderr.contains(way), "{stderr}");
     }
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
 #[test]

@@ -14,8 +14,8 @@ use support::dists::wheel;
 
 const TEST_IMAGE: &str = "devcache-test/python:bookworm";
 
-/// One test's devstack: its own project, network, containers and volume, all removed
-/// when it is dropped, even when the test fails.
+/// One test's devstack: its own project, network, containers, volume and devcache
+/// image tag, all removed when it is dropped, even when the test fails.
 struct Devstack {
     project: String,
     home: tempfile::TempDir,
@@ -47,6 +47,11 @@ impl Devstack {
         format!("{}_default", self.project)
     }
 
+    /// The devcache image this test builds, never the user's `devcache:<version>`.
+    fn image(&self) -> String {
+        format!("devcache-test/{}:latest", self.project)
+    }
+
     fn container(&self, service: &str) -> String {
         format!("edx.{}.{service}", self.project)
     }
@@ -67,6 +72,16 @@ impl Devstack {
             TEST_IMAGE,
         ]);
         assert_ok(&out, "start a service container");
+    }
+
+    /// What `docker-compose up -d --force-recreate SERVICE` does: a new container
+    /// under the same name and labels, without devcache's files.
+    fn recreate_service(&self, service: &str) {
+        assert_ok(
+            &docker(&["rm", "-f", &self.container(service)]),
+            "remove a consumer",
+        );
+        self.start_service(service);
     }
 
     /// Starts an index in a container on the network: static PEP 503 pages and files,
@@ -98,11 +113,28 @@ impl Devstack {
         self.devcache_command(args).output().unwrap()
     }
 
+    /// Starts `devcache watch`, its stdout as asked, its stderr dropped.
+    fn watch(&self, stdout: Stdio) -> std::process::Child {
+        self.devcache_command(&["watch"])
+            .stdout(stdout)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// Runs devcache, which must succeed, and returns what it said on stdout.
+    fn said(&self, args: &[&str]) -> String {
+        let out = self.devcache(args);
+        assert_ok(&out, &format!("devcache {}", args.join(" ")));
+        stdout(&out)
+    }
+
     fn devcache_command(&self, args: &[&str]) -> Command {
         let mut command = support::devcache_command(self.home.path());
         command
             .args(args)
-            .env("COMPOSE_PROJECT_NAME", &self.project);
+            .env("COMPOSE_PROJECT_NAME", &self.project)
+            .env("DEVCACHE_IMAGE", self.image());
         command
     }
 
@@ -113,6 +145,17 @@ impl Devstack {
 
     fn read(&self, service: &str, path: &str) -> String {
         stdout(&self.exec(service, &format!("cat {path} 2>/dev/null || true")))
+    }
+
+    /// `devcache up` with this upstream, then `devcache warm lms`; what warm said.
+    fn up_and_warm_lms(&self, upstream: &str) -> String {
+        assert_ok(
+            &self.devcache(&["up", "--upstream", upstream, "--port", "0"]),
+            "devcache up",
+        );
+        let out = self.devcache(&["warm", "lms"]);
+        assert_ok(&out, "devcache warm lms");
+        stdout(&out)
     }
 
     /// The cache's `/+status`, through its published port.
@@ -137,6 +180,7 @@ impl Drop for Devstack {
         }
         docker(&["network", "rm", &self.network()]);
         docker(&["volume", "rm", &format!("{}_devpi_data", self.project)]);
+        docker(&["image", "rm", "-f", &self.image()]);
     }
 }
 
@@ -198,7 +242,7 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-const USERS_PIP_CONF: &str = "[global]\ntimeout = 42\n";
+const USERS_PIP_CONF: &str = "[global]\ntimeout = 42\n\n[install]\nno-compile = true\n";
 
 #[test]
 fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offline() {
@@ -230,7 +274,23 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
     let said = stdout(&out);
     assert!(said.contains("created and started"), "{said}");
     assert!(
-        said.contains("lms: wired (your own config is kept aside"),
+        said.contains("image devcache-test/") && said.contains(": it was missing"),
+        "{said}"
+    );
+    // The image sets a container's defaults; nothing is guessed from the host's files.
+    let env = stdout(&docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Config.Env}}",
+        &stack.image(),
+    ]));
+    assert!(
+        env.contains("DEVCACHE_HOST=0.0.0.0") && env.contains("DEVCACHE_DATA_DIR=/data"),
+        "{env}"
+    );
+    assert!(
+        said.contains("lms: wired (your own settings are kept"),
         "{said}"
     );
     assert!(said.contains("studio: wired"), "{said}");
@@ -243,6 +303,16 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
     assert!(
         pip_conf.contains("trusted-host = edx.devstack.devpi"),
         "{pip_conf}"
+    );
+    // The user's own settings still apply while lms is wired.
+    assert!(
+        pip_conf.contains("timeout = 42") && pip_conf.contains("[install]\nno-compile = true"),
+        "{pip_conf}"
+    );
+    let config = stdout(&stack.exec("lms", "pip config list"));
+    assert!(
+        config.contains("global.timeout='42'") && config.contains("install.no-compile='true'"),
+        "{config}"
     );
     assert_eq!(
         stack.read("lms", "/root/.pip/pip.conf.devcache-saved"),
@@ -303,6 +373,10 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
     assert_eq!(stack.read("lms", "/root/.pip/pip.conf.devcache-saved"), "");
     let report = stdout(&stack.devcache(&["status"]));
     assert!(report.contains("disabled): user pip.conf"), "{report}");
+    assert!(
+        report.contains(" KiB cached;") && !report.contains("bytes"),
+        "sizes in one format: {report}"
+    );
     // A disabled consumer stays unwired by `up`.
     let out = stack.devcache(&["up", "--upstream", &upstream, "--port", "0"]);
     assert_ok(&out, "devcache up with lms disabled");
@@ -326,18 +400,33 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
     // logs: the requests, and -f streams new ones.
     let logs = stack.devcache(&["logs", "--tail", "50"]);
     assert_ok(&logs, "devcache logs");
+    let lms_address = stdout(&docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &stack.container("lms"),
+    ]));
     assert!(
-        stderr(&logs).contains("/root/pypi/+simple/demo/"),
-        "request lines are on stderr: {}",
-        stderr(&logs)
+        stdout(&logs)
+            .lines()
+            .any(|l| l.contains("/root/pypi/+simple/demo/")
+                && l.contains(&format!("{} pip/", lms_address.trim()))
+                && l.contains("miss")),
+        "request lines are on stdout, with lms's address and pip: {}",
+        stdout(&logs)
+    );
+    assert!(
+        !stdout(&logs).contains("/+status"),
+        "health checks are logged at debug: {}",
+        stdout(&logs)
     );
     let mut follow = stack
         .devcache_command(&["logs", "-f", "--tail", "0"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let follow_err = follow.stderr.take().unwrap();
+    let follow_err = follow.stdout.take().unwrap();
     let lines = std::thread::spawn(move || {
         use std::io::BufRead;
         std::io::BufReader::new(follow_err)
@@ -397,11 +486,103 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
     assert!(status["hits"].as_u64().unwrap() >= 4, "{status}");
 }
 
-#[test]
-fn watch_wires_a_recreated_consumer_but_not_a_disabled_one() {
+/// The everyday loop, with studio's compose label as `label`: up once, recreate
+/// studio while `watch` runs, up again with nothing repeated, a remembered service
+/// that has no container, down and up.
+fn the_devstack_loop(label: &str) {
     let stack = Devstack::new();
     stack.start_service("lms");
-    stack.start_service("cms");
+    stack.start_service(label);
+    let upstream = "http://index.invalid/simple/";
+    let said = stack.said(&["up", "--upstream", upstream, "--port", "0"]);
+    assert!(said.contains("studio: wired"), "{said}");
+
+    // A service enabled before its container exists: remembered, and skipped.
+    let said = stack.said(&["enable", "ecommerce"]);
+    assert!(
+        said.contains("ecommerce: enabled, no container in project"),
+        "{said}"
+    );
+    // up with nothing repeated: the running cache's upstream, the same cache.
+    let said = stack.said(&["up", "--port", "0"]);
+    assert!(
+        said.contains(&format!("upstream {upstream}: the one the cache container")),
+        "{said}"
+    );
+    assert!(
+        said.contains("ecommerce: no container in project") && said.contains("skipped"),
+        "{said}"
+    );
+    assert!(said.contains("already up to date"), "{said}");
+
+    let mut watch = stack.watch(Stdio::piped());
+    let watch_out = watch.stdout.take().unwrap();
+    let (said_tx, said_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(watch_out)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = said_tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    stack.recreate_service(label);
+    let mut watch_said = Vec::new();
+    wait_for("watch to say it wired the recreated studio", || {
+        watch_said.extend(said_rx.try_iter());
+        watch_said.iter().any(|l| l.starts_with("studio: wired"))
+    });
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    assert!(
+        stack
+            .read(label, "/root/.pip/pip.conf")
+            .starts_with("# Written by devcache"),
+        "{watch_said:?}"
+    );
+    let report = stdout(&stack.devcache(&["status"]));
+    assert!(
+        report.contains(&format!(
+            "studio    {} (running, enabled): wired",
+            stack.container(label)
+        )),
+        "{report}"
+    );
+    assert!(
+        report.contains("ecommerce") && report.contains("(not running, enabled): no container"),
+        "{report}"
+    );
+
+    // The remembered service's container never came: disable clears it.
+    let said = stack.said(&["disable", "ecommerce"]);
+    assert!(said.contains("ecommerce: disabled"), "{said}");
+    // down, then up with nothing repeated: the upstream remembered from the last up.
+    stack.said(&["down"]);
+    let said = stack.said(&["up", "--port", "0"]);
+    assert!(
+        said.contains(&format!("upstream {upstream}: remembered from the last")),
+        "{said}"
+    );
+    assert!(said.contains("studio: wired"), "{said}");
+}
+
+#[test]
+fn the_devstack_loop_with_studio_labelled_studio() {
+    the_devstack_loop("studio");
+}
+
+#[test]
+fn the_devstack_loop_with_studio_labelled_cms() {
+    the_devstack_loop("cms");
+}
+
+#[test]
+fn watch_leaves_a_disabled_service_alone() {
+    let stack = Devstack::new();
+    stack.start_service("lms");
+    stack.start_service("studio");
     assert_ok(
         &stack.devcache(&[
             "up",
@@ -412,24 +593,11 @@ fn watch_wires_a_recreated_consumer_but_not_a_disabled_one() {
         ]),
         "devcache up",
     );
-    assert_ok(
-        &stack.devcache(&["disable", "studio"]),
-        "devcache disable studio",
-    );
-    let mut watch = stack
-        .devcache_command(&["watch"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    assert_ok(&stack.devcache(&["disable", "cms"]), "devcache disable cms");
+    let mut watch = stack.watch(Stdio::null());
     std::thread::sleep(Duration::from_secs(1));
-
     for service in ["lms", "studio"] {
-        assert_ok(
-            &docker(&["rm", "-f", &stack.container(service)]),
-            "remove a consumer",
-        );
-        stack.start_service(service);
+        stack.recreate_service(service);
     }
     wait_for("watch to wire the new lms", || {
         stack
@@ -543,7 +711,8 @@ fn errors_name_the_fix_and_exit_non_zero() {
     );
     drop(taken);
 
-    // No lms at all, and a stopped studio: the cache comes up, and each is named with its fix.
+    // No lms at all, and a stopped studio: the cache comes up, lms is skipped on one
+    // line, and the stopped studio is an error that names its fix.
     stack.start_service("cms");
     assert_ok(
         &docker(&["stop", "-t", "0", &stack.container("cms")]),
@@ -551,13 +720,17 @@ fn errors_name_the_fix_and_exit_non_zero() {
     );
     let out = stack.devcache(&["up", "--upstream", upstream, "--port", "0"]);
     assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("lms: no container in project")
+            && stdout(&out).contains("make dev.up.lms"),
+        "{}",
+        stdout(&out)
+    );
     let said = stderr(&out);
     assert!(
-        said.contains("no container for lms") && said.contains("make dev.up.lms"),
-        "{said}"
-    );
-    assert!(
-        said.contains("studio") && said.contains("is not running"),
+        said.contains("studio")
+            && said.contains("is not running")
+            && said.contains("make dev.up.studio"),
         "{said}"
     );
     for out in [&no_engine, &unknown, &loopback, &malformed, &out] {
@@ -597,14 +770,7 @@ fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
         "warm:\n  lms: [/srv/req/base.txt]\n",
     )
     .unwrap();
-    assert_ok(
-        &stack.devcache(&["up", "--upstream", &upstream, "--port", "0"]),
-        "devcache up",
-    );
-
-    let out = stack.devcache(&["warm", "lms"]);
-    assert_ok(&out, "devcache warm lms");
-    let said = stdout(&out);
+    let said = stack.up_and_warm_lms(&upstream);
     assert!(
         said.contains("warmed for Python 3.11 on manylinux_2_"),
         "the container's own Python: {said}"
@@ -657,4 +823,66 @@ fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
     let out = stack.devcache(&["verify"]);
     assert_ok(&out, "devcache verify");
     assert!(stdout(&out).contains("checked 3 files"), "{}", stdout(&out));
+}
+
+#[test]
+fn warm_lms_prefers_the_platform_lock_to_its_requirement_exports() {
+    let stack = Devstack::new();
+    let index = tempfile::tempdir().unwrap();
+    let demo = wheel("demo", "1.0", &["helper"]);
+    let helper = wheel("helper", "1.0", &[]);
+    let only_in_export = wheel("exported", "1.0", &[]);
+    static_index(
+        index.path(),
+        &[
+            ("demo", demo.clone()),
+            ("helper", helper.clone()),
+            ("exported", only_in_export),
+        ],
+    );
+    let upstream = stack.start_upstream(index.path());
+    stack.start_service("lms");
+    stack.start_service("cms");
+    // edx-platform as it is since its move to uv: the lock at the repository root, and
+    // an export beside it. The lock names files on a host the cache never sees.
+    let file = |dist: &support::dists::Dist| {
+        format!(
+            "{{ url = \"https://files.example.invalid/p/{}\", hash = \"sha256:{}\" }}",
+            dist.filename,
+            dist.sha256()
+        )
+    };
+    let lock = format!(
+        "version = 1\nrevision = 3\nrequires-python = \">=3.11\"\n\n\
+         [[package]]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\n\
+         dependencies = [{{ name = \"demo\" }}]\n\n\
+         [[package]]\nname = \"demo\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
+         dependencies = [{{ name = \"helper\" }}]\nwheels = [{}]\n\n\
+         [[package]]\nname = \"helper\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
+         wheels = [{}]\n",
+        file(&demo),
+        file(&helper)
+    );
+    let repo = "/edx/app/edxapp/edx-platform";
+    assert_ok(
+        &stack.exec(
+            "lms",
+            &format!(
+                "mkdir -p {repo}/requirements/edx && cat > {repo}/uv.lock <<'LOCK'\n{lock}LOCK\n\
+                 echo exported==1.0 > {repo}/requirements/edx/development.txt"
+            ),
+        ),
+        "write edx-platform's lock and export",
+    );
+    let said = stack.up_and_warm_lms(&upstream);
+    assert!(
+        said.contains(&format!("lms: reading {repo}/uv.lock\n")),
+        "{said}"
+    );
+    assert!(said.contains("2 projects, 2 files"), "{said}");
+    let upstream_log = stderr(&docker(&["logs", &stack.container("upstream")]));
+    assert!(
+        upstream_log.contains(&demo.filename) && !upstream_log.contains("exported-1.0"),
+        "{upstream_log}"
+    );
 }

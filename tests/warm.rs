@@ -340,3 +340,132 @@ async fn a_bundle_seeds_another_cache_and_a_bad_one_changes_nothing() {
     );
     assert_eq!(snapshot(&fresh), snapshot(&source));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uv_lock_and_its_pylock_warm_by_hash_whatever_host_they_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
+    let demo = wheel("demo", "2.0", &["helper"]);
+    let older = wheel("demo", "1.0", &[]);
+    let helper = wheel("helper", "1.0", &[]);
+    let windows_only = wheel("winonly", "1.0", &[]);
+    for (project, dist) in [
+        ("demo", &demo),
+        ("demo", &older),
+        ("helper", &helper),
+        ("winonly", &windows_only),
+    ] {
+        upstream.add(project, dist.clone());
+    }
+
+    // A project locked by the real uv against the upstream, then moved to another
+    // host, as a lock made against the public index names its own file host.
+    let project = tmp.path().join("app");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("pyproject.toml"),
+        "[project]\nname = \"app\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\n\
+         dependencies = [\"demo==2.0\", \"winonly ; sys_platform == 'win32'\"]\n",
+    )
+    .unwrap();
+    let in_project = |args: &[&str]| {
+        let mut all = vec!["--directory", project.to_str().unwrap()];
+        all.extend(args);
+        assert_ok(
+            &support::uv(&project, &all),
+            &format!("uv {}", args.join(" ")),
+        );
+    };
+    in_project(&["lock", "--default-index", &upstream.index_url()]);
+    let upstream_root = upstream.index_url().replace("/simple/", "/");
+    let locked = std::fs::read_to_string(project.join("uv.lock")).unwrap();
+    assert!(locked.contains(&upstream_root), "{locked}");
+    let elsewhere = locked.replace(&upstream_root, "https://files.example.invalid/");
+    std::fs::write(project.join("uv.lock"), &elsewhere).unwrap();
+    in_project(&[
+        "export",
+        "--frozen",
+        "--format",
+        "pylock.toml",
+        "-o",
+        "pylock.toml",
+    ]);
+
+    let data = tmp.path().join("data");
+    let warm = |lock: &str| {
+        devcache_command(tmp.path())
+            .args(["warm", "--lock"])
+            .arg(project.join(lock))
+            .args(["--python", "3.11", "--data-dir", data.to_str().unwrap()])
+            .args(["--upstream", &upstream.index_url()])
+            .output()
+            .unwrap()
+    };
+    let out = warm("uv.lock");
+    assert_ok(&out, "devcache warm --lock uv.lock");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("2 projects"), "{said}");
+    assert!(
+        said.contains("excluded by their markers:") && said.contains("winonly==1.0"),
+        "{said}"
+    );
+    let has = |sha: &str| data.join("files").join(&sha[..2]).join(sha).exists();
+    assert!(has(&demo.sha256()) && has(&helper.sha256()));
+    assert!(!has(&older.sha256()), "a version the lock does not pin");
+    assert!(
+        !has(&windows_only.sha256()),
+        "a package for another platform"
+    );
+
+    let out = warm("pylock.toml");
+    assert_ok(&out, "devcache warm --lock pylock.toml");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("2 projects") && said.contains("0 B fetched"),
+        "{said}"
+    );
+
+    // A hash the upstream's files do not have: named, and the warm-up fails.
+    let tampered = elsewhere.replace(&helper.sha256(), &"0".repeat(64));
+    std::fs::write(project.join("uv.lock"), tampered).unwrap();
+    let out = warm("uv.lock");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("helper==1.0")
+            && said.contains("no file of that version has one of the given hashes"),
+        "{said}"
+    );
+    std::fs::write(project.join("uv.lock"), &elsewhere).unwrap();
+
+    // With the upstream gone, what the lock installs comes from the cache, checked
+    // against the lock's hashes.
+    upstream.stop().await;
+    let before = upstream.total_requests();
+    let cache = Devcache::start(&data, &["--offline"]);
+    in_project(&[
+        "export",
+        "--frozen",
+        "--no-emit-project",
+        "-o",
+        "requirements.txt",
+    ]);
+    let site = tmp.path().join("site");
+    let out = support::uv(
+        &project,
+        &[
+            "pip",
+            "install",
+            "--index-url",
+            &cache.index(),
+            "--target",
+            site.to_str().unwrap(),
+            "-r",
+            project.join("requirements.txt").to_str().unwrap(),
+        ],
+    );
+    assert_ok(&out, "uv pip install -r the lock's export, offline");
+    assert_eq!(support::installed_version(&site, "demo"), "2.0");
+    assert_eq!(support::installed_version(&site, "helper"), "1.0");
+    assert_eq!(upstream.total_requests(), before, "the upstream was asked");
+}

@@ -73,9 +73,10 @@ pub struct PartialBody {
     pub body: BoxStream<'static, std::io::Result<Bytes>>,
 }
 
-/// A cached file, open for reading; its bytes never change.
+/// A cached file's bytes (they never change) and when it was cached.
 pub struct CachedFile {
-    pub file: std::fs::File,
+    pub bytes: Bytes,
+    pub modified: Option<std::time::SystemTime>,
     pub key: BlobKey,
 }
 
@@ -161,7 +162,18 @@ impl Cache {
             (Want::Head, None) => {
                 let length = match expected_size {
                     Some(size) => Some(size),
-                    None => upstream.file_length(&url).await.map_err(upstream_error)?,
+                    None => match upstream.file_length(&url).await {
+                        Ok(length) => length,
+                        Err(UpstreamError::NotFound) => {
+                            return Err(upstream_error(UpstreamError::NotFound));
+                        }
+                        // An upstream that does not answer HEAD: described without a
+                        // length, the client reads the file whole.
+                        Err(e) => {
+                            tracing::debug!(url, error = %e, "the upstream's HEAD failed");
+                            None
+                        }
+                    },
                 };
                 return Ok((FileAnswer::Described { length }, Outcome::Miss));
             }
@@ -208,12 +220,13 @@ impl Cache {
     }
 
     pub(super) fn cached(&self, key: &BlobKey) -> Option<FileAnswer> {
-        // Opened on the async worker: an open in the local data directory takes
-        // microseconds, less than a trip to the blocking pool, which every cold request
+        // Opened and mapped on the async worker: both take microseconds in the local
+        // data directory, less than a trip to the blocking pool, which every cold request
         // would pay too (it starts by looking here).
-        let file = self.store.open_blob(key)?;
+        let (bytes, modified) = self.store.blob_bytes(key)?;
         Some(FileAnswer::Cached(CachedFile {
-            file,
+            bytes,
+            modified,
             key: key.clone(),
         }))
     }

@@ -19,7 +19,7 @@ mod fills;
 mod metadata;
 mod pages;
 
-pub use files::{FileAnswer, FileError, FileRequest, Want};
+pub use files::{CachedFile, FileAnswer, FileError, FileRequest, Want};
 pub use fills::{Fill, FillError};
 pub use pages::{PageError, ReadyPage};
 

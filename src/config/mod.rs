@@ -117,13 +117,12 @@ impl ServeConfig {
     pub fn load(args: &ServeSettings, env: Env) -> Result<Self> {
         let (file, file_path) = read_file_config(args.config.as_deref(), env)?;
         let from_file = || Source::File(file_path.clone().unwrap_or_default());
-        let in_container = Path::new("/.dockerenv").exists();
 
         let host = pick(
             args.host.clone(),
             env_value(env, "DEVCACHE_HOST")?,
             file.host.clone().map(|v| (v, from_file())),
-            || if in_container { "0.0.0.0" } else { "127.0.0.1" }.to_string(),
+            || "127.0.0.1".to_string(),
         );
         let port = pick(
             args.port,
@@ -135,7 +134,7 @@ impl ServeConfig {
             args.data_dir.clone(),
             env_value(env, "DEVCACHE_DATA_DIR")?,
             file.data_dir.clone().map(|v| (v, from_file())),
-            || default_data_dir(in_container),
+            default_data_dir,
         );
         let offline = pick(
             args.offline.then_some(true),
@@ -350,12 +349,14 @@ fn resolve_upstream(
         (url, Source::Env("DEVCACHE_UPSTREAM"))
     } else if let Some(url) = file {
         (url, file_source)
-    } else if let Some(index) = pip::configured_index(env, home.as_deref()) {
+    } else if let Some(index) =
+        pip::configured_index(env, home.as_deref()).or_else(|| pip::default_index(env))
+    {
         (index.url, Source::Pip(index.origin))
     } else {
         bail!(
-            "no upstream index is configured; set one with --upstream URL, the DEVCACHE_UPSTREAM \
-             variable, or `upstream: URL` in devcache.yml (pip's configuration names none either)"
+            "no upstream index is configured and there is no local pip to ask; set one with \
+             --upstream URL, the DEVCACHE_UPSTREAM variable, or `upstream: URL` in devcache.yml"
         );
     };
     let url = parse_upstream(&raw).with_context(|| format!("upstream from {source}"))?;
@@ -380,10 +381,9 @@ pub fn parse_upstream(raw: &str) -> Result<Url> {
     Ok(url)
 }
 
-fn default_data_dir(in_container: bool) -> PathBuf {
-    if in_container {
-        return PathBuf::from("/data");
-    }
+/// The user's cache directory. A host gets this whatever files it has (`/.dockerenv`
+/// included); the image sets `DEVCACHE_DATA_DIR=/data` and `DEVCACHE_HOST=0.0.0.0`.
+fn default_data_dir() -> PathBuf {
     directories::ProjectDirs::from("", "", "devcache")
         .map(|d| d.cache_dir().to_path_buf())
         .unwrap_or_else(|| PathBuf::from(".devcache"))
@@ -435,6 +435,14 @@ mod tests {
         assert_eq!(config.upstream_timeout.value, 10);
         assert_eq!(config.upstream_timeout.source, Source::Default);
         assert!(config.describe().contains("environment DEVCACHE_INDEX_TTL"));
+    }
+
+    #[test]
+    fn a_host_gets_host_defaults_whatever_files_it_has() {
+        let env = env_of(&[("DEVCACHE_UPSTREAM", "http://x.test/")]);
+        let config = ServeConfig::load(&ServeSettings::default(), &env).unwrap();
+        assert_eq!(config.host.value, "127.0.0.1");
+        assert_ne!(config.data_dir.value, PathBuf::from("/data"));
     }
 
     #[test]

@@ -1,11 +1,15 @@
-//! Finding the index the host's pip is configured with, so `devcache serve` with no
-//! upstream caches what pip would have used.
+//! Finding the index the host's pip uses, so `devcache serve` with no upstream
+//! caches what pip would have used.
 //!
 //! pip reads `PIP_INDEX_URL`, then `PIP_CONFIG_FILE`, then the user's files, then the
 //! global ones, the earlier winning; within a file `[install]` and `[download]` beat
-//! `[global]`. This follows that order for `index-url` only.
+//! `[global]` (and `PIP_CONFIG_FILE=/dev/null` turns the files off). This follows that
+//! order for `index-url` only. When none names an index, pip uses its own default,
+//! which devcache asks the local pip for (`pip install --help` states it), so that no
+//! index's address is written in devcache itself.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// An index URL and where pip's configuration says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +31,9 @@ pub fn configured_index(
     }
     let mut files: Vec<PathBuf> = Vec::new();
     if let Some(file) = env("PIP_CONFIG_FILE") {
+        if file == "/dev/null" {
+            return None;
+        }
         files.push(PathBuf::from(file));
     }
     let config_home = env("XDG_CONFIG_HOME")
@@ -47,6 +54,42 @@ pub fn configured_index(
             origin: format!("pip config {}", path.display()),
         })
     })
+}
+
+/// The index the local pip uses when nothing configures one: the default its
+/// `install --help` states, from the first `python3` (else `python`) on `PATH` that
+/// has pip. `None` when there is no such Python.
+pub fn default_index(env: &dyn Fn(&str) -> Option<String>) -> Option<PipIndex> {
+    let path = env("PATH")?;
+    let python = ["python3", "python"].iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })?;
+    let output = Command::new(&python)
+        .args(["-m", "pip", "install", "--help"])
+        // One line per option: the default is not wrapped away.
+        .env("COLUMNS", "10000")
+        .env("PIP_CONFIG_FILE", "/dev/null")
+        .env_remove("PIP_INDEX_URL")
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let help = String::from_utf8_lossy(&output.stdout);
+    Some(PipIndex {
+        url: stated_default_index(&help)?,
+        origin: format!("pip's default index ({} -m pip)", python.display()),
+    })
+}
+
+/// The default that pip's help states for `--index-url`.
+fn stated_default_index(help: &str) -> Option<String> {
+    let option = help.lines().find(|line| line.contains("--index-url"))?;
+    let after = &option[option.find("(default ")? + "(default ".len()..];
+    let url = after.split([')', ' ']).next()?.trim();
+    (url.starts_with("http://") || url.starts_with("https://")).then(|| url.to_string())
 }
 
 /// The `index-url` of one pip.conf (INI), preferring the `install` and `download`
@@ -100,6 +143,22 @@ mod tests {
         let index = configured_index(&|_| None, Some(home.path())).unwrap();
         assert_eq!(index.url, "http://install.test/simple/");
         assert!(index.origin.ends_with(".pip/pip.conf"), "{}", index.origin);
+    }
+
+    #[test]
+    fn config_file_dev_null_turns_the_files_off() {
+        let env = |key: &str| (key == "PIP_CONFIG_FILE").then(|| "/dev/null".to_string());
+        assert_eq!(configured_index(&env, None), None);
+    }
+
+    #[test]
+    fn the_default_is_read_from_pips_help() {
+        let help = "Package Index Options:\n  -i, --index-url <url>       Base URL of the Python Package Index (default https://index.test/simple). This should point to a repository compliant with PEP 503 (the simple repository API) or a local directory laid out in the same format.\n  --extra-index-url <url>     Extra URLs of package indexes to use in addition to --index-url.\n";
+        assert_eq!(
+            stated_default_index(help).as_deref(),
+            Some("https://index.test/simple")
+        );
+        assert_eq!(stated_default_index("no options here"), None);
     }
 
     #[test]

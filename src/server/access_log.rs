@@ -1,5 +1,10 @@
-//! One log line per request (method, path, status, bytes, time, hit/miss), written
-//! when the response body ends, so the byte count is what the client got.
+//! One log line per request (client address, installer, method, path, status,
+//! bytes, time, hit/miss), written when the response body ends, so the byte count is
+//! what the client got. Request lines go to stdout (the target [`ACCESS`]), so
+//! `devcache logs | grep miss` finds them; health checks (`/+status`) are at debug.
+
+/// The tracing target of request lines, which `serve` writes to stdout.
+pub const ACCESS: &str = "access";
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -16,8 +21,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
+use super::clients::installer;
 use super::{AppState, Outcome, State};
-use crate::api::OUTCOME_HEADER;
+use crate::api::{OUTCOME_HEADER, STATUS_PATH};
 
 pub async fn log(state: State, request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -88,11 +94,13 @@ struct LoggedBody {
 
 impl Drop for LoggedBody {
     fn drop(&mut self) {
+        let installer = installer(self.user_agent.as_deref());
         if let (Some(client), Some(outcome)) = (self.client, self.outcome) {
             self.state
                 .clients
-                .record(client, self.user_agent.as_deref(), outcome, self.bytes);
+                .record(client, installer, outcome, self.bytes);
         }
+        let client = self.client.map_or("-".to_string(), |c| c.to_string());
         let ms = self.started.elapsed().as_secs_f64() * 1000.0;
         let (method, path, status, bytes, outcome) = (
             &self.method,
@@ -101,12 +109,14 @@ impl Drop for LoggedBody {
             self.bytes,
             self.outcome.map_or("-", Outcome::as_str),
         );
-        if self.finished {
-            tracing::info!("{method} {path} {status} {bytes}B {ms:.1}ms {outcome}");
+        let line =
+            format!("{client} {installer} {method} {path} {status} {bytes}B {ms:.1}ms {outcome}");
+        if !self.finished {
+            tracing::warn!(target: ACCESS, "{line} (connection closed before the end)");
+        } else if path == STATUS_PATH {
+            tracing::debug!(target: ACCESS, "{line}");
         } else {
-            tracing::warn!(
-                "{method} {path} {status} {bytes}B {ms:.1}ms {outcome} (connection closed before the end)"
-            );
+            tracing::info!(target: ACCESS, "{line}");
         }
     }
 }

@@ -1,19 +1,16 @@
 //! The file route: cached files from disk (with Range, HEAD and validators), cold
 //! ones streamed from their fill.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::Path as UrlPath;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 
 use super::State;
 use super::simple::page_error;
-use crate::cache::{FileAnswer, FileError, FileRequest, FillError, Outcome, Want};
+use crate::cache::{CachedFile, FileAnswer, FileError, FileRequest, FillError, Outcome, Want};
 use crate::index::ProjectName;
-use crate::store::{BlobKey, mapped};
+use crate::store::BlobKey;
 use crate::upstream::UpstreamError;
 
 const METADATA_SUFFIX: &str = ".metadata";
@@ -58,8 +55,7 @@ pub async fn file(
         Err(e) => return file_error(&name, e),
     };
     let response = match answer {
-        FileAnswer::Cached(cached) => serve_cached(cached.file, &cached.key, &filename, &headers)
-            .unwrap_or_else(|| not_found("no such file")),
+        FileAnswer::Cached(cached) => serve_cached(&cached, &filename, &headers),
         FileAnswer::Filling { fill, length } => {
             let mut response = Response::new(Body::from_stream(fill.stream()));
             let response_headers = response.headers_mut();
@@ -150,78 +146,47 @@ fn insert_file_headers(headers: &mut HeaderMap, key: &BlobKey, filename: &str) {
     }
 }
 
-/// Serves a cached file, or `None` when it cannot be read.
-fn serve_cached(
-    file: std::fs::File,
-    key: &BlobKey,
-    filename: &str,
-    request: &HeaderMap,
-) -> Option<Response> {
-    let meta = file.metadata().ok()?;
-    let len = meta.len();
-    let etag = format!("\"{}\"", key.as_str());
+/// Serves a cached file: whole, a range of it, or 304 for the client's own copy.
+fn serve_cached(cached: &CachedFile, filename: &str, request: &HeaderMap) -> Response {
+    let len = cached.bytes.len() as u64;
+    let etag = format!("\"{}\"", cached.key.as_str());
     let mut headers = HeaderMap::new();
-    insert_file_headers(&mut headers, key, filename);
-    if let Ok(modified) = meta.modified()
+    insert_file_headers(&mut headers, &cached.key, filename);
+    if let Some(modified) = cached.modified
         && let Ok(value) = HeaderValue::from_str(&httpdate::fmt_http_date(modified))
     {
         headers.insert(header::LAST_MODIFIED, value);
     }
-    let header_str = |name| {
-        request
-            .get(name)
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-    };
-    if header_str(header::IF_NONE_MATCH)
+    if header_str(request, header::IF_NONE_MATCH)
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
     {
-        return Some((StatusCode::NOT_MODIFIED, headers).into_response());
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     // If-Range with another validator means the client's copy differs: send it all.
-    let range_applies = header_str(header::IF_RANGE).is_none_or(|v| v == etag);
-    let range = match header_str(header::RANGE) {
+    let range_applies = header_str(request, header::IF_RANGE).is_none_or(|v| v == etag);
+    let range = match header_str(request, header::RANGE) {
         Some(spec) if range_applies => parse_range(spec, len),
         _ => RangeAnswer::Full,
     };
-    let (status, start, count) = match range {
+    let (status, start, end) = match range {
         RangeAnswer::Full => (StatusCode::OK, 0, len),
         RangeAnswer::Partial { start, end } => {
-            let value = format!("bytes {start}-{end}/{len}");
-            headers.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).ok()?);
-            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+            let value = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}"))
+                .expect("digits and punctuation");
+            headers.insert(header::CONTENT_RANGE, value);
+            (StatusCode::PARTIAL_CONTENT, start, end + 1)
         }
         RangeAnswer::Unsatisfiable => {
-            headers.insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes */{len}")).ok()?,
-            );
-            return Some((StatusCode::RANGE_NOT_SATISFIABLE, headers).into_response());
+            let value =
+                HeaderValue::from_str(&format!("bytes */{len}")).expect("digits and punctuation");
+            headers.insert(header::CONTENT_RANGE, value);
+            return (StatusCode::RANGE_NOT_SATISFIABLE, headers).into_response();
         }
     };
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
-    let body = Body::from_stream(read_range(file, start, count));
-    Some((status, headers, body).into_response())
-}
-
-/// The bytes `start..start + count` of a cached file, mapped a window at a time: nothing
-/// is copied or hashed in user space per request.
-fn read_range(
-    file: std::fs::File,
-    start: u64,
-    count: u64,
-) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    let file = Arc::new(file);
-    futures::stream::try_unfold((start, count), move |(offset, left)| {
-        let file = file.clone();
-        async move {
-            if left == 0 {
-                return Ok(None);
-            }
-            let len = left.min(mapped::WINDOW);
-            let bytes = mapped::bytes_at(file, offset, len).await?;
-            Ok(Some((bytes, (offset + len, left - len))))
-        }
-    })
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    // A slice of the shared mapping: nothing is copied in user space.
+    let body = cached.bytes.slice(start as usize..end as usize);
+    (status, headers, Body::from(body)).into_response()
 }
 
 #[derive(Debug, PartialEq, Eq)]

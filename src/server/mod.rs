@@ -32,6 +32,7 @@ pub use crate::cache::Outcome;
 use crate::config::ServeConfig;
 use crate::store::Store;
 use crate::upstream::{Caps, Upstream};
+pub use access_log::ACCESS as ACCESS_TARGET;
 
 #[derive(Default)]
 struct Counters {

@@ -15,14 +15,12 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptions, RemoveContainerOptions, StopContainerOptions,
 };
-use sha2::{Digest, Sha256};
 
 use super::engine::{is_not_found, message};
 use super::image;
 use super::names::{CACHE_HOST, CACHE_PORT, CACHE_SERVICE, Project};
 use crate::api::{STATUS_PATH, Status};
 
-const SPEC_LABEL: &str = "devcache.spec";
 const PROJECT_LABEL: &str = "devcache.project";
 /// Host variables the cache needs to reach an upstream behind a proxy.
 const PASSED_ENV: &[&str] = &[
@@ -37,7 +35,7 @@ const PASSED_ENV: &[&str] = &[
 /// How the cache container should be.
 pub struct Wanted {
     pub upstream: String,
-    /// Host port; 0 lets the Engine pick one.
+    /// Host port; 0 lets the Engine pick one (and accepts whichever one is published).
     pub port: u16,
 }
 
@@ -47,41 +45,25 @@ pub enum Change {
     Unchanged,
     Started,
     Created,
-    Recreated,
+    /// Recreated, for these differences (each named for people).
+    Recreated(Vec<String>),
 }
 
 /// Makes the cache container match `wanted`, creating the network and volume if needed.
+/// A container that already serves the same binary, upstream, port and volume is
+/// kept, whoever made it (`devcache up`, or compose with the shipped fragment).
 pub async fn ensure(docker: &Docker, project: &Project, wanted: &Wanted) -> Result<Change> {
     ensure_network(docker, project).await?;
     ensure_volume(docker, project).await?;
-    // The binary's digest, not the image id: re-importing the same binary makes a new
-    // id (import stamps the time), and that must not count as a change.
-    let binary = docker
-        .inspect_image(&image::tag())
-        .await
-        .map_err(|e| {
-            anyhow!(
-                "image {} is missing: run `devcache image` ({})",
-                image::tag(),
-                message(&e)
-            )
-        })?
-        .config
-        .and_then(|c| c.labels)
-        .and_then(|labels| labels.get(image::DIGEST_LABEL).cloned())
-        .unwrap_or_default();
-    let body = container_body(project, wanted);
-    let spec = spec_digest(&body, &binary);
+    let binary = binary_digest(docker, &image::tag())
+        .await?
+        .ok_or_else(|| anyhow!("image {} is missing: run `devcache image`", image::tag()))?;
     let name = project.cache_container();
     let mut change = Change::Created;
     match docker.inspect_container(&name, None).await {
         Ok(existing) => {
-            let labels = existing
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.clone())
-                .unwrap_or_default();
-            if labels.get(SPEC_LABEL) == Some(&spec) {
+            let differences = differences(docker, project, &existing, wanted, &binary).await?;
+            if differences.is_empty() {
                 if is_running(&existing) {
                     return Ok(Change::Unchanged);
                 }
@@ -89,22 +71,18 @@ pub async fn ensure(docker: &Docker, project: &Project, wanted: &Wanted) -> Resu
                 return Ok(Change::Started);
             }
             remove(docker, project).await?;
-            change = Change::Recreated;
+            change = Change::Recreated(differences);
         }
         Err(e) if is_not_found(&e) => {}
         Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
     }
-    let mut body = body;
-    body.labels
-        .get_or_insert_with(HashMap::new)
-        .insert(SPEC_LABEL.into(), spec);
     docker
         .create_container(
             Some(CreateContainerOptions {
                 name: Some(name.clone()),
                 ..Default::default()
             }),
-            body,
+            container_body(project, wanted),
         )
         .await
         .map_err(|e| anyhow!("cannot create {name}: {}", message(&e)))?;
@@ -114,6 +92,158 @@ pub async fn ensure(docker: &Docker, project: &Project, wanted: &Wanted) -> Resu
         return Err(e);
     }
     Ok(change)
+}
+
+/// The sha256 of the devcache binary an image holds (its label), `None` when the
+/// image is missing. The binary, not the image id: re-importing the same binary makes
+/// a new id (import stamps the time), and that must not count as a change.
+async fn binary_digest(docker: &Docker, image: &str) -> Result<Option<String>> {
+    match docker.inspect_image(image).await {
+        Ok(found) => Ok(Some(
+            found
+                .config
+                .and_then(|c| c.labels)
+                .and_then(|labels| labels.get(image::DIGEST_LABEL).cloned())
+                .unwrap_or_default(),
+        )),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => bail!("cannot inspect image {image}: {}", message(&e)),
+    }
+}
+
+/// The upstream a cache container was started with (`--upstream URL`,
+/// `--upstream=URL` or `DEVCACHE_UPSTREAM`), running or not.
+pub async fn configured_upstream(docker: &Docker, project: &Project) -> Result<Option<String>> {
+    let name = project.cache_container();
+    match docker.inspect_container(&name, None).await {
+        Ok(container) => Ok(upstream_of(&container)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
+    }
+}
+
+fn upstream_of(container: &ContainerInspectResponse) -> Option<String> {
+    let config = container.config.as_ref()?;
+    let args = config.cmd.clone().unwrap_or_default();
+    let from_args = args.iter().enumerate().find_map(|(i, arg)| {
+        arg.strip_prefix("--upstream=")
+            .map(str::to_string)
+            .or_else(|| {
+                (arg == "--upstream")
+                    .then(|| args.get(i + 1).cloned())
+                    .flatten()
+            })
+    });
+    from_args.or_else(|| {
+        config
+            .env
+            .as_ref()?
+            .iter()
+            .find_map(|e| e.strip_prefix("DEVCACHE_UPSTREAM=").map(str::to_string))
+    })
+}
+
+/// Each way an existing cache container differs from the wanted one, in words.
+async fn differences(
+    docker: &Docker,
+    project: &Project,
+    existing: &ContainerInspectResponse,
+    wanted: &Wanted,
+    binary: &str,
+) -> Result<Vec<String>> {
+    let mut differences = Vec::new();
+    let held = match &existing.image {
+        Some(id) => binary_digest(docker, id).await?.unwrap_or_default(),
+        None => String::new(),
+    };
+    if held != binary {
+        differences.push(format!(
+            "it runs another devcache binary ({}), image {} holds {}",
+            short(&held),
+            image::tag(),
+            short(binary)
+        ));
+    }
+    let upstream = upstream_of(existing);
+    let same_upstream = upstream
+        .as_deref()
+        .is_some_and(|u| u.trim_end_matches('/') == wanted.upstream.trim_end_matches('/'));
+    if !same_upstream {
+        differences.push(format!(
+            "its upstream is {}, not {}",
+            upstream.as_deref().unwrap_or("unset"),
+            wanted.upstream
+        ));
+    }
+    let bindings = existing
+        .host_config
+        .as_ref()
+        .and_then(|h| h.port_bindings.as_ref())
+        .and_then(|b| b.get(&format!("{CACHE_PORT}/tcp"))?.clone())
+        .unwrap_or_default();
+    let published = bindings
+        .iter()
+        .find_map(|binding| binding.host_port.as_ref()?.parse::<u16>().ok())
+        .filter(|port| *port != 0);
+    if bindings.is_empty() {
+        differences.push(format!("it does not publish port {CACHE_PORT}"));
+    } else if wanted.port != 0 && published != Some(wanted.port) {
+        differences.push(format!(
+            "it publishes port {CACHE_PORT} on {}, not {}",
+            published.map_or("a port the Engine picked".to_string(), |p| p.to_string()),
+            wanted.port
+        ));
+    }
+    let has_volume = existing.mounts.iter().flatten().any(|m| {
+        m.name.as_deref() == Some(&project.volume()) && m.destination.as_deref() == Some("/data")
+    });
+    if !has_volume {
+        differences.push(format!("its /data is not the volume {}", project.volume()));
+    }
+    let aliases = existing
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref()?.get(&project.network()))
+        .and_then(|e| e.aliases.clone());
+    if !aliases.is_some_and(|a| a.iter().any(|a| a == CACHE_HOST)) {
+        differences.push(format!(
+            "it is not {CACHE_HOST} on the network {}",
+            project.network()
+        ));
+    }
+    let env = existing
+        .config
+        .as_ref()
+        .and_then(|c| c.env.clone())
+        .unwrap_or_default();
+    for wanted_env in passed_env() {
+        if !env.contains(&wanted_env) {
+            let key = wanted_env.split('=').next().unwrap_or_default();
+            differences.push(format!("its {key} is not this shell's"));
+        }
+    }
+    Ok(differences)
+}
+
+/// A digest short enough to read.
+fn short(digest: &str) -> String {
+    if digest.is_empty() {
+        "no binary label".to_string()
+    } else {
+        format!("sha256 {}", &digest[..12.min(digest.len())])
+    }
+}
+
+/// This shell's proxy settings, passed into the container.
+fn passed_env() -> Vec<String> {
+    PASSED_ENV
+        .iter()
+        .filter_map(|key| {
+            std::env::var(key)
+                .ok()
+                .map(|value| format!("{key}={value}"))
+        })
+        .collect()
 }
 
 async fn start(docker: &Docker, name: &str, port: u16) -> Result<()> {
@@ -248,14 +378,7 @@ fn container_body(project: &Project, wanted: &Wanted) -> ContainerCreateBody {
     } else {
         wanted.port.to_string()
     };
-    let env: Vec<String> = PASSED_ENV
-        .iter()
-        .filter_map(|key| {
-            std::env::var(key)
-                .ok()
-                .map(|value| format!("{key}={value}"))
-        })
-        .collect();
+    let env = passed_env();
     ContainerCreateBody {
         image: Some(image::tag()),
         hostname: Some("devpi.devstack.edx".into()),
@@ -318,14 +441,6 @@ fn container_body(project: &Project, wanted: &Wanted) -> ContainerCreateBody {
         }),
         ..Default::default()
     }
-}
-
-/// A digest of everything that decides the container (the binary included), so a
-/// second `up` can tell whether anything would change. Going through a JSON value
-/// sorts the maps' keys, which a HashMap leaves in a different order each run.
-fn spec_digest(body: &ContainerCreateBody, binary: &str) -> String {
-    let canonical = serde_json::json!({ "body": body, "binary": binary }).to_string();
-    hex::encode(&Sha256::digest(canonical.as_bytes())[..12])
 }
 
 async fn ensure_network(docker: &Docker, project: &Project) -> Result<()> {

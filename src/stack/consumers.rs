@@ -3,7 +3,9 @@
 //!
 //! A config file the user had is moved aside to `<file>.devcache-saved` (never
 //! overwritten: an older saved copy is kept under a timestamped name) and given back
-//! when the consumer is disabled. devcache's own files are known by their first line.
+//! when the consumer is disabled; the file devcache writes in its place keeps the
+//! user's settings (installer_config.rs). devcache's own files are known by their
+//! first line.
 
 use std::collections::HashMap;
 
@@ -14,7 +16,8 @@ use bollard::query_parameters::ListContainersOptions;
 use super::engine::{is_not_found, message};
 use super::exec::script;
 use super::files;
-use super::names::{CACHE_HOST, Project, cache_index_url, shown, spellings};
+use super::installer_config;
+use super::names::{CACHE_HOST, Project, cache_index_url, spellings};
 
 const MARKER: &str = "# Written by devcache";
 
@@ -22,19 +25,26 @@ const MARKER: &str = "# Written by devcache";
 struct ConfigFile {
     dir: &'static str,
     name: &'static str,
+    /// The comment lines that open it.
     template: &'static str,
+    /// The user's file (if any) pointed at the cache, after a header.
+    merge: fn(header: &str, users: Option<&str>) -> String,
 }
 
 const PIP_CONF: ConfigFile = ConfigFile {
     dir: "/root/.pip",
     name: "pip.conf",
     template: include_str!("../../templates/pip.conf"),
+    merge: |header, users| {
+        installer_config::pip_conf(header, users, &cache_index_url(), CACHE_HOST)
+    },
 };
 
 const UV_TOML: ConfigFile = ConfigFile {
     dir: "/root/.config/uv",
     name: "uv.toml",
     template: include_str!("../../templates/uv.toml"),
+    merge: |header, users| installer_config::uv_toml(header, users, &cache_index_url()),
 };
 
 impl ConfigFile {
@@ -42,11 +52,14 @@ impl ConfigFile {
         format!("{}/{}", self.dir, self.name)
     }
 
-    fn render(&self, service: &str) -> String {
-        self.template
-            .replace("{index_url}", &cache_index_url())
-            .replace("{host}", CACHE_HOST)
-            .replace("{service}", shown(service))
+    fn saved_path(&self) -> String {
+        format!("{}.devcache-saved", self.path())
+    }
+
+    fn render(&self, service: &str, users: Option<&[u8]>) -> String {
+        let header = self.template.replace("{service}", service);
+        let users = users.map(String::from_utf8_lossy);
+        (self.merge)(&header, users.as_deref())
     }
 }
 
@@ -125,16 +138,12 @@ pub async fn find_running(docker: &Docker, project: &Project, service: &str) -> 
     match find(docker, project, service).await? {
         Some(consumer) if consumer.running => Ok(consumer),
         Some(consumer) => bail!(
-            "{} ({}) is not running: start it (make dev.up.{}) and run this again",
-            shown(service),
+            "{service} ({}) is not running: start it (make dev.up.{service}) and run this again",
             consumer.container,
-            shown(service)
         ),
         None => bail!(
-            "no container for {} in project {}: start it (make dev.up.{}) or set COMPOSE_PROJECT_NAME",
-            shown(service),
+            "no container for {service} in project {}: start it (make dev.up.{service}) or set COMPOSE_PROJECT_NAME",
             project.name(),
-            shown(service)
         ),
     }
 }
@@ -162,8 +171,15 @@ pub struct Wiring {
 pub async fn wire(docker: &Docker, consumer: &Consumer) -> Result<Wiring> {
     let mut wiring = Wiring::default();
     for file in [PIP_CONF, UV_TOML] {
-        let wanted = file.render(&consumer.service);
         let current = files::read(docker, &consumer.container, &file.path()).await?;
+        // The user's settings: the file in place, or the one kept aside when devcache's is.
+        let users = match &current {
+            Some(bytes) if bytes.starts_with(MARKER.as_bytes()) => {
+                files::read(docker, &consumer.container, &file.saved_path()).await?
+            }
+            other => other.clone(),
+        };
+        let wanted = file.render(&consumer.service, users.as_deref());
         if current.as_deref() == Some(wanted.as_bytes()) {
             continue;
         }

@@ -3,8 +3,8 @@
 //!
 //! The image holds the binary, the shared libraries it runs with (as the running
 //! process maps them), its ELF interpreter, and the host's CA bundle, imported as
-//! one layer. It is tagged `devcache:<version>` and labelled with the binary's
-//! sha256, so a changed binary gets a new image.
+//! one layer. It is tagged `devcache:<version>` (or `DEVCACHE_IMAGE`) and labelled
+//! with the binary's sha256, so a changed binary gets a new image, and `up` can say why.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -22,42 +22,65 @@ const BINARY_IN_IMAGE: &str = "/usr/local/bin/devcache";
 const CA_BUNDLE_IN_IMAGE: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub const DIGEST_LABEL: &str = "devcache.binary-sha256";
 
+/// The image's name: `DEVCACHE_IMAGE` (as the compose fragment reads it), else
+/// `devcache:<version>`. Tests set their own, so they never replace the user's image.
 pub fn tag() -> String {
-    format!("{REPOSITORY}:{}", env!("CARGO_PKG_VERSION"))
+    std::env::var("DEVCACHE_IMAGE")
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| format!("{REPOSITORY}:{}", env!("CARGO_PKG_VERSION")))
+}
+
+/// The image name split as the Engine's import wants it: repository and tag.
+fn repository_and_tag(name: &str) -> (&str, &str) {
+    match name.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => (repository, tag),
+        _ => (name, "latest"),
+    }
 }
 
 /// What `ensure` did.
 pub enum Made {
     Present,
-    Built,
+    /// Built, and why: missing, another binary, or asked to.
+    Built(String),
 }
 
-/// Makes sure `devcache:<version>` exists and holds this executable.
+/// Makes sure the image exists and holds this executable.
 pub async fn ensure(docker: &Docker, force: bool) -> Result<Made> {
     let exe = std::env::current_exe().context("cannot find devcache's own executable")?;
     let binary = std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
     let digest = hex::encode(Sha256::digest(&binary));
-    if !force {
-        match docker.inspect_image(&tag()).await {
-            Ok(image) => {
-                let labels = image.config.and_then(|c| c.labels).unwrap_or_default();
-                if labels.get(DIGEST_LABEL) == Some(&digest) {
-                    return Ok(Made::Present);
-                }
+    let name = tag();
+    let why = match docker.inspect_image(&name).await {
+        Ok(image) => {
+            let labels = image.config.and_then(|c| c.labels).unwrap_or_default();
+            match labels.get(DIGEST_LABEL) {
+                Some(held) if *held == digest && !force => return Ok(Made::Present),
+                _ if force => "asked to (--force)".to_string(),
+                Some(held) => format!(
+                    "it holds another devcache binary (sha256 {}), this one is {}",
+                    &held[..12.min(held.len())],
+                    &digest[..12]
+                ),
+                None => "it holds no devcache binary label".to_string(),
             }
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(anyhow!("cannot inspect image {}: {}", tag(), message(&e))),
         }
-    }
+        Err(e) if is_not_found(&e) => "it was missing".to_string(),
+        Err(e) => return Err(anyhow!("cannot inspect image {name}: {}", message(&e))),
+    };
     let archive = tokio::task::spawn_blocking(move || root_filesystem(&binary)).await??;
     let options = CreateImageOptions {
         from_src: Some("-".into()),
-        repo: Some(REPOSITORY.into()),
-        tag: Some(env!("CARGO_PKG_VERSION").into()),
+        repo: Some(repository_and_tag(&name).0.into()),
+        tag: Some(repository_and_tag(&name).1.into()),
         changes: vec![
             format!("ENTRYPOINT [\"{BINARY_IN_IMAGE}\"]"),
             "CMD [\"serve\"]".into(),
             format!("ENV SSL_CERT_FILE={CA_BUNDLE_IN_IMAGE}"),
+            // A container's defaults, set here rather than guessed from the host's files.
+            "ENV DEVCACHE_HOST=0.0.0.0".into(),
+            "ENV DEVCACHE_DATA_DIR=/data".into(),
             "EXPOSE 3141/tcp".into(),
             format!("LABEL {DIGEST_LABEL}={digest}"),
             format!(
@@ -78,7 +101,7 @@ pub async fn ensure(docker: &Docker, force: bool) -> Result<Made> {
             return Err(anyhow!("cannot make the devcache image: {error}"));
         }
     }
-    Ok(Made::Built)
+    Ok(Made::Built(why))
 }
 
 /// A tar of the image's files.
@@ -187,5 +210,14 @@ mod tests {
             "{libraries:?}"
         );
         assert_eq!(interpreter(b"not an elf file"), None);
+    }
+
+    #[test]
+    fn image_names_split_into_repository_and_tag() {
+        assert_eq!(repository_and_tag("devcache:0.1.0"), ("devcache", "0.1.0"));
+        assert_eq!(
+            repository_and_tag("localhost:5000/devcache"),
+            ("localhost:5000/devcache", "latest")
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! exec.rs       commands inside containers
 //! files.rs      files into and out of containers (tar archives, made by the tar crate)
 //! consumers.rs  finding lms, studio, ... and wiring pip.conf and uv.toml into them
+//! installer_config.rs  those files: the user's own settings, pointed at the cache
 //! state.rs      which consumers are enabled or disabled, remembered per project
 //! cmd/          the subcommands, one file per command family, each saying plainly what it did
 //! ```
@@ -20,5 +21,6 @@ pub mod engine;
 pub mod exec;
 pub mod files;
 pub mod image;
+pub mod installer_config;
 pub mod names;
 pub mod state;

@@ -3,10 +3,10 @@
 use crate::api::INDEX_PATH;
 
 /// devstack's Python services: the ones whose containers run pip. `studio` is the
-/// compose service `cms`.
+/// canonical name of the service Tutor and older files call `cms`.
 pub const PYTHON_SERVICES: &[&str] = &[
     "lms",
-    "cms",
+    "studio",
     "ecommerce",
     "discovery",
     "credentials",
@@ -22,7 +22,7 @@ pub const PYTHON_SERVICES: &[&str] = &[
 ];
 
 /// Consumers wired when none are named.
-pub const DEFAULT_CONSUMERS: &[&str] = &["lms", "cms"];
+pub const DEFAULT_CONSUMERS: &[&str] = &["lms", "studio"];
 
 /// The cache's service name, as devstack's own devpi service was called.
 pub const CACHE_SERVICE: &str = "devpi";
@@ -74,35 +74,32 @@ impl Project {
     }
 }
 
-/// The compose service a user's word names: `studio` is `cms`; any other known
-/// service stands for itself. Unknown names are refused with the list.
+/// The canonical name of the service a word names: `cms` is `studio`; any other known
+/// service stands for itself. One name everywhere: the remembered state, watch,
+/// status, enable, disable, logs and warm. Unknown names are refused with the list.
 pub fn service(word: &str) -> anyhow::Result<String> {
     let service = match word {
-        "studio" => "cms",
+        "cms" => "studio",
         other => other,
     };
     if PYTHON_SERVICES.contains(&service) {
         Ok(service.to_string())
     } else {
         anyhow::bail!(
-            "unknown service {word:?}: devstack's Python services are studio, {}",
+            "unknown service {word:?}: devstack's Python services are {} (cms is studio)",
             PYTHON_SERVICES.join(", ")
         )
     }
 }
 
-/// The names a service's containers may carry: devstack called `cms` `studio` before.
+/// The names a service's containers and compose labels may carry: `studio` is
+/// `cms` in Tutor and in older compose files.
 pub fn spellings(service: &str) -> Vec<&str> {
-    if service == "cms" {
-        vec!["cms", "studio"]
+    if service == "studio" {
+        vec!["studio", "cms"]
     } else {
         vec![service]
     }
-}
-
-/// How a service is shown to people: `cms` as devstack's docs call it, `studio`.
-pub fn shown(service: &str) -> &str {
-    if service == "cms" { "studio" } else { service }
 }
 
 /// The URL consumers use, inside the devstack network.
@@ -115,12 +112,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn studio_is_cms_and_unknown_services_are_refused() {
-        assert_eq!(service("studio").unwrap(), "cms");
+    fn cms_is_studio_and_unknown_services_are_refused() {
+        assert_eq!(service("cms").unwrap(), "studio");
+        assert_eq!(service("studio").unwrap(), "studio");
         assert_eq!(service("lms").unwrap(), "lms");
         let err = service("lmss").unwrap_err().to_string();
-        assert!(err.contains("lmss") && err.contains("studio, lms"), "{err}");
-        assert_eq!(shown("cms"), "studio");
+        assert!(err.contains("lmss") && err.contains("lms, studio"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! Which consumers are enabled or disabled, remembered per project in a small file
-//! under the user's state directory, so `up` and `watch` wire the same set again
-//! after containers are recreated.
+//! What the user already said, remembered per project in a small file under the
+//! user's state directory: which consumers are enabled or disabled, so `up` and
+//! `watch` wire the same set again after containers are recreated, and the upstream
+//! of the last `up`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,9 @@ use crate::config::{file_config, process_env};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Choices {
+    /// The upstream the last `up` gave the cache, for the next `up` that names none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
     /// Services wired beyond the defaults.
     #[serde(default)]
     pub enabled: BTreeSet<String>,
@@ -36,6 +40,9 @@ impl Choices {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::default(),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
+        // Files written before `studio` was the one name may say `cms`.
+        choices.enabled = canonical(&choices.enabled);
+        choices.disabled = canonical(&choices.disabled);
         let file = file_config(config, &process_env)?;
         for word in &file.services {
             let service = names::service(word).context("in devcache.yml `services:`")?;
@@ -82,6 +89,13 @@ impl Choices {
     }
 }
 
+fn canonical(services: &BTreeSet<String>) -> BTreeSet<String> {
+    services
+        .iter()
+        .map(|s| names::service(s).unwrap_or_else(|_| s.clone()))
+        .collect()
+}
+
 fn path(project: &Project) -> Result<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
@@ -99,10 +113,10 @@ mod tests {
     #[test]
     fn defaults_are_wired_unless_disabled_and_more_can_be_enabled() {
         let mut choices = Choices::default();
-        assert_eq!(choices.consumers(), vec!["cms", "lms"]);
+        assert_eq!(choices.consumers(), vec!["lms", "studio"]);
         choices.disable("lms");
         choices.enable("ecommerce");
-        assert_eq!(choices.consumers(), vec!["cms", "ecommerce"]);
+        assert_eq!(choices.consumers(), vec!["ecommerce", "studio"]);
         assert!(!choices.is_enabled("lms"));
         choices.enable("lms");
         assert!(choices.is_enabled("lms"));

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::SystemTime;
+
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::Store;
@@ -64,6 +67,21 @@ impl Store {
     /// The cached file of `key`, open for reading, or `None` when it is not cached.
     pub fn open_blob(&self, key: &BlobKey) -> Option<std::fs::File> {
         std::fs::File::open(self.blob_path(key)).ok()
+    }
+
+    /// The cached file of `key` as bytes to send (a shared memory map) and when it was
+    /// cached, or `None` when it is not cached.
+    pub fn blob_bytes(&self, key: &BlobKey) -> Option<(Bytes, Option<SystemTime>)> {
+        let path = self.blob_path(key);
+        let file = std::fs::File::open(&path).ok()?;
+        let modified = file.metadata().and_then(|m| m.modified()).ok();
+        match self.inner.maps.bytes(&path, &file) {
+            Ok(bytes) => Some((bytes, modified)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot map a cached file");
+                None
+            }
+        }
     }
 
     /// Whether the file of `key` is cached.

@@ -5,8 +5,10 @@
 //! another rename), and a fill's temp file only grows, each offset written once. That
 //! is what makes mapping them sound, and it spares a copy into user space per request.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 
@@ -35,4 +37,49 @@ pub async fn bytes_at(file: Arc<File>, offset: u64, len: u64) -> std::io::Result
     .await
     .map_err(std::io::Error::other)??;
     Ok(Bytes::from_owner(map))
+}
+
+/// Whole cached files, mapped once and shared by every answer that reads them at the
+/// same time: sixty-four clients of one file hold one mapping, not sixty-four. A
+/// mapping lives as long as some answer holds it; the registry keeps only weak
+/// references, so it holds no memory of its own.
+#[derive(Clone, Default)]
+pub struct SharedMaps {
+    maps: Arc<Mutex<HashMap<PathBuf, Weak<memmap2::Mmap>>>>,
+}
+
+/// Owner of a shared mapping, so that `Bytes` can borrow from it.
+struct SharedMap(Arc<memmap2::Mmap>);
+
+impl AsRef<[u8]> for SharedMap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Dead entries are swept once the registry holds this many.
+const SWEEP_AT: usize = 1024;
+
+impl SharedMaps {
+    /// The bytes of the cached file at `path` (opened as `file`), mapped, or the mapping
+    /// another answer already holds. The kernel is asked to read ahead, so first touches
+    /// of a file not in the page cache seldom wait for the disk.
+    pub fn bytes(&self, path: &Path, file: &File) -> std::io::Result<Bytes> {
+        if file.metadata()?.len() == 0 {
+            return Ok(Bytes::new());
+        }
+        let mut maps = self.maps.lock().expect("maps lock");
+        if let Some(map) = maps.get(path).and_then(Weak::upgrade) {
+            return Ok(Bytes::from_owner(SharedMap(map)));
+        }
+        // SAFETY: see the module's comment: a published file is never modified or
+        // truncated; a replacement is another rename.
+        let map = Arc::new(unsafe { memmap2::Mmap::map(file)? });
+        let _ = map.advise(memmap2::Advice::WillNeed);
+        if maps.len() >= SWEEP_AT {
+            maps.retain(|_, weak| weak.strong_count() > 0);
+        }
+        maps.insert(path.to_path_buf(), Arc::downgrade(&map));
+        Ok(Bytes::from_owner(SharedMap(map)))
+    }
 }

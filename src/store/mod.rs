@@ -32,6 +32,7 @@ pub struct Store {
 
 struct Inner {
     root: PathBuf,
+    maps: mapped::SharedMaps,
     files: AtomicU64,
     bytes: AtomicU64,
 }
@@ -52,6 +53,7 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
+                maps: mapped::SharedMaps::default(),
                 files: AtomicU64::new(0),
                 bytes: AtomicU64::new(0),
             }),

@@ -1,14 +1,16 @@
-//! `devcache warm`: filling a cache ahead of time with what requirement files pin,
-//! for the interpreter and platform that will install it, so that installs work
-//! offline afterwards.
+//! `devcache warm`: filling a cache ahead of time with what requirement files and lock
+//! files pin, for the interpreter and platform that will install it, so that installs
+//! work offline afterwards.
 //!
 //! ```text
 //! requirements.rs  pip requirement files: pins, hashes, markers, extras, -r/-c includes
+//! lock.rs          uv.lock and pylock.toml: the packages the target installs, with hashes
 //! target.rs        the interpreter and platforms: accepted wheel tags, environment markers
 //! fill.rs          fetching pages and files through the cache, many at once
 //! ```
 
 pub mod fill;
+pub mod lock;
 pub mod requirements;
 pub mod target;
 
@@ -20,7 +22,7 @@ use futures::future::BoxFuture;
 use url::Url;
 
 use crate::config::{ServeConfig, ServeSettings, file_config, process_env};
-use crate::stack::names::{self, Project, shown};
+use crate::stack::names::{self, Project};
 use crate::stack::{cache, consumers, engine, exec, files};
 use requirements::{FileReader, Requirements};
 use target::Target;
@@ -53,10 +55,20 @@ impl FileReader for ContainerFiles<'_> {
     }
 }
 
-/// Requirement files `warm SERVICE` reads when devcache.yml names none.
+/// The lock `warm SERVICE` prefers, when the service has it and devcache.yml names no
+/// files: the repository root's `uv.lock`.
+fn default_lock(service: &str) -> String {
+    match service {
+        "lms" | "cms" => "/edx/app/edxapp/edx-platform/uv.lock".into(),
+        other => format!("/edx/app/{other}/uv.lock"),
+    }
+}
+
+/// Requirement files `warm SERVICE` reads when devcache.yml names none and the service
+/// has no lock.
 fn default_requirement_files(service: &str) -> Vec<String> {
     match service {
-        "lms" | "cms" => {
+        "lms" | "studio" => {
             vec!["/edx/app/edxapp/edx-platform/requirements/edx/development.txt".into()]
         }
         other => vec![format!("/edx/app/{other}/requirements/production.txt")],
@@ -67,6 +79,8 @@ fn default_requirement_files(service: &str) -> Vec<String> {
 pub struct WarmOptions {
     /// Requirement files on this host (or else `services`).
     pub requirements: Vec<PathBuf>,
+    /// Lock files on this host, `uv.lock` or `pylock.toml` (or else `services`).
+    pub locks: Vec<PathBuf>,
     /// devstack services whose own requirement files to read (or else `requirements`).
     pub services: Vec<String>,
     /// The compose project the services and the cache container belong to.
@@ -85,9 +99,10 @@ pub struct WarmOptions {
 }
 
 pub async fn command(options: WarmOptions) -> Result<()> {
-    if options.services.is_empty() == options.requirements.is_empty() {
+    let local_files = options.requirements.len() + options.locks.len();
+    if options.services.is_empty() == (local_files == 0) {
         bail!(
-            "give requirement files (devcache warm -r requirements.txt) or devstack services (devcache warm lms studio), not both"
+            "give requirement or lock files (devcache warm -r requirements.txt, --lock uv.lock) or devstack services (devcache warm lms studio), not both"
         );
     }
     let mut docker = None;
@@ -113,12 +128,16 @@ pub async fn command(options: WarmOptions) -> Result<()> {
             options.python.as_deref().unwrap_or("3.11"),
             &options.platforms,
         )?;
-        let roots: Vec<String> = options
-            .requirements
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect();
-        let found = requirements::read(&LocalFiles, &roots, &target.markers).await;
+        let shown = |paths: &[PathBuf]| -> Vec<String> {
+            paths.iter().map(|p| p.display().to_string()).collect()
+        };
+        let found = read_all(
+            &LocalFiles,
+            &shown(&options.requirements),
+            &shown(&options.locks),
+            &target,
+        )
+        .await;
         incomplete |= warm_and_report(&cache_url, &found, &target, options.jobs).await?;
     } else {
         let project = Project::new(&options.project)?;
@@ -131,17 +150,29 @@ pub async fn command(options: WarmOptions) -> Result<()> {
             let service = names::service(word)?;
             let consumer = consumers::find_running(&docker, &project, &service).await?;
             let target = probe_target(&docker, &consumer.container, &options).await?;
-            let roots = configured
-                .get(shown(&service))
-                .or_else(|| configured.get(&service))
-                .cloned()
-                .unwrap_or_else(|| default_requirement_files(&service));
-            println!("{}: requirements {}", shown(&service), roots.join(", "));
+            // devcache.yml may key a service by any of its names (`cms:` is `studio:`).
+            let configured_roots = configured
+                .iter()
+                .find(|(key, _)| names::service(key).ok().as_deref() == Some(service.as_str()))
+                .map(|(_, files)| files.clone());
+            let roots = match configured_roots {
+                Some(roots) => roots,
+                None => {
+                    let lock = default_lock(&service);
+                    match files::read(&docker, &consumer.container, &lock).await? {
+                        Some(_) => vec![lock],
+                        None => default_requirement_files(&service),
+                    }
+                }
+            };
+            println!("{service}: reading {}", roots.join(", "));
             let files = ContainerFiles {
                 docker: &docker,
                 container: consumer.container.clone(),
             };
-            let found = requirements::read(&files, &roots, &target.markers).await;
+            let (locks, requirement_files): (Vec<String>, Vec<String>) =
+                roots.into_iter().partition(|path| lock::is_lock(path));
+            let found = read_all(&files, &requirement_files, &locks, &target).await;
             incomplete |= warm_and_report(&cache_url, &found, &target, options.jobs).await?;
         }
     }
@@ -152,6 +183,20 @@ pub async fn command(options: WarmOptions) -> Result<()> {
         bail!("the cache is warm, but not with everything asked for; see above");
     }
     Ok(())
+}
+
+/// What requirement files and locks ask for, for the target.
+async fn read_all(
+    reader: &dyn FileReader,
+    requirement_files: &[String],
+    locks: &[String],
+    target: &Target,
+) -> Requirements {
+    let mut found = requirements::read(reader, requirement_files, &target.markers).await;
+    for path in locks {
+        found.absorb(lock::read(reader, path, &target.markers).await);
+    }
+    found
 }
 
 /// The Python version and platform of a service's interpreter (flags override them).

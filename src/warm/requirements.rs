@@ -40,6 +40,17 @@ pub struct Requirements {
     pub errors: Vec<String>,
 }
 
+impl Requirements {
+    /// Adds what another source (a lock, another file) asked for.
+    pub fn absorb(&mut self, other: Requirements) {
+        self.pins.extend(other.pins);
+        self.unpinned.extend(other.unpinned);
+        self.excluded.extend(other.excluded);
+        self.not_from_index.extend(other.not_from_index);
+        self.errors.extend(other.errors);
+    }
+}
+
 /// One logical line of a requirement file, with where it started.
 struct Line {
     number: usize,

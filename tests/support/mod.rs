@@ -17,13 +17,14 @@ pub struct Devcache {
     pub url: String,
     pub data_dir: PathBuf,
     log: PathBuf,
-    /// Kept open: the server's later lines must have somewhere to go.
-    _stdout: BufReader<std::process::ChildStdout>,
+    /// Where the server's stdout goes after its first line: the request lines.
+    requests: PathBuf,
 }
 
 impl Devcache {
     /// Starts `devcache serve` on a free port of 127.0.0.1 with `args` after the
-    /// data directory. Its log goes to `<data_dir>.log`.
+    /// data directory. Its stderr goes to `<data_dir>.log`, its request lines (stdout)
+    /// to `<data_dir>.requests`.
     pub fn start(data_dir: &Path, args: &[&str]) -> Self {
         Self::start_with_env(data_dir, args, &[])
     }
@@ -59,12 +60,15 @@ impl Devcache {
             })
             .trim_end_matches('/')
             .to_string();
+        let requests = data_dir.with_extension("requests");
+        let mut requests_file = std::fs::File::create(&requests).unwrap();
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut requests_file));
         Self {
             child,
             url,
             data_dir: data_dir.to_path_buf(),
             log,
-            _stdout: stdout,
+            requests,
         }
     }
 
@@ -109,8 +113,14 @@ impl Devcache {
         None
     }
 
+    /// Everything the server logged: stderr, then the request lines.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        std::fs::read_to_string(&self.log).unwrap_or_default() + &self.requests()
+    }
+
+    /// The request lines, which the server writes to stdout.
+    pub fn requests(&self) -> String {
+        std::fs::read_to_string(&self.requests).unwrap_or_default()
     }
 
     /// Files under the data directory's `tmp/`.
@@ -182,7 +192,7 @@ pub fn http() -> reqwest::Client {
 }
 
 /// A tool of the test venv that `.ci/run` makes (pip, uv, python).
-fn venv_tool(tool: &str) -> PathBuf {
+pub fn venv_tool(tool: &str) -> PathBuf {
     let venv = std::env::var_os("DEVCACHE_TEST_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"));

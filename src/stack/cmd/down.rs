@@ -5,7 +5,7 @@ use anyhow::{Result, bail};
 use bollard::query_parameters::RemoveVolumeOptions;
 
 use crate::stack::engine::{self, is_not_found, message};
-use crate::stack::names::{Project, shown};
+use crate::stack::names::Project;
 use crate::stack::state::Choices;
 use crate::stack::{cache, consumers};
 
@@ -20,17 +20,14 @@ pub async fn down(project: &str, remove_volume: bool) -> Result<()> {
         };
         if !consumer.running {
             println!(
-                "{}: not running; its pip.conf still names the cache: start it and run `devcache up` or `devcache disable {}`",
-                shown(&service),
-                shown(&service)
+                "{service}: not running; its pip.conf still names the cache: start it and run `devcache up` or `devcache disable {service}`"
             );
             continue;
         }
         let unwiring = consumers::unwire(&docker, &consumer).await?;
         if unwiring.removed || unwiring.restored_users_file {
             println!(
-                "{}: pip.conf and uv.toml taken out, since the cache is going away{} (`devcache up` puts them back)",
-                shown(&service),
+                "{service}: pip.conf and uv.toml taken out, since the cache is going away{} (`devcache up` puts them back)",
                 if unwiring.restored_users_file {
                     "; your own are back"
                 } else {

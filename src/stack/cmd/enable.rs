@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use super::{fail_with, services, wire_one};
 use crate::stack::engine;
-use crate::stack::names::{Project, shown};
+use crate::stack::names::Project;
 use crate::stack::state::Choices;
 use crate::stack::{cache, consumers};
 
@@ -17,19 +17,15 @@ pub async fn enable(project: &str, words: &[String]) -> Result<()> {
     let docker = engine::connect().await?;
     if cache::running(&docker, &project).await.is_err() {
         for service in &services {
-            println!("{}: enabled; `devcache up` wires it", shown(service));
+            println!("{service}: enabled; `devcache up` wires it");
         }
         return Ok(());
     }
     let mut failures = Vec::new();
     for service in &services {
         match wire_one(&docker, &project, service).await {
-            Ok(said) => println!(
-                "{}: enabled, {}",
-                shown(service),
-                said.as_deref().unwrap_or("already wired")
-            ),
-            Err(e) => failures.push(format!("{}: enabled, but {e:#}", shown(service))),
+            Ok(wired) => println!("{service}: enabled, {}", wired.said(&project, service)),
+            Err(e) => failures.push(format!("{service}: enabled, but {e:#}")),
         }
     }
     fail_with(failures)
@@ -42,15 +38,23 @@ pub async fn disable(project: &str, words: &[String]) -> Result<()> {
     let docker = engine::connect().await?;
     let mut failures = Vec::new();
     for service in &services {
-        let consumer = match consumers::find_running(&docker, &project, service).await {
-            Ok(consumer) => consumer,
-            Err(e) => {
-                failures.push(format!(
-                    "{}: disabled, but its files are unchanged: {e:#}",
-                    shown(service)
-                ));
+        let consumer = match consumers::find(&docker, &project, service).await? {
+            None => {
+                println!(
+                    "{service}: disabled; it has no container in project {}, so there was nothing to unwire",
+                    project.name()
+                );
                 continue;
             }
+            Some(_) => match consumers::find_running(&docker, &project, service).await {
+                Ok(consumer) => consumer,
+                Err(e) => {
+                    failures.push(format!(
+                        "{service}: disabled, but its files are unchanged: {e:#}"
+                    ));
+                    continue;
+                }
+            },
         };
         let unwiring = consumers::unwire(&docker, &consumer).await?;
         let what = match (unwiring.removed, unwiring.restored_users_file) {
@@ -58,7 +62,7 @@ pub async fn disable(project: &str, words: &[String]) -> Result<()> {
             (true, false) => "devcache's pip.conf and uv.toml removed",
             (false, false) => "it was not wired",
         };
-        println!("{}: disabled; {what}", shown(service));
+        println!("{service}: disabled; {what}");
     }
     fail_with(failures)
 }

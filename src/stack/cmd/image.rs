@@ -11,7 +11,7 @@ pub async fn image(force: bool) -> Result<()> {
     let docker = engine::connect().await?;
     match image::ensure(&docker, force).await? {
         Made::Present => println!("image {}: already holds this devcache", image::tag()),
-        Made::Built => println!("image {}: built from this devcache", image::tag()),
+        Made::Built(why) => println!("image {}: built from this devcache: {why}", image::tag()),
     }
     Ok(())
 }

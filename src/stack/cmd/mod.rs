@@ -38,18 +38,55 @@ fn services(words: &[String]) -> Result<Vec<String>> {
     words.iter().map(|s| names::service(s)).collect()
 }
 
-/// Wires one consumer; `Some(what it did)` when something changed.
-async fn wire_one(docker: &Docker, project: &Project, service: &str) -> Result<Option<String>> {
+/// How wiring one consumer went.
+enum Wired {
+    /// Its files were written now.
+    Now {
+        kept_users_file: bool,
+    },
+    Already,
+    /// It has no container (yet): skipped, not an error.
+    Absent,
+}
+
+impl Wired {
+    fn changed(&self) -> bool {
+        matches!(self, Wired::Now { .. })
+    }
+
+    /// What happened, in words.
+    fn said(&self, project: &Project, service: &str) -> String {
+        match self {
+            Wired::Now {
+                kept_users_file: true,
+            } => "wired (your own settings are kept; `devcache disable` gives back your file as it was)"
+                .to_string(),
+            Wired::Now { .. } => "wired".to_string(),
+            Wired::Already => "already wired".to_string(),
+            Wired::Absent => format!(
+                "no container in project {}, skipped (start it with `make dev.up.{service}`; \
+                 `devcache up` or `devcache watch` wires it then)",
+                project.name()
+            ),
+        }
+    }
+}
+
+/// Wires one consumer: a running one now, an absent one skipped; a stopped one is an
+/// error that says how to start it.
+async fn wire_one(docker: &Docker, project: &Project, service: &str) -> Result<Wired> {
+    if consumers::find(docker, project, service).await?.is_none() {
+        return Ok(Wired::Absent);
+    }
     let consumer = consumers::find_running(docker, project, service).await?;
     let wiring = consumers::wire(docker, &consumer).await?;
-    Ok(wiring.changed.then(|| {
-        if wiring.saved_users_file {
-            "wired (your own config is kept aside and comes back with `devcache disable`)"
-                .to_string()
-        } else {
-            "wired".to_string()
+    Ok(if wiring.changed {
+        Wired::Now {
+            kept_users_file: wiring.saved_users_file,
         }
-    }))
+    } else {
+        Wired::Already
+    })
 }
 
 /// Prints each service's failure and ends the command with one error counting them.

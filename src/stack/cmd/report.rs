@@ -34,7 +34,8 @@ pub struct ConsumerReport {
     /// Disabled by the user (as opposed to never enabled).
     pub disabled: bool,
     pub pip: String,
-    /// What the cache served this container (matched by its address on the network).
+    /// What the cache served this container (matched by its address on the network),
+    /// all its installers together; `user_agent` lists them, busiest first.
     pub served: Option<ClientStats>,
 }
 
@@ -69,10 +70,10 @@ impl StatusReport {
                     format!("hit rate {rate:.0}%")
                 });
             out.push_str(&format!(
-                "          {} projects, {} files, {} bytes cached; {rate}; upstream {}\n",
+                "          {} projects, {} files, {} cached; {rate}; upstream {}\n",
                 server.projects,
                 server.files,
-                server.bytes,
+                human_bytes(server.bytes),
                 server.upstream.as_deref().unwrap_or("none"),
             ));
         }

@@ -12,7 +12,7 @@ use crate::api::{ClientStats, Status};
 use crate::stack::cache;
 use crate::stack::consumers::{self, Consumer};
 use crate::stack::engine::{self, is_not_found, message};
-use crate::stack::names::{self, Project, shown};
+use crate::stack::names::{self, Project};
 use crate::stack::state::Choices;
 
 /// How long `status` waits for the cache's counters before reporting without them.
@@ -79,7 +79,7 @@ pub async fn status(project: &str, json: bool) -> Result<()> {
             disabled: choices.disabled.contains(&service),
             running: found.as_ref().is_some_and(|c| c.running),
             container: found.map(|c| c.container),
-            service: shown(&service).to_string(),
+            service: service.to_string(),
             pip,
         });
     }
@@ -111,9 +111,26 @@ async fn served_to(
         .ip_address
         .clone()
         .filter(|a| !a.is_empty())?;
-    server
+    let mut mine: Vec<&ClientStats> = server
         .clients
         .iter()
-        .find(|client| client.address == address)
-        .cloned()
+        .filter(|client| client.address == address)
+        .collect();
+    mine.sort_by_key(|c| std::cmp::Reverse(c.hits + c.misses + c.stale));
+    if mine.is_empty() {
+        return None;
+    }
+    Some(ClientStats {
+        address,
+        user_agent: mine
+            .iter()
+            .map(|c| c.user_agent.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        hits: mine.iter().map(|c| c.hits).sum(),
+        misses: mine.iter().map(|c| c.misses).sum(),
+        stale: mine.iter().map(|c| c.stale).sum(),
+        bytes_from_cache: mine.iter().map(|c| c.bytes_from_cache).sum(),
+        bytes_fetched: mine.iter().map(|c| c.bytes_fetched).sum(),
+    })
 }

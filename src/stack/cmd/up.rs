@@ -1,15 +1,17 @@
 //! `devcache up`: the image and the cache container made or started as needed, then
-//! pip.conf and uv.toml written into every consumer. The upstream follows the same
-//! precedence as `devcache serve`, and must be one the container can reach.
+//! pip.conf and uv.toml written into every consumer. The upstream is the one given
+//! now, else the running cache's, else the one remembered from the last `up`, else
+//! found as `devcache serve` finds it; it must be one the container can reach.
 
 use anyhow::{Context, Result, bail};
+use bollard::Docker;
 
 use super::{fail_with, services, wire_one};
-use crate::config::{ServeConfig, ServeSettings, process_env};
+use crate::config::{ServeConfig, ServeSettings, Source, process_env};
 use crate::stack::cache::{self, Change, Wanted};
 use crate::stack::engine;
 use crate::stack::image::{self, Made};
-use crate::stack::names::{Project, cache_index_url, shown};
+use crate::stack::names::{Project, cache_index_url};
 use crate::stack::state::Choices;
 
 /// What `up` is asked to do.
@@ -27,17 +29,18 @@ pub struct UpOptions {
 /// `devcache up`: the cache container, then pip.conf and uv.toml in every consumer.
 pub async fn up(options: UpOptions) -> Result<()> {
     let project = Project::new(&options.project)?;
-    let upstream = upstream_for_container(&options.serve)?;
     let services = services(&options.services)?;
     let docker = engine::connect().await?;
+    let mut choices = Choices::load(&project, options.serve.config.as_deref())?;
+    let upstream = upstream_for_container(&options.serve, &docker, &project, &choices).await?;
     let mut changed = false;
 
-    if let Made::Built = image::ensure(&docker, false).await? {
-        println!("image {}: built from this devcache", image::tag());
+    if let Made::Built(why) = image::ensure(&docker, false).await? {
+        println!("image {}: built from this devcache: {why}", image::tag());
         changed = true;
     }
     let wanted = Wanted {
-        upstream,
+        upstream: upstream.clone(),
         port: options.port,
     };
     let name = project.cache_container();
@@ -50,15 +53,16 @@ pub async fn up(options: UpOptions) -> Result<()> {
             "cache {name}: created and started (volume {})",
             project.volume()
         ),
-        Change::Recreated => println!(
-            "cache {name}: recreated with the new settings (volume {} kept)",
+        Change::Recreated(differences) => println!(
+            "cache {name}: recreated, since {} (volume {} kept)",
+            differences.join("; "),
             project.volume()
         ),
     }
     let (_, port) = cache::running(&docker, &project).await?;
     cache::wait_ready(port).await?;
 
-    let mut choices = Choices::load(&project, options.serve.config.as_deref())?;
+    choices.upstream = Some(upstream);
     for service in &services {
         choices.enable(service);
     }
@@ -71,15 +75,11 @@ pub async fn up(options: UpOptions) -> Result<()> {
     let mut failures = Vec::new();
     for service in &consumers {
         match wire_one(&docker, &project, service).await {
-            Ok(said) => {
-                changed |= said.is_some();
-                println!(
-                    "{}: {}",
-                    shown(service),
-                    said.as_deref().unwrap_or("already wired")
-                );
+            Ok(wired) => {
+                changed |= wired.changed();
+                println!("{service}: {}", wired.said(&project, service));
             }
-            Err(e) => failures.push(format!("{}: {e:#}", shown(service))),
+            Err(e) => failures.push(format!("{service}: {e:#}")),
         }
     }
     if !changed && failures.is_empty() {
@@ -92,11 +92,38 @@ pub async fn up(options: UpOptions) -> Result<()> {
     fail_with(failures)
 }
 
-/// The upstream the container caches: the same precedence as `devcache serve`.
-fn upstream_for_container(serve: &ServeSettings) -> Result<String> {
-    let config = ServeConfig::load(serve, &process_env)?;
-    let url = config.upstream.value.context(
-        "the cache container needs an upstream: pass --upstream URL or set DEVCACHE_UPSTREAM",
+/// The upstream the container caches: one the user gives now (flag, `DEVCACHE_UPSTREAM`,
+/// devcache.yml), else the cache container's own, else the one the last `up` used,
+/// else pip's configuration, as for `devcache serve`. It must be one the container
+/// can reach.
+async fn upstream_for_container(
+    serve: &ServeSettings,
+    docker: &Docker,
+    project: &Project,
+    choices: &Choices,
+) -> Result<String> {
+    let config = ServeConfig::load(serve, &process_env);
+    let given = config.as_ref().ok().filter(|c| {
+        matches!(
+            c.upstream.source,
+            Source::Flag | Source::Env(_) | Source::File(_)
+        )
+    });
+    if given.is_none() {
+        if let Some(url) = cache::configured_upstream(docker, project).await? {
+            println!(
+                "upstream {url}: the one the cache container {} already uses",
+                project.cache_container()
+            );
+            return Ok(url);
+        }
+        if let Some(url) = &choices.upstream {
+            println!("upstream {url}: remembered from the last `devcache up`");
+            return Ok(url.clone());
+        }
+    }
+    let url = config?.upstream.value.context(
+        "the cache container needs an upstream: pass --upstream URL once (devcache remembers it) or set DEVCACHE_UPSTREAM",
     )?;
     if matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "::1")) {
         bail!(

@@ -12,7 +12,7 @@ use futures::StreamExt;
 use super::wire_one;
 use crate::stack::cache;
 use crate::stack::engine::{self, message};
-use crate::stack::names::{self, Project, shown};
+use crate::stack::names::{self, Project};
 use crate::stack::state::Choices;
 
 /// `devcache watch`: wires enabled consumers whenever they start.
@@ -57,16 +57,13 @@ pub async fn watch(project: &str) -> Result<()> {
 
 async fn report_wiring(docker: &Docker, project: &Project, service: &str) {
     match wire_one(docker, project, service).await {
-        Ok(said) => println!(
-            "{}: {}",
-            shown(service),
-            said.as_deref().unwrap_or("already wired")
-        ),
-        Err(e) => eprintln!("devcache: {}: {e:#}", shown(service)),
+        Ok(wired) => println!("{service}: {}", wired.said(project, service)),
+        Err(e) => eprintln!("devcache: {service}: {e:#}"),
     }
 }
 
-/// The devstack service a started container is, from its compose labels or its name.
+/// The devstack service a started container is, from its compose labels or its name,
+/// in its canonical name (a container labelled `cms` is `studio`).
 fn service_of(project: &Project, attributes: &HashMap<String, String>) -> Option<String> {
     let labelled = (attributes
         .get("com.docker.compose.project")
@@ -80,7 +77,29 @@ fn service_of(project: &Project, attributes: &HashMap<String, String>) -> Option
             .strip_prefix(&format!("edx.{}.", project.name()))
             .map(str::to_string)
     };
-    labelled
-        .or_else(named)
-        .filter(|s| names::PYTHON_SERVICES.contains(&s.as_str()))
+    names::service(&labelled.or_else(named)?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_labelled_cms_or_studio_is_studio() {
+        let project = Project::new("devstack").unwrap();
+        for label in ["cms", "studio"] {
+            let attributes = HashMap::from([
+                (
+                    "com.docker.compose.project".to_string(),
+                    "devstack".to_string(),
+                ),
+                ("com.docker.compose.service".to_string(), label.to_string()),
+            ]);
+            assert_eq!(service_of(&project, &attributes).as_deref(), Some("studio"));
+        }
+        let named = HashMap::from([("name".to_string(), "edx.devstack.cms".to_string())]);
+        assert_eq!(service_of(&project, &named).as_deref(), Some("studio"));
+        let other = HashMap::from([("name".to_string(), "edx.devstack.mysql80".to_string())]);
+        assert_eq!(service_of(&project, &other), None);
+    }
 }
