@@ -7,18 +7,6 @@ use support::dists::blob;
 use support::upstream::{Links, PageFormat, TestUpstream};
 use support::{Devcache, devcache_command, http};
 
-/// Waits (boundedly) for a file to be published: a client may have its last byte
-/// before the file is synced and renamed into place.
-async fn published(cache: &Devcache, sha256: &str) {
-    for _ in 0..100 {
-        if cache.has_blob(sha256) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("{sha256} was never published");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_damaged_on_disk_is_quarantined_and_fetched_again() {
     let tmp = tempfile::tempdir().unwrap();
@@ -30,7 +18,7 @@ async fn a_file_damaged_on_disk_is_quarantined_and_fetched_again() {
     let cache = Devcache::caching(tmp.path(), &upstream);
     let first = http().get(url(&cache)).send().await.unwrap();
     assert_eq!(first.bytes().await.unwrap().as_ref(), dist.bytes.as_slice());
-    published(&cache, &dist.sha256()).await;
+    assert!(cache.published(&dist.sha256()).await);
     drop(cache);
 
     // Bit rot: one byte flipped in the cached file.
@@ -66,7 +54,7 @@ async fn a_file_damaged_on_disk_is_quarantined_and_fetched_again() {
     let again = http().get(url(&cache)).send().await.unwrap();
     assert_eq!(again.bytes().await.unwrap().as_ref(), dist.bytes.as_slice());
     assert_eq!(upstream.downloads(&format!("/files/{}", dist.filename)), 2);
-    published(&cache, &dist.sha256()).await;
+    assert!(cache.published(&dist.sha256()).await);
     drop(cache);
 
     let out = verify();

@@ -130,6 +130,18 @@ impl Devcache {
             .unwrap_or_default()
     }
 
+    /// Waits (boundedly) until a file with this sha256 is in the cache: a client may
+    /// have its last byte before the file is synced and renamed into place.
+    pub async fn published(&self, sha256: &str) -> bool {
+        for _ in 0..100 {
+            if self.has_blob(sha256) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        false
+    }
+
     /// Whether a file with this sha256 is in the cache.
     pub fn has_blob(&self, sha256: &str) -> bool {
         self.data_dir
