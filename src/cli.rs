@@ -104,6 +104,15 @@ Examples:
   devcache gc --max-size 10GiB                 # in the running cache container
   devcache gc --max-size 5GiB --data-dir ~/.cache/devcache")]
     Gc(GcArgs),
+    /// Re-hash every cached file against its name; damaged ones are moved aside and fetched again.
+    #[command(after_help = "\
+Examples:
+  devcache verify                          # the running cache container's volume
+  devcache verify --data-dir ~/.cache/devcache
+
+Damaged files are moved to quarantine/ in the data directory and named; the command then
+exits 1, and the next request for each file fetches it again from the upstream.")]
+    Verify(DiskArgs),
     /// Make the devcache image from this executable (`up` does it when needed); it is
     /// `devcache:<version>`, or the name in DEVCACHE_IMAGE.
     Image {
@@ -384,6 +393,18 @@ pub struct ServeArgs {
     /// unpinned files are evicted [env: DEVCACHE_MAX_SIZE] [default: none]
     #[arg(long, value_name = "SIZE", value_parser = size)]
     pub max_size: Option<u64>,
+    /// The most of an index page read from the upstream, in MiB
+    /// [env: DEVCACHE_MAX_PAGE_MIB] [default: 128]
+    #[arg(long, value_name = "MIB")]
+    pub max_page_mib: Option<u64>,
+    /// The most of a file downloaded when neither its page nor the upstream gives its size,
+    /// in MiB [env: DEVCACHE_MAX_FILE_MIB] [default: 4096]
+    #[arg(long, value_name = "MIB")]
+    pub max_file_mib: Option<u64>,
+    /// Seconds a client has to send a request's headers; idle connections close after as
+    /// long [env: DEVCACHE_CLIENT_TIMEOUT] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub client_timeout: Option<u64>,
     /// Configuration file [env: DEVCACHE_CONFIG] [default: ./devcache.yml, then the user's config directory]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -408,6 +429,9 @@ impl From<ServeArgs> for ServeSettings {
             index_ttl: args.index_ttl,
             upstream_timeout: args.upstream_timeout,
             max_size: args.max_size,
+            max_page_mib: args.max_page_mib,
+            max_file_mib: args.max_file_mib,
+            client_timeout: args.client_timeout,
             config: args.config,
         }
     }

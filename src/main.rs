@@ -16,6 +16,7 @@ mod store;
 mod transfer;
 mod tutor;
 mod upstream;
+mod verify;
 mod warm;
 
 use std::process::ExitCode;
@@ -74,6 +75,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             args.dry_run,
             args.serve(),
         )),
+        Command::Verify(args) => block_on(verify::verify(&args.cache())),
         Command::Image { force } => block_on(cmd::image::image(force)),
         Command::Tutor(TutorCommand::Enable(args)) => block_on(tutor::cmd::enable(args.into())),
         Command::Tutor(TutorCommand::Disable) => tutor::cmd::disable(),

@@ -75,13 +75,15 @@ pub async fn import(cache: &Cache, file: &Path, pin: Option<String>, no_pin: boo
                 bundle::import(store, file, set.as_deref())
             })
             .await?;
+            // Run again after an interrupted import, this says what the rerun completed.
             println!(
-                "imported {} pages and {} files ({} new, {} already here) from {}",
+                "imported {} pages and {} files from {}: {} added ({}), {} already here",
                 counts.pages,
                 counts.files,
+                file.display(),
+                counts.pages + counts.files - counts.already_present,
                 human_bytes(counts.bytes),
                 counts.already_present,
-                file.display()
             );
             if let Some(set) = &pin {
                 println!(

@@ -32,6 +32,10 @@ pub enum UpstreamError {
     Transport(Arc<reqwest::Error>),
     #[error("the upstream sent a page devcache cannot read: {0}")]
     BadPage(String),
+    #[error(
+        "the upstream sent more than {what} allows ({limit} bytes); raise it if the upstream is right"
+    )]
+    TooLarge { what: &'static str, limit: u64 },
 }
 
 impl From<reqwest::Error> for UpstreamError {
@@ -58,11 +62,21 @@ pub struct Validators<'a> {
     pub last_modified: Option<&'a str>,
 }
 
+/// The most devcache reads of what the upstream sends, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// A page body.
+    pub page: u64,
+    /// A file whose size neither its page nor the upstream gives.
+    pub file: u64,
+}
+
 #[derive(Clone)]
 pub struct Upstream {
     client: reqwest::Client,
     base: Url,
     page_timeout: Duration,
+    caps: Caps,
     reachable: Arc<AtomicBool>,
 }
 
@@ -70,7 +84,7 @@ pub struct Upstream {
 const PAGE_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
 
 impl Upstream {
-    pub fn new(base: Url, page_timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(base: Url, page_timeout: Duration, caps: Caps) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .user_agent(concat!("devcache/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
@@ -83,12 +97,17 @@ impl Upstream {
             client,
             base,
             page_timeout,
+            caps,
             reachable: Arc::new(AtomicBool::new(true)),
         })
     }
 
     pub fn base(&self) -> &Url {
         &self.base
+    }
+
+    pub fn caps(&self) -> Caps {
+        self.caps
     }
 
     /// Whether the last contact with the upstream got an answer.
@@ -159,7 +178,7 @@ impl Upstream {
         let content_type = header(CONTENT_TYPE).unwrap_or_default();
         // Relative links resolve against where the page really was, after redirects.
         let page_url = response.url().clone();
-        let body = self.note(response.bytes().await)?;
+        let body = self.capped_body(response).await?;
         metrics().upstream_bytes(body.len() as u64);
         let page = parse_page(name.clone(), &content_type, &body, &page_url)?;
         Ok(PageAnswer::Changed(FetchedPage {
@@ -167,6 +186,29 @@ impl Upstream {
             etag,
             last_modified,
         }))
+    }
+
+    /// A page's body, read as it arrives and refused once it passes the page cap: an
+    /// endless or huge answer costs at most the cap in memory.
+    async fn capped_body(&self, response: reqwest::Response) -> Result<Bytes, UpstreamError> {
+        let limit = self.caps.page;
+        let too_large = UpstreamError::TooLarge {
+            what: "the page cap (--max-page-mib)",
+            limit,
+        };
+        if response.content_length().is_some_and(|len| len > limit) {
+            return Err(too_large);
+        }
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+            let chunk = self.note(chunk)?;
+            if (body.len() + chunk.len()) as u64 > limit {
+                return Err(too_large);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
     }
 
     /// The length of a file, as the upstream's answer to `HEAD` gives it.

@@ -507,7 +507,7 @@ async fn bad_or_truncated_bytes_are_never_published() {
         .await
         .unwrap();
     assert!(good.as_ref() == dist.bytes.as_slice());
-    assert!(cache.has_blob(&dist.sha256()));
+    assert!(cache.published(&dist.sha256()).await);
     assert!(cache.log().contains("do not match its sha256"));
 }
 

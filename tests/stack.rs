@@ -835,6 +835,10 @@ fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
         &install,
         "pip install -r in lms from the imported cache, offline",
     );
+    // The cache container's files re-hashed against their names, in its volume.
+    let out = stack.devcache(&["verify"]);
+    assert_ok(&out, "devcache verify");
+    assert!(stdout(&out).contains("checked 3 files"), "{}", stdout(&out));
 }
 
 #[test]

@@ -123,7 +123,7 @@ impl Cache {
         }
         // The whole page: a file the cache lacks is named as such, not as unknown.
         let (page, _) = self.pages.get(project).await.map_err(FileError::Page)?;
-        let Some(dist) = page.stored.page.file(dist_filename) else {
+        let Some(dist) = page.file(dist_filename) else {
             return Err(FileError::NotListed(format!(
                 "{project} has no file {dist_filename}"
             )));

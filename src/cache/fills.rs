@@ -45,6 +45,10 @@ pub enum FillError {
     HashMismatch { expected: String, actual: String },
     #[error("the upstream sent {actual} bytes where its page said {expected}")]
     LengthMismatch { expected: u64, actual: u64 },
+    #[error(
+        "the upstream sent more than the {expected} bytes it announced; the download was stopped there"
+    )]
+    TooLong { expected: u64 },
     #[error("cannot write the cache: {0}")]
     Disk(String),
 }
@@ -195,13 +199,27 @@ impl FillTask {
 
     async fn download(&self) -> Result<(), FillError> {
         let response = self.upstream.fetch_file(&self.request.url).await?;
-        let length = response.content_length().or(self.request.expected_size);
-        if let (Some(expected), Some(actual)) =
-            (self.request.expected_size, response.content_length())
+        let announced = response.content_length();
+        let expected_size = self.request.expected_size;
+        if let (Some(expected), Some(actual)) = (expected_size, announced)
             && expected != actual
         {
             return Err(FillError::LengthMismatch { expected, actual });
         }
+        // The page's size is what the file must be; without one, the upstream's length
+        // within the cap; without either, the cap. Nothing past it is read or written.
+        let cap = self.upstream.caps().file;
+        let file_too_large = || {
+            FillError::Upstream(UpstreamError::TooLarge {
+                what: "the file cap (--max-file-mib)",
+                limit: cap,
+            })
+        };
+        let length = expected_size.or(announced);
+        if expected_size.is_none() && announced.is_some_and(|len| len > cap) {
+            return Err(file_too_large());
+        }
+        let limit = length.unwrap_or(cap);
         self.sender.send_modify(|p| {
             p.started = true;
             p.length = length;
@@ -211,6 +229,7 @@ impl FillTask {
         // is written while the next one is received.
         let mut batches = response.bytes_stream().ready_chunks(BATCH_CHUNKS);
         let mut hashed = (Sha256::new(), 0u64);
+        let mut received = 0u64;
         let mut in_flight: Option<(BatchWrite, u64)> = None;
         loop {
             let batch = batches.next().await;
@@ -219,8 +238,12 @@ impl FillTask {
                     .await
                     .map_err(|e| FillError::Disk(e.to_string()))?
                     .map_err(|e| FillError::Disk(e.to_string()))?;
-                // Readers may have everything before the newest chunk; it waits for the check.
-                let available = hashed.1 - held_back;
+                // Readers may have everything before the newest chunk, and never the
+                // last byte of a file of known length: it waits for the check.
+                let mut available = hashed.1 - held_back;
+                if let Some(length) = length {
+                    available = available.min(length.saturating_sub(1));
+                }
                 self.sender.send_modify(|p| p.available = available);
             }
             let Some(batch) = batch else { break };
@@ -229,6 +252,13 @@ impl FillTask {
                 .collect::<Result<Vec<Bytes>, _>>()
                 .map_err(UpstreamError::from)?;
             metrics().upstream_bytes(chunks.iter().map(|c| c.len() as u64).sum());
+            received += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+            if received > limit {
+                return Err(match length {
+                    Some(expected) => FillError::TooLong { expected },
+                    None => file_too_large(),
+                });
+            }
             let held_back = chunks.last().map_or(0, |c| c.len() as u64);
             let file = self.file.clone();
             let (mut hasher, mut offset) = std::mem::take(&mut hashed);

@@ -25,15 +25,25 @@ use crate::index::{DistFile, ProjectPage};
 use crate::store::BlobKey;
 use crate::upstream::Upstream;
 
-/// The page as clients see it: every wheel offers core metadata.
-pub(super) fn offered(page: &ProjectPage) -> ProjectPage {
-    let mut offered = page.clone();
-    for file in &mut offered.files {
+/// Renders the page as clients see it, where every wheel offers core metadata: the
+/// wheels the upstream gives none for offer it while `render` runs, then the page is
+/// as it was. Done in place, since a copy of a page of 100,000 links is tens of MiB.
+pub(super) fn render_offered<T>(
+    page: &mut ProjectPage,
+    render: impl FnOnce(&ProjectPage) -> T,
+) -> T {
+    let mut added = Vec::new();
+    for (i, file) in page.files.iter_mut().enumerate() {
         if file.core_metadata.is_none() && wheel::is_wheel(&file.filename) {
             file.core_metadata = Some(Default::default());
+            added.push(i);
         }
     }
-    offered
+    let rendered = render(page);
+    for i in added {
+        page.files[i].core_metadata = None;
+    }
+    rendered
 }
 
 impl Cache {

@@ -26,6 +26,9 @@ pub struct ReadyPage {
     /// A digest of the rendered content, from which each representation's strong
     /// validator is made.
     pub digest: String,
+    /// Where each file is in `stored.page.files`, by file name: a file request looks its
+    /// file up in constant time, however many links the page has.
+    by_filename: HashMap<String, usize>,
     /// This page trimmed to the files the cache holds, and how many files the cache
     /// held when it was trimmed (a new file makes it out of date).
     trimmed: Mutex<Option<(u64, Arc<ReadyPage>)>>,
@@ -172,13 +175,19 @@ impl Pages {
             }
             (Err(e), None) => return Err(PageError::Unavailable(e)),
         };
+        // Saved and made ready on the blocking pool, without a copy: a page of many
+        // thousands of links takes a while, and its copies are what memory peaks on.
         let store = self.store.clone();
-        let to_save = stored.clone();
-        let saved = tokio::task::spawn_blocking(move || store.save_page(&to_save)).await;
-        if let Ok(Err(e)) | Err(e) = saved.map_err(std::io::Error::other) {
-            tracing::warn!(project = %name, error = %e, "cannot save the page; serving it uncached");
-        }
-        let ready = Arc::new(ready_page(stored));
+        let project = name.clone();
+        let ready = tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.save_page(&stored) {
+                tracing::warn!(%project, error = %e, "cannot save the page; serving it uncached");
+            }
+            ready_page(stored)
+        })
+        .await
+        .map_err(|e| PageError::Unavailable(UpstreamError::BadPage(e.to_string())))?;
+        let ready = Arc::new(ready);
         self.memo
             .lock()
             .expect("memo lock")
@@ -271,18 +280,25 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'+')
     .remove(b'!');
 
-fn ready_page(stored: StoredPage) -> ReadyPage {
+fn ready_page(mut stored: StoredPage) -> ReadyPage {
     let name = stored.page.name.clone();
-    let offered = metadata::offered(&stored.page);
-    let html = html::render(&offered, |f| file_link(&name, f)).into_bytes();
-    let json = json::render(&offered, |f| file_link(&name, f));
+    let (html, json) = metadata::render_offered(&mut stored.page, |offered| {
+        let html = html::render(offered, |f| file_link(&name, f)).into_bytes();
+        (html, json::render(offered, |f| file_link(&name, f)))
+    });
     // The JSON form carries every attribute the HTML form does, so its digest covers both.
     let digest = {
         use sha2::{Digest, Sha256};
         hex::encode(Sha256::digest(&json))[..32].to_string()
     };
+    // A name listed twice is the first of them, as clients read the page.
+    let mut by_filename = HashMap::with_capacity(stored.page.files.len());
+    for (i, file) in stored.page.files.iter().enumerate() {
+        by_filename.entry(file.filename.clone()).or_insert(i);
+    }
     ReadyPage {
         stored,
+        by_filename,
         html: Rendered::new(html),
         json: Rendered::new(json),
         digest,
@@ -291,6 +307,13 @@ fn ready_page(stored: StoredPage) -> ReadyPage {
 }
 
 impl ReadyPage {
+    /// The file of this name, if the page lists it.
+    pub fn file(&self, filename: &str) -> Option<&DistFile> {
+        self.by_filename
+            .get(filename)
+            .map(|&i| &self.stored.page.files[i])
+    }
+
     /// Bytes held in memory. A gzipped form made after the page was counted is not
     /// counted: it is smaller than the form it compresses.
     fn size(&self) -> usize {

@@ -24,6 +24,9 @@ pub struct ServeSettings {
     pub upstream_timeout: Option<u64>,
     /// The disk budget for cached files, in bytes.
     pub max_size: Option<u64>,
+    pub max_page_mib: Option<u64>,
+    pub max_file_mib: Option<u64>,
+    pub client_timeout: Option<u64>,
     /// devcache.yml's path, instead of looking for it.
     pub config: Option<PathBuf>,
 }
@@ -71,7 +74,20 @@ pub struct ServeConfig {
     /// Cached files beyond this many bytes are evicted, least recently used first;
     /// `None`: no budget.
     pub max_size: Setting<Option<u64>>,
+    /// The most of a page body (MiB) read from the upstream.
+    pub max_page_mib: Setting<u64>,
+    /// The most of a file (MiB) downloaded when its page gives no size.
+    pub max_file_mib: Setting<u64>,
+    /// Seconds a client has to send a request's headers; idle connections close after as long.
+    pub client_timeout: Setting<u64>,
 }
+
+/// Default page cap: the largest real project pages (nightly builds with tens of
+/// thousands of files) are a few tens of MiB as JSON.
+pub const DEFAULT_MAX_PAGE_MIB: u64 = 128;
+/// Default cap for a file of unknown size: the largest real wheels (CUDA builds of
+/// torch, jaxlib, nvidia-* libraries) are under 2 GiB.
+pub const DEFAULT_MAX_FILE_MIB: u64 = 4096;
 
 /// The keys devcache.yml may hold.
 #[derive(Debug, Default, Deserialize)]
@@ -91,6 +107,9 @@ pub struct FileConfig {
     index_ttl: Option<u64>,
     upstream_timeout: Option<u64>,
     max_size: Option<String>,
+    max_page_mib: Option<u64>,
+    max_file_mib: Option<u64>,
+    client_timeout: Option<u64>,
 }
 
 /// The process environment, as a function so tests can give their own.
@@ -151,6 +170,24 @@ impl ServeConfig {
                 .transpose()?,
             || None,
         );
+        let max_page_mib = pick(
+            args.max_page_mib,
+            env_value(env, "DEVCACHE_MAX_PAGE_MIB")?,
+            file.max_page_mib.map(|v| (v, from_file())),
+            || DEFAULT_MAX_PAGE_MIB,
+        );
+        let max_file_mib = pick(
+            args.max_file_mib,
+            env_value(env, "DEVCACHE_MAX_FILE_MIB")?,
+            file.max_file_mib.map(|v| (v, from_file())),
+            || DEFAULT_MAX_FILE_MIB,
+        );
+        let client_timeout = pick(
+            args.client_timeout,
+            env_value(env, "DEVCACHE_CLIENT_TIMEOUT")?,
+            file.client_timeout.map(|v| (v, from_file())),
+            || 30,
+        );
         let upstream = match resolve_upstream(args, env, file.upstream.clone(), from_file()) {
             Ok(Setting { value, source }) => Setting {
                 value: Some(value),
@@ -171,6 +208,9 @@ impl ServeConfig {
             index_ttl,
             upstream_timeout,
             max_size,
+            max_page_mib,
+            max_file_mib,
+            client_timeout,
         })
     }
 
@@ -213,6 +253,21 @@ impl ServeConfig {
                     .value
                     .map_or("(none: no budget)".to_string(), crate::api::human_bytes),
                 &self.max_size.source,
+            ),
+            (
+                "max_page_mib",
+                format!("{} MiB", self.max_page_mib.value),
+                &self.max_page_mib.source,
+            ),
+            (
+                "max_file_mib",
+                format!("{} MiB", self.max_file_mib.value),
+                &self.max_file_mib.source,
+            ),
+            (
+                "client_timeout",
+                format!("{}s", self.client_timeout.value),
+                &self.client_timeout.source,
             ),
         ];
         rows.iter()

@@ -95,10 +95,6 @@ impl ProjectPage {
             versions,
         }
     }
-
-    pub fn file(&self, filename: &str) -> Option<&DistFile> {
-        self.files.iter().find(|f| f.filename == filename)
-    }
 }
 
 /// The versions of `files` in the order they first appear; linear in the number of

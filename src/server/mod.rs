@@ -10,6 +10,7 @@
 
 mod access_log;
 mod clients;
+mod connections;
 mod files;
 mod metrics;
 mod negotiate;
@@ -21,11 +22,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use axum::Router;
 use axum::extract::Request;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tower::Layer;
 
 use crate::api::{FILES_PATH, INDEX_PATH, METRICS_PATH, SIMPLE_PATH, STATUS_PATH};
@@ -33,7 +33,7 @@ use crate::cache::Cache;
 pub use crate::cache::Outcome;
 use crate::config::ServeConfig;
 use crate::store::Store;
-use crate::upstream::Upstream;
+use crate::upstream::{Caps, Upstream};
 pub use access_log::ACCESS as ACCESS_TARGET;
 
 #[derive(Default)]
@@ -57,6 +57,7 @@ type State = axum::extract::State<Arc<AppState>>;
 /// what a previous run left in `tmp/`.
 fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     let store = Store::open(&config.data_dir.value)?;
+    store.check_writable()?;
     if owns_data_dir {
         store.remove_leftovers()?;
     }
@@ -66,6 +67,10 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
         (Some(url), false) => Some(Upstream::new(
             url.clone(),
             Duration::from_secs(config.upstream_timeout.value),
+            Caps {
+                page: config.max_page_mib.value.saturating_mul(MIB),
+                file: config.max_file_mib.value.saturating_mul(MIB),
+            },
         )?),
         _ => None,
     };
@@ -93,6 +98,7 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
             get(files::file),
         )
         .fallback(simple::not_found)
+        .method_not_allowed_fallback(simple::read_only)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access_log::log,
@@ -104,51 +110,59 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     Ok((Router::new().fallback_service(normalised), cache))
 }
 
-/// How long a stopping server waits for downloads under way to be saved; docker stop
-/// allows 10 s before it kills.
-const SETTLE_ON_STOP: Duration = Duration::from_secs(8);
+/// The caps are set in MiB.
+const MIB: u64 = 1 << 20;
 
-/// Runs `devcache serve` until Ctrl-C or SIGTERM, then lets downloads under way finish.
+/// How long a stopping server takes at most, for its connections to finish and its
+/// downloads under way to be saved; docker stop allows 10 s before it kills.
+const STOP_GRACE: Duration = Duration::from_secs(8);
+
+/// Runs `devcache serve` until Ctrl-C or SIGTERM, then lets answers and downloads under
+/// way finish, within [`STOP_GRACE`].
 pub async fn run(config: ServeConfig) -> Result<()> {
     let (app, cache) = app(&config, true)?;
-    let host = &config.host.value;
-    let listener = tokio::net::TcpListener::bind((host.as_str(), config.port.value))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {host}:{}; is another cache (devcache, devpi) running there? stop it or pick another --port",
-                config.port.value
-            )
-        })?;
+    let listener = bind(&config.host.value, config.port.value).await?;
     let addr = listener.local_addr()?;
     announce(&config, addr);
-    axum::serve(
-        listener.tap_io(no_delay),
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .context("server failed")?;
+    let stopping = std::sync::OnceLock::new();
+    let stop = async {
+        shutdown_signal().await;
+        let _ = stopping.set(Instant::now());
+    };
+    let client_timeout = Duration::from_secs(config.client_timeout.value);
+    connections::serve(listener, app, client_timeout, stop, STOP_GRACE).await;
+    let left = STOP_GRACE.saturating_sub(stopping.get().map_or(Duration::ZERO, Instant::elapsed));
     let running = cache.downloads_running();
     if running > 0 {
         tracing::info!("waiting for {running} download(s) under way to be saved");
-        if tokio::time::timeout(SETTLE_ON_STOP, cache.settled())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(left, cache.settled()).await.is_err() {
             tracing::warn!("stopping with downloads unfinished; the next start discards them");
         }
     }
     Ok(())
 }
 
-/// Answers go out as soon as they are written: with Nagle's algorithm a response
-/// written as headers then body waits for the client's delayed ACK (40 ms on Linux)
-/// on every keep-alive request.
-fn no_delay(stream: &mut tokio::net::TcpStream) {
-    if let Err(e) = stream.set_nodelay(true) {
-        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+/// Listens on `host:port`, saying plainly which of the two is wrong when it cannot.
+async fn bind(host: &str, port: u16) -> Result<tokio::net::TcpListener> {
+    let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+        Ok(addrs) => addrs.collect(),
+        Err(_) => Vec::new(),
+    };
+    if addrs.is_empty() {
+        anyhow::bail!(
+            "--host {host:?} is not a valid address; give an IP address or host name of this machine, like 127.0.0.1 or 0.0.0.0"
+        );
     }
+    tokio::net::TcpListener::bind(addrs.as_slice())
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+                "cannot listen on {host}:{port}; is another cache (devcache, devpi) running there? stop it or pick another --port"
+            ),
+            _ => anyhow::anyhow!(
+                "cannot listen on {host}:{port} ({e}); pick an address of this machine with --host"
+            ),
+        })
 }
 
 /// pip writes the `+` of `/root/pypi/+f/` as `%2B`; routes are matched on the raw path,
@@ -188,12 +202,14 @@ pub async fn spawn_local(config: &ServeConfig) -> Result<LocalServer> {
     let (app, cache) = app(config, false)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener.tap_io(no_delay), service).await {
-            tracing::error!(error = %e, "the local cache server stopped");
-        }
-    });
+    let client_timeout = Duration::from_secs(config.client_timeout.value);
+    tokio::spawn(connections::serve(
+        listener,
+        app,
+        client_timeout,
+        std::future::pending(),
+        STOP_GRACE,
+    ));
     Ok(LocalServer { addr, cache })
 }
 

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use super::negotiate::{self, Format};
@@ -150,13 +150,28 @@ pub fn page_error(name: &ProjectName, error: PageError) -> Response {
     response
 }
 
-pub async fn not_found(uri: Uri) -> Response {
+pub async fn not_found(method: Method, uri: Uri) -> Response {
+    if method != Method::GET && method != Method::HEAD {
+        return read_only().await;
+    }
     (
         StatusCode::NOT_FOUND,
         format!(
             "{} is not a devcache route; the index is at {INDEX_PATH}\n",
             uri.path()
         ),
+    )
+        .into_response()
+}
+
+/// Any write (an upload, devpi's `:action=file_upload` among them): devcache only
+/// mirrors its upstream.
+pub async fn read_only() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(axum::http::header::ALLOW, "GET, HEAD")],
+        "devcache is a read-only cache of its upstream index; upload packages to the upstream \
+         itself (or to a devpi index of your own), and devcache serves them from there\n",
     )
         .into_response()
 }

@@ -123,6 +123,22 @@ impl Store {
     }
 }
 
+/// A file's sha256 (lowercase hex) and size, read in full.
+pub(super) fn file_sha256(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut size = 0;
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buffer)?;
+        if n == 0 {
+            return Ok((hex::encode(hasher.finalize()), size));
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

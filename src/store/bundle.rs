@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::blobs::file_sha256;
 use super::pages::StoredPage;
 use super::{BlobKey, Store};
 use crate::index::ProjectName;
@@ -22,6 +23,9 @@ use crate::index::ProjectName;
 const MANIFEST: &str = "manifest.json";
 const FORMAT: &str = "devcache-bundle";
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// The most a manifest may hold: about 150 bytes an entry, so room for some 400,000
+/// files, far beyond a real cache; a manifest that expands past it is refused unread.
+const MANIFEST_CAP: u64 = 64 << 20;
 
 #[derive(Serialize, Deserialize)]
 struct Manifest {
@@ -107,17 +111,9 @@ fn is_zstd_name(path: &Path) -> bool {
 }
 
 fn file_digest(path: &Path) -> Result<String> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buffer)?;
-        if n == 0 {
-            return Ok(hex::encode(hasher.finalize()));
-        }
-        hasher.update(&buffer[..n]);
-    }
+    let (digest, _) =
+        file_sha256(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(digest)
 }
 
 /// An entry staged in `tmp/`, waiting for the whole bundle to be checked.
@@ -165,24 +161,30 @@ fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
             bundle.display()
         )
     };
+    let not_a_bundle = || refuse("it is not a devcache bundle (not a tar archive)".into());
     let mut archive = tar::Archive::new(source);
-    let mut entries = archive
-        .entries()
-        .map_err(|e| refuse(format!("not a tar archive ({e})")))?;
+    let mut entries = archive.entries().map_err(|_| not_a_bundle())?;
 
     let mut first = entries
         .next()
         .ok_or_else(|| refuse("it is empty".into()))?
-        .map_err(|e| refuse(format!("unreadable ({e})")))?;
+        .map_err(|_| not_a_bundle())?;
     if first.path().ok().as_deref() != Some(Path::new(MANIFEST)) {
         return Err(refuse(format!(
             "its first entry is not {MANIFEST}: not a devcache bundle"
         )));
     }
     let mut text = Vec::new();
-    first
+    (&mut first)
+        .take(MANIFEST_CAP + 1)
         .read_to_end(&mut text)
-        .map_err(|e| refuse(format!("unreadable manifest ({e})")))?;
+        .map_err(|e| refuse(format!("unreadable manifest ({})", first_line(&e))))?;
+    if text.len() as u64 > MANIFEST_CAP {
+        return Err(refuse(format!(
+            "its manifest is larger than {} MiB",
+            MANIFEST_CAP >> 20
+        )));
+    }
     let manifest: Manifest =
         serde_json::from_slice(&text).map_err(|e| refuse(format!("damaged manifest ({e})")))?;
     if manifest.format != FORMAT || manifest.version != 1 {
@@ -192,19 +194,55 @@ fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
         )));
     }
 
-    let mut seen = 0;
+    let mut seen = std::collections::HashSet::new();
+    // Staged entries are written to tmp/ before any is published: each must fit in
+    // what the disk has free, as its header declares, before a byte of it is written.
+    let free = free_space(&store.root().join("tmp"))?;
+    let mut declared = 0u64;
     for entry in entries {
-        let mut entry = entry
-            .map_err(|e| refuse(format!("truncated or damaged after {seen} entries ({e})")))?;
+        let mut entry = entry.map_err(|e| {
+            refuse(format!(
+                "truncated or damaged after {} entries ({})",
+                seen.len(),
+                first_line(&e)
+            ))
+        })?;
         let path = entry
             .path()
-            .map_err(|e| refuse(format!("an entry has an unreadable path ({e})")))?
+            .map_err(|e| {
+                refuse(format!(
+                    "an entry has an unreadable path ({})",
+                    first_line(&e)
+                ))
+            })?
             .to_string_lossy()
             .into_owned();
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            return Err(refuse(format!(
+                "entry {path} is {}; only regular files are accepted",
+                kind_name(kind)
+            )));
+        }
         let Some(expected) = manifest.entries.get(&path) else {
             return Err(refuse(format!("entry {path} is not in its manifest")));
         };
         check_path(&path).map_err(|why| refuse(format!("entry {path}: {why}")))?;
+        if !seen.insert(path.clone()) {
+            return Err(refuse(format!("entry {path} appears twice")));
+        }
+        declared = declared.saturating_add(entry.header().size().unwrap_or(0));
+        if declared > free {
+            return Err(refuse(format!(
+                "its entries up to {path} need {} MiB, and {} has {} MiB free",
+                declared.div_ceil(1 << 20),
+                store.root().display(),
+                free >> 20
+            )));
+        }
         let temp = store.temp_path();
         let mut out = std::fs::File::create(&temp)?;
         staged.push(Staged {
@@ -237,6 +275,18 @@ fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
                 "entry {path} is damaged (sha256 {actual}, manifest says {expected})"
             )));
         }
+        // A file stored by sha256 is served as those bytes: its name is the check,
+        // whatever the manifest says.
+        if let Some(name) = path
+            .strip_prefix("files/")
+            .and_then(|p| p.split('/').nth(1))
+            && let Some(key) = BlobKey::parse(name)
+            && key.expected_sha256().is_some_and(|digest| digest != actual)
+        {
+            return Err(refuse(format!(
+                "entry {path} does not hash to its name (its sha256 is {actual})"
+            )));
+        }
         if path.starts_with("pages/") {
             let bytes = std::fs::read(&temp)?;
             serde_json::from_slice::<StoredPage>(&bytes)
@@ -246,16 +296,40 @@ fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
         if let Some(last) = staged.last_mut() {
             last.size = size;
         }
-        seen += 1;
     }
-    if seen != manifest.entries.len() {
+    // Every entry seen is in the manifest, once: the rest are missing.
+    let missing = manifest.entries.len() - seen.len();
+    if missing > 0 {
         return Err(refuse(format!(
-            "it is truncated: {} of {} entries are missing",
-            manifest.entries.len() - seen,
+            "it is truncated: {missing} of {} entries are missing",
             manifest.entries.len()
         )));
     }
     Ok(())
+}
+
+/// The first line of an error: the tar reader's errors can quote raw header bytes over
+/// several lines.
+fn first_line(error: &dyn std::fmt::Display) -> String {
+    error.to_string().lines().next().unwrap_or("").to_string()
+}
+
+/// What a refused tar entry is, for the message.
+fn kind_name(kind: tar::EntryType) -> &'static str {
+    match kind {
+        tar::EntryType::Symlink => "a symbolic link",
+        tar::EntryType::Link => "a hard link",
+        tar::EntryType::Fifo => "a FIFO",
+        tar::EntryType::Char | tar::EntryType::Block => "a device",
+        _ => "not a regular file",
+    }
+}
+
+/// Bytes free for devcache under `dir`.
+fn free_space(dir: &Path) -> Result<u64> {
+    let stat = rustix::fs::statvfs(dir)
+        .with_context(|| format!("cannot tell how much room {} has", dir.display()))?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// Only `pages/<project>.json` and `files/<ab>/<key>`, with names devcache itself would

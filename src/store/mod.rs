@@ -6,6 +6,7 @@
 //!                        file's access time is its last use (access.rs)
 //! pins/<set>             keys eviction never removes (pins.rs, eviction.rs)
 //! tmp/                   files being written; emptied at start, so a crash leaves nothing half-done
+//! quarantine/            files `devcache verify` found damaged, moved aside (verify.rs)
 //! ```
 //!
 //! Every write goes to `tmp/` first and is renamed into place, so a reader (or the
@@ -18,6 +19,7 @@ pub mod eviction;
 pub mod mapped;
 pub mod pages;
 pub mod pins;
+pub mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,6 +73,21 @@ impl Store {
                 over_budget: tokio::sync::Notify::new(),
             }),
         })
+    }
+
+    /// Fails with one line when the directory cannot be written, so that a read-only
+    /// cache is found at start rather than by every request that needs to write.
+    pub fn check_writable(&self) -> Result<()> {
+        let dir = self.inner.root.join("tmp");
+        let probe = self.temp_path();
+        std::fs::write(&probe, b"")
+            .and_then(|()| std::fs::remove_file(&probe))
+            .with_context(|| {
+                format!(
+                    "cannot write in {}; devcache needs a writable --data-dir",
+                    dir.display()
+                )
+            })
     }
 
     /// Removes the temp files a previous run left behind (a crash mid-download). Only

@@ -81,10 +81,36 @@ impl Devcache {
         format!("{}/root/pypi/+simple/", self.url)
     }
 
+    /// A file's URL in the cache, as pages link it.
+    pub fn file_url(&self, project: &str, dist: &dists::Dist) -> String {
+        format!(
+            "{}/root/pypi/+f/{project}/{}/{}",
+            self.url,
+            dist.sha256(),
+            dist.filename
+        )
+    }
+
     /// Kills the server the hard way, as a crash or an OOM kill would.
     pub fn kill9(&mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM, as `docker stop` does, and waits up to `within` for the process
+    /// to end; `None` if it is still running then (it is killed when dropped).
+    pub fn terminate(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
     }
 
     /// Everything the server logged: stderr, then the request lines.
@@ -102,6 +128,18 @@ impl Devcache {
         std::fs::read_dir(self.data_dir.join("tmp"))
             .map(|dir| dir.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
+    }
+
+    /// Waits (boundedly) until a file with this sha256 is in the cache: a client may
+    /// have its last byte before the file is synced and renamed into place.
+    pub async fn published(&self, sha256: &str) -> bool {
+        for _ in 0..100 {
+            if self.has_blob(sha256) {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        false
     }
 
     /// Whether a file with this sha256 is in the cache.

@@ -46,6 +46,31 @@ pub enum Fault {
     SlowStart(Duration),
     /// Send the body in chunks of this size, pausing between them.
     SlowBody(usize, Duration),
+    /// No Content-Length: the real bytes, then filler until this many bytes in all.
+    Endless(u64),
+}
+
+/// A body of `total` bytes that starts with `head` and goes on with filler, sent
+/// without a Content-Length.
+fn endless(head: Bytes, total: u64) -> Body {
+    const CHUNK: u64 = 64 * 1024;
+    let filler = Bytes::from(vec![b'x'; CHUNK as usize]);
+    let stream = futures::stream::unfold(0u64, move |at| {
+        let (head, filler) = (head.clone(), filler.clone());
+        async move {
+            if at >= total {
+                return None;
+            }
+            let chunk = if at == 0 && !head.is_empty() {
+                head
+            } else {
+                filler.slice(..(total - at).min(CHUNK) as usize)
+            };
+            let next = at + chunk.len() as u64;
+            Some((Ok::<_, std::io::Error>(chunk), next))
+        }
+    });
+    Body::from_stream(stream)
 }
 
 #[derive(Default)]
@@ -294,6 +319,10 @@ async fn page(
     let Some(dists) = dists else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    if let Some(Fault::Endless(total)) = fault {
+        let head = Bytes::from_static(b"<!DOCTYPE html><html><body>\n");
+        return ([(header::CONTENT_TYPE, "text/html")], endless(head, total)).into_response();
+    }
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -442,6 +471,7 @@ async fn file(
     }
     let body = match fault {
         None => Body::from(bytes),
+        Some(Fault::Endless(total)) => return endless(Bytes::from(bytes), total).into_response(),
         Some(Fault::Status(code)) => return StatusCode::from_u16(code).unwrap().into_response(),
         Some(Fault::SlowStart(delay)) => {
             tokio::time::sleep(delay).await;
