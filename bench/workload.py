@@ -202,11 +202,13 @@ def generate(root: str, base_url: str, small_projects: int, large_sizes: list, c
                 fh.write(page.json())
         index_html.append(f'<a href="{p.name}/">{p.name}</a><br>')
     index_html.append("</body></html>")
-    with open(os.path.join(simple, "index.html"), "w") as fh:
-        fh.write("\n".join(index_html) + "\n")
-    with open(os.path.join(simple, "index.json"), "w") as fh:
-        json.dump({"meta": {"api-version": "1.1"},
-                   "projects": [{"name": p.name} for p in projects]}, fh)
+    # The root index in both trees: devpi's mirror reads it to know which projects exist.
+    for where in (simple, nometa):
+        with open(os.path.join(where, "index.html"), "w") as fh:
+            fh.write("\n".join(index_html) + "\n")
+        with open(os.path.join(where, "index.json"), "w") as fh:
+            json.dump({"meta": {"api-version": "1.1"},
+                       "projects": [{"name": p.name} for p in projects]}, fh)
     with open(work.requirements, "w") as fh:
         for name, fn in work.pinned.items():
             fh.write(f"{name}=={fn.split('-')[1]}\n")

@@ -6,7 +6,7 @@ mod support;
 use reqwest::StatusCode;
 use support::dists::{blob, wheel};
 use support::upstream::{Fault, Links, PageFormat, TestUpstream};
-use support::{Devcache, assert_ok, http, installed_version, pip, pip_install, uv};
+use support::{Devcache, assert_ok, get_range, http, installed_version, pip, pip_install, uv};
 
 /// A cold file's URL in the cache.
 fn file_url(cache: &Devcache, project: &str, dist: &support::dists::Dist) -> String {
@@ -36,29 +36,14 @@ async fn head_and_ranges_of_an_uncached_file_download_nothing() {
     assert_eq!(upstream.requests(&path), 0);
 
     // Ranges come from the upstream's ranges.
-    let part = http()
-        .get(&url)
-        .header("Range", "bytes=10-19")
-        .send()
-        .await
-        .unwrap();
+    let part = get_range(&url, "bytes=10-19").await;
     assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(part.headers()["content-range"], "bytes 10-19/100000");
     assert_eq!(part.bytes().await.unwrap().as_ref(), &dist.bytes[10..20]);
-    let tail = http()
-        .get(&url)
-        .header("Range", "bytes=-100")
-        .send()
-        .await
-        .unwrap();
+    let tail = get_range(&url, "bytes=-100").await;
     assert_eq!(tail.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(tail.bytes().await.unwrap().as_ref(), &dist.bytes[99_900..]);
-    let beyond = http()
-        .get(&url)
-        .header("Range", "bytes=200000-")
-        .send()
-        .await
-        .unwrap();
+    let beyond = get_range(&url, "bytes=200000-").await;
     assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(upstream.range_requests(&path), 3);
     assert_eq!(upstream.downloads(&path), 0);
@@ -67,12 +52,7 @@ async fn head_and_ranges_of_an_uncached_file_download_nothing() {
     // A full GET fills the cache; later ranges come from it.
     let whole = http().get(&url).send().await.unwrap();
     assert_eq!(whole.bytes().await.unwrap().as_ref(), &dist.bytes[..]);
-    let cached_part = http()
-        .get(&url)
-        .header("Range", "bytes=0-9")
-        .send()
-        .await
-        .unwrap();
+    let cached_part = get_range(&url, "bytes=0-9").await;
     assert_eq!(
         cached_part.bytes().await.unwrap().as_ref(),
         &dist.bytes[..10]

@@ -8,7 +8,9 @@ use std::io::Read;
 use reqwest::StatusCode;
 use support::dists::wheel;
 use support::upstream::{Links, PageFormat, TestUpstream};
-use support::{Devcache, assert_ok, http, installed_version, pip_download, pip_install, uv};
+use support::{
+    Devcache, assert_ok, get_text, http, installed_version, pip_download, pip_install, uv_install,
+};
 
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
 
@@ -135,18 +137,7 @@ async fn offline_pages_list_only_what_the_cache_can_install() {
     );
     assert_eq!(installed_version(&target, "demo"), "1.0");
     let target = tmp.path().join("uv-site");
-    let out = uv(
-        tmp.path(),
-        &[
-            "pip",
-            "install",
-            "--index-url",
-            &cache.index(),
-            "--target",
-            target.to_str().unwrap(),
-            "demo",
-        ],
-    );
+    let out = uv_install(tmp.path(), &cache, &target, "demo");
     assert_ok(&out, "offline uv pip install demo");
     assert_eq!(installed_version(&target, "demo"), "1.0");
     assert!(
@@ -175,25 +166,11 @@ async fn with_the_upstream_down_stale_pages_list_only_cached_files() {
     );
     pip_download(tmp.path(), &cache, "demo==1.0");
     let page_url = format!("{}demo/", cache.index());
-    let online = http()
-        .get(&page_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let online = get_text(&page_url).await;
     assert!(online.contains("demo-2.0"), "online, every file: {online}");
 
     upstream.stop().await;
-    let stale = http()
-        .get(&page_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let stale = get_text(&page_url).await;
     assert!(
         stale.contains("demo-1.0") && !stale.contains("demo-2.0"),
         "{stale}"
@@ -214,13 +191,6 @@ async fn with_the_upstream_down_stale_pages_list_only_cached_files() {
 
     // Back online, the next revalidation lists everything again.
     upstream.listen().await;
-    let back = http()
-        .get(&page_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let back = get_text(&page_url).await;
     assert!(back.contains("demo-2.0"), "{back}");
 }

@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use support::dists::{blob, wheel};
 use support::upstream::{Fault, Links, PageFormat, TestUpstream};
 use support::{
-    Devcache, assert_ok, devcache_command, http, installed_version, pip, pip_download, pip_install,
-    uv,
+    Devcache, assert_ok, devcache_command, get_range, get_text, http, installed_version, pip,
+    pip_download, pip_install, uv, uv_install,
 };
 
 const JSON: &str = "application/vnd.pypi.simple.v1+json";
@@ -90,18 +90,7 @@ async fn uv_installs_and_compiles_through_the_cache_using_core_metadata() {
     assert_eq!(upstream.requests("/files/demo-2.0-py3-none-any.whl"), 0);
 
     let target = tmp.path().join("site");
-    let out = uv(
-        tmp.path(),
-        &[
-            "pip",
-            "install",
-            "--index-url",
-            &cache.index(),
-            "--target",
-            target.to_str().unwrap(),
-            "demo==2.0",
-        ],
-    );
+    let out = uv_install(tmp.path(), &cache, &target, "demo==2.0");
     assert_ok(&out, "uv pip install");
     assert_eq!(installed_version(&target, "demo"), "2.0");
     assert_eq!(installed_version(&target, "helper"), "1.0");
@@ -361,24 +350,10 @@ async fn stale_pages_are_revalidated_and_served_when_the_upstream_fails() {
     let page_url = format!("{}demo/", cache.index());
     pip_download(tmp.path(), &cache, "demo==1.0");
     let not_modified_before = upstream.not_modified_answers();
-    let first = http()
-        .get(&page_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let first = get_text(&page_url).await;
 
     // A stale page is revalidated with the upstream's ETag: a 304, same page.
-    let second = http()
-        .get(&page_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let second = get_text(&page_url).await;
     assert_eq!(upstream.not_modified_answers(), not_modified_before + 2);
     assert_eq!(first, second);
 
@@ -528,30 +503,15 @@ async fn range_head_and_validators_on_files() {
     // Once cached, ranges, HEAD and validators are answered from the cache alone.
     let whole = http().get(&url).send().await.unwrap();
     assert_eq!(whole.bytes().await.unwrap().as_ref(), &dist.bytes[..]);
-    let part = http()
-        .get(&url)
-        .header("Range", "bytes=10-19")
-        .send()
-        .await
-        .unwrap();
+    let part = get_range(&url, "bytes=10-19").await;
     assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(part.headers()["content-range"], "bytes 10-19/100000");
     assert_eq!(part.bytes().await.unwrap().as_ref(), &dist.bytes[10..20]);
 
-    let tail = http()
-        .get(&url)
-        .header("Range", "bytes=-100")
-        .send()
-        .await
-        .unwrap();
+    let tail = get_range(&url, "bytes=-100").await;
     assert_eq!(tail.status(), StatusCode::PARTIAL_CONTENT);
     assert_eq!(tail.bytes().await.unwrap().as_ref(), &dist.bytes[99_900..]);
-    let beyond = http()
-        .get(&url)
-        .header("Range", "bytes=200000-")
-        .send()
-        .await
-        .unwrap();
+    let beyond = get_range(&url, "bytes=200000-").await;
     assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
 
     let head = http().head(&url).send().await.unwrap();

@@ -198,6 +198,16 @@ pub fn devcache_command(home: &Path) -> Command {
     command
 }
 
+/// `GET url` with a `Range` header.
+pub async fn get_range(url: &str, range: &str) -> reqwest::Response {
+    http().get(url).header("Range", range).send().await.unwrap()
+}
+
+/// The body of `GET url`, as text.
+pub async fn get_text(url: &str) -> String {
+    http().get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// An HTTP client that ignores proxy settings.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
@@ -318,6 +328,22 @@ pub fn uv_command(uv: &Path, python: &Path, home: &Path) -> Command {
         .env("UV_PYTHON", python)
         .env("NO_PROXY", "*");
     command
+}
+
+/// `uv pip install --target TARGET SPEC` through `cache`.
+pub fn uv_install(home: &Path, cache: &Devcache, target: &Path, spec: &str) -> Output {
+    uv(
+        home,
+        &[
+            "pip",
+            "install",
+            "--index-url",
+            &cache.index(),
+            "--target",
+            target.to_str().unwrap(),
+            spec,
+        ],
+    )
 }
 
 /// The command without the host's variables of a prefix (`PIP_FIND_LINKS` and the like).
