@@ -526,6 +526,22 @@ def measure_direct_without_metadata(nginx: Nginx, wl: workload.Workload, clients
     return direct
 
 
+def put_against_direct(res: Results, name: str, label: str, problem: str | None,
+                       elapsed: float, fetched: int, direct: tuple[float, int]):
+    """One client run's time and upstream bytes, beside the same run going direct."""
+    d_elapsed, d_bytes = direct
+    if problem:
+        res.fail(name, f"{label}: {problem}")
+        res.put(f"{label}: time", name, None, "FAILED")
+    else:
+        res.put(f"{label}: time", name, elapsed / d_elapsed,
+                f"{fmt_s(elapsed)}, {elapsed / d_elapsed:.2f}x direct")
+    res.put(f"{label}: upstream bytes", name, fetched,
+            f"{fmt_bytes(fetched)} (direct {fmt_bytes(d_bytes)})")
+    print(f"  {label}: {fmt_s(elapsed)} (direct {fmt_s(d_elapsed)}),"
+          f" {fmt_bytes(fetched)} from the upstream", flush=True)
+
+
 def bench_without_metadata(server: Server, nginx: Nginx, wl: workload.Workload, clients: Clients,
                            res: Results, direct: dict, log_path: str):
     """A cold `uv pip compile`, then a cold `pip download`, of the set through `server` caching
@@ -540,35 +556,17 @@ def bench_without_metadata(server: Server, nginx: Nginx, wl: workload.Workload, 
         elapsed, ok, err = clients.uv_compile(server.url(), wl.requirements)
         fetched = nginx.bytes_since(before)
         stored = disk_usage(server.data_dir)
-        d_elapsed, d_bytes = direct["uv"]
         label = "no-metadata upstream, uv pip compile cold"
-        if not ok:
-            res.fail(name, f"{label} failed: {err.strip()[-300:]}")
-            res.put(f"{label}: time", name, None, "FAILED")
-        else:
-            res.put(f"{label}: time", name, elapsed / d_elapsed,
-                    f"{fmt_s(elapsed)}, {elapsed / d_elapsed:.2f}x direct")
-        res.put(f"{label}: upstream bytes", name, fetched,
-                f"{fmt_bytes(fetched)} (direct {fmt_bytes(d_bytes)})")
+        put_against_direct(res, name, label, None if ok else f"failed: {err.strip()[-300:]}",
+                           elapsed, fetched, direct["uv"])
         res.put(f"{label}: bytes stored", name, stored, fmt_bytes(stored))
-        print(f"  no-metadata uv compile: {fmt_s(elapsed)} (direct {fmt_s(d_elapsed)}),"
-              f" {fmt_bytes(fetched)} from the upstream, {fmt_bytes(stored)} stored", flush=True)
+        print(f"  {fmt_bytes(stored)} stored after the compile", flush=True)
 
         before = nginx.requests()
         elapsed, problem = pip_round(clients, server, wl, f"{name}-nometa")
         fetched = nginx.bytes_since(before)
-        d_elapsed, d_bytes = direct["pip"]
-        label = "no-metadata upstream, pip download cold"
-        if problem:
-            res.fail(name, f"{label}: {problem}")
-            res.put(f"{label}: time", name, None, "FAILED")
-        else:
-            res.put(f"{label}: time", name, elapsed / d_elapsed,
-                    f"{fmt_s(elapsed)}, {elapsed / d_elapsed:.2f}x direct")
-        res.put(f"{label}: upstream bytes", name, fetched,
-                f"{fmt_bytes(fetched)} (direct {fmt_bytes(d_bytes)})")
-        print(f"  no-metadata pip download: {fmt_s(elapsed)} (direct {fmt_s(d_elapsed)}),"
-              f" {fmt_bytes(fetched)} from the upstream", flush=True)
+        put_against_direct(res, name, "no-metadata upstream, pip download cold", problem,
+                           elapsed, fetched, direct["pip"])
     finally:
         server.stop()
 
