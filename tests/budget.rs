@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::dists::{Dist, blob};
 use support::upstream::{Links, PageFormat, TestUpstream};
-use support::{Devcache, assert_ok, devcache_command, http};
+use support::{Devcache, assert_ok, devcache_command, get};
 
 const SIZE: usize = 100_000;
 
@@ -33,7 +33,7 @@ async fn download(cache: &Devcache, project: &str, dist: &Dist) {
         dist.sha256(),
         dist.filename
     );
-    let response = http().get(&url).send().await.unwrap();
+    let response = get(&url).await;
     assert!(
         response.status().is_success(),
         "{url}: {}",
@@ -120,7 +120,7 @@ async fn over_its_budget_the_cache_evicts_the_least_recently_used_and_never_what
     assert_eq!(status["pinned_files"], 1);
     assert_eq!(status["pinned_bytes"], offline.bytes.len() as u64);
     assert_eq!(status["files"], 3);
-    let home = http().get(format!("{}/", cache.url)).send().await.unwrap();
+    let home = get(&format!("{}/", cache.url)).await;
     let home = home.text().await.unwrap();
     assert!(home.contains("of 341.8 KiB used"), "{home}");
 
@@ -207,7 +207,7 @@ async fn a_client_reading_a_file_that_gc_removes_gets_every_byte() {
         big.sha256(),
         big.filename
     );
-    let mut response = http().get(&url).send().await.unwrap();
+    let mut response = get(&url).await;
     let mut received = response.chunk().await.unwrap().unwrap().to_vec();
 
     let out = gc(&["--max-size", "1MiB"]);

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use support::dists::wheel;
 use support::upstream::{Links, PageFormat, TestUpstream};
-use support::{Devcache, client_tool, installed_version, pip_command, uv_command};
+use support::{Devcache, JSON, client_tool, installed_version, pip_command, uv_command};
 
 /// The pips of the matrix (the `clients` of `.ci/clients`), and whether each asks for
 /// JSON pages: pip does from 22.2 on.
@@ -27,8 +27,6 @@ const PIPS: &[(&str, bool)] = &[
 
 /// The uvs of the matrix; uv always asks for JSON first.
 const UVS: &[&str] = &["uv-0.4.30", "uv-0.13.9"];
-
-const JSON: &str = "application/vnd.pypi.simple.v1+json";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_client_downloads_and_installs_from_a_json_upstream_through_both_url_forms() {

@@ -6,7 +6,7 @@ mod support;
 use reqwest::StatusCode;
 use support::dists::{blob, wheel};
 use support::upstream::{Fault, Links, PageFormat, TestUpstream};
-use support::{Devcache, assert_ok, get_range, http, installed_version, pip, pip_install, uv};
+use support::{Devcache, assert_ok, get, get_range, http, installed_version, pip, pip_install, uv};
 
 /// A cold file's URL in the cache.
 fn file_url(cache: &Devcache, project: &str, dist: &support::dists::Dist) -> String {
@@ -50,7 +50,7 @@ async fn head_and_ranges_of_an_uncached_file_download_nothing() {
     assert_eq!(cache.status().await["files"], 0, "nothing was stored");
 
     // A full GET fills the cache; later ranges come from it.
-    let whole = http().get(&url).send().await.unwrap();
+    let whole = get(&url).await;
     assert_eq!(whole.bytes().await.unwrap().as_ref(), &dist.bytes[..]);
     let cached_part = get_range(&url, "bytes=0-9").await;
     assert_eq!(
@@ -254,11 +254,7 @@ async fn offline_a_cached_wheel_answers_for_its_metadata() {
     let data = tmp.path().join("data");
     let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
     // The wheel alone is fetched (as a browser or curl would), not its metadata.
-    let whole = http()
-        .get(file_url(&cache, "demo", &demo))
-        .send()
-        .await
-        .unwrap();
+    let whole = get(&file_url(&cache, "demo", &demo)).await;
     assert_eq!(whole.bytes().await.unwrap().as_ref(), &demo.bytes[..]);
     // The last byte may reach the client just before the file is published.
     for _ in 0..100 {
@@ -278,11 +274,7 @@ async fn offline_a_cached_wheel_answers_for_its_metadata() {
         "offline pip install demo",
     );
     assert_eq!(installed_version(&target, "demo"), "1.0");
-    let metadata = http()
-        .get(format!("{}.metadata", file_url(&cache, "demo", &demo)))
-        .send()
-        .await
-        .unwrap();
+    let metadata = get(&format!("{}.metadata", file_url(&cache, "demo", &demo))).await;
     assert_eq!(metadata.status(), StatusCode::OK);
     assert_eq!(
         metadata.bytes().await.unwrap().as_ref(),

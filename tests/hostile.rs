@@ -7,7 +7,7 @@ mod support;
 use reqwest::StatusCode;
 use support::dists::blob;
 use support::upstream::{Fault, Links, PageFormat, TestUpstream};
-use support::{Devcache, http};
+use support::{Devcache, get, http};
 
 /// What a client gets for `url`: the body when it arrived whole, else why not.
 async fn fetch(url: &str) -> Result<Vec<u8>, String> {
@@ -81,11 +81,7 @@ async fn an_endless_page_is_refused_at_the_page_cap() {
         &[("DEVCACHE_MAX_PAGE_MIB", "1")],
     );
 
-    let response = http()
-        .get(format!("{}endless/", cache.index()))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&format!("{}endless/", cache.index())).await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     let body = response.text().await.unwrap();
     assert!(body.contains("the page cap (--max-page-mib)"), "{body}");
@@ -118,11 +114,7 @@ async fn a_half_sent_request_is_timed_out() {
     .await;
     assert!(read.is_ok(), "a half-sent request was kept open");
     // The server still answers others.
-    let status = http()
-        .get(format!("{}/+status", cache.url))
-        .send()
-        .await
-        .unwrap();
+    let status = get(&format!("{}/+status", cache.url)).await;
     assert_eq!(status.status(), StatusCode::OK);
 }
 

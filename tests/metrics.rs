@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use support::dists::blob;
 use support::upstream::{Links, PageFormat, TestUpstream};
-use support::{Devcache, http, prometheus_python};
+use support::{Devcache, get, prometheus_python};
 
 /// Every sample, as `name{label="value",...}` (labels sorted) to its value.
 type Samples = HashMap<String, f64>;
@@ -18,11 +18,7 @@ type Samples = HashMap<String, f64>;
 /// Reads `/metrics` and parses it with prometheus_client's OpenMetrics parser, which
 /// refuses anything that is not valid exposition text.
 async fn scrape(cache: &Devcache) -> Samples {
-    let response = http()
-        .get(format!("{}/metrics", cache.url))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&format!("{}/metrics", cache.url)).await;
     assert!(response.status().is_success());
     assert!(
         response.headers()["content-type"]
@@ -86,7 +82,7 @@ async fn metrics_parse_as_prometheus_text_and_count_what_is_served() {
         dist.filename
     );
     for url in [&page, &page, &file, &file] {
-        let response = http().get(url).send().await.unwrap();
+        let response = get(url).await;
         assert!(response.status().is_success());
         response.bytes().await.unwrap();
     }

@@ -9,10 +9,9 @@ use reqwest::StatusCode;
 use support::dists::wheel;
 use support::upstream::{Links, PageFormat, TestUpstream};
 use support::{
-    Devcache, assert_ok, get_text, http, installed_version, pip_download, pip_install, uv_install,
+    Devcache, JSON, assert_ok, get_text, http, installed_version, pip_download, pip_install,
+    uv_install,
 };
-
-const JSON: &str = "application/vnd.pypi.simple.v1+json";
 
 /// An upstream with `demo` 1.0 and 2.0 (2.0 needs `helper`) and `helper` 1.0.
 async fn demo_upstream(format: PageFormat) -> TestUpstream {
@@ -119,14 +118,7 @@ async fn offline_pages_list_only_what_the_cache_can_install() {
         .unwrap();
     assert!(page.contains("demo-1.0-py3-none-any.whl"), "{page}");
     assert!(!page.contains("demo-2.0"), "{page}");
-    let html = http()
-        .get(format!("{}demo/", cache.index()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_text(&format!("{}demo/", cache.index())).await;
     assert!(!html.contains("demo-2.0"), "{html}");
 
     // An unpinned install picks what is there, with pip and with uv.

@@ -8,11 +8,9 @@ use reqwest::StatusCode;
 use support::dists::{blob, wheel};
 use support::upstream::{Fault, Links, PageFormat, TestUpstream};
 use support::{
-    Devcache, assert_ok, devcache_command, get_range, get_text, http, installed_version, pip,
-    pip_download, pip_install, uv, uv_install,
+    Devcache, JSON, assert_ok, devcache_command, get, get_bytes, get_json, get_range, get_text,
+    http, installed_version, pip, pip_download, pip_install, uv, uv_install,
 };
-
-const JSON: &str = "application/vnd.pypi.simple.v1+json";
 
 /// An upstream with `demo` 1.0 and 2.0 (2.0 needs `helper`) and `helper` 1.0.
 async fn demo_upstream(format: PageFormat, links: Links) -> TestUpstream {
@@ -127,20 +125,9 @@ async fn an_html_upstream_answers_json_clients_with_every_attribute() {
         "file links point at devcache: {url}"
     );
 
-    let bytes = http()
-        .get(format!("{}{url}", cache.url))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = get_bytes(&format!("{}{url}", cache.url)).await;
     assert_eq!(bytes.as_ref(), yanked.bytes.as_slice());
-    let metadata = http()
-        .get(format!("{}{url}.metadata", cache.url))
-        .send()
-        .await
-        .unwrap();
+    let metadata = get(&format!("{}{url}.metadata", cache.url)).await;
     assert_eq!(metadata.status(), StatusCode::OK);
     assert_eq!(
         metadata.bytes().await.unwrap().as_ref(),
@@ -157,11 +144,7 @@ async fn a_json_upstream_answers_html_clients_with_every_attribute() {
     upstream.add("demo", dist.clone());
     let cache = Devcache::caching(tmp.path(), &upstream);
 
-    let response = http()
-        .get(format!("{}demo/", cache.index()))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&format!("{}demo/", cache.index())).await;
     assert_eq!(
         response.headers()["content-type"],
         "text/html; charset=utf-8"
@@ -176,15 +159,7 @@ async fn a_json_upstream_answers_html_clients_with_every_attribute() {
     assert!(html.contains("data-core-metadata=\"sha256="), "{html}");
     assert!(html.contains("data-dist-info-metadata=\"sha256="), "{html}");
 
-    let json: serde_json::Value = http()
-        .get(format!("{}demo/", cache.index()))
-        .header("Accept", JSON)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let json: serde_json::Value = get_json(&format!("{}demo/", cache.index())).await;
     assert_eq!(json["meta"]["api-version"], "1.1");
     assert_eq!(json["files"][0]["size"], dist.bytes.len());
     assert_eq!(
@@ -283,11 +258,7 @@ async fn paths_never_escape_and_client_chosen_files_are_never_fetched() {
         format!("/root/pypi/+f/demo/{sha}/evil-1.0-py3-none-any.whl"),
         "/root/pypi/+f/demo/../../../secret".to_string(),
     ] {
-        let response = http()
-            .get(format!("{}{path}", cache.url))
-            .send()
-            .await
-            .unwrap();
+        let response = get(&format!("{}{path}", cache.url)).await;
         let status = response.status();
         let body = response.text().await.unwrap();
         assert!(!body.contains("do not serve"), "{path} leaked a file");
@@ -323,11 +294,7 @@ async fn offline_after_warm_up_installs_from_the_cache_alone() {
     assert_eq!(upstream.total_requests(), before);
     let status = cache.status().await;
     assert_eq!(status["offline"], true);
-    let uncached = http()
-        .get(format!("{}never-seen/", cache.index()))
-        .send()
-        .await
-        .unwrap();
+    let uncached = get(&format!("{}never-seen/", cache.index())).await;
     assert_eq!(uncached.status(), StatusCode::NOT_FOUND);
     assert!(uncached.text().await.unwrap().contains("offline"));
 }
@@ -358,7 +325,7 @@ async fn stale_pages_are_revalidated_and_served_when_the_upstream_fails() {
     assert_eq!(first, second);
 
     // Clients get 304 for their own ETag too.
-    let etag = http().get(&page_url).send().await.unwrap().headers()["etag"].clone();
+    let etag = get(&page_url).await.headers()["etag"].clone();
     let conditional = http()
         .get(&page_url)
         .header("If-None-Match", etag)
@@ -375,7 +342,7 @@ async fn stale_pages_are_revalidated_and_served_when_the_upstream_fails() {
         Fault::SlowStart(Duration::from_secs(3)),
     ] {
         upstream.fault_pages(Some(fault.clone()));
-        let response = http().get(&page_url).send().await.unwrap();
+        let response = get(&page_url).await;
         assert_eq!(response.status(), StatusCode::OK, "{fault:?}");
         let stale = response.text().await.unwrap();
         assert!(first.contains("demo-2.0"), "{first}");
@@ -406,20 +373,12 @@ async fn concurrent_clients_of_a_cold_file_share_one_download() {
         Some(Fault::SlowBody(256 * 1024, Duration::from_millis(20))),
     );
     let cache = Devcache::caching(tmp.path(), &upstream);
-    let page: serde_json::Value = http()
-        .get(format!("{}big/", cache.index()))
-        .header("Accept", JSON)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: serde_json::Value = get_json(&format!("{}big/", cache.index())).await;
     let url = format!("{}{}", cache.url, page["files"][0]["url"].as_str().unwrap());
 
     let downloads = (0..8).map(|_| {
         let url = url.clone();
-        tokio::spawn(async move { http().get(url).send().await.unwrap().bytes().await.unwrap() })
+        tokio::spawn(async move { get_bytes(&url).await })
     });
     for download in futures::future::join_all(downloads).await {
         assert!(
@@ -444,11 +403,7 @@ async fn bad_or_truncated_bytes_are_never_published() {
         dist.sha256(),
         dist.filename
     );
-    http()
-        .get(format!("{}bad/", cache.index()))
-        .send()
-        .await
-        .unwrap();
+    get(&format!("{}bad/", cache.index())).await;
 
     for fault in [Fault::WrongBytes, Fault::Truncate] {
         upstream.fault_file(&dist.filename, Some(fault.clone()));
@@ -473,14 +428,7 @@ async fn bad_or_truncated_bytes_are_never_published() {
         assert!(cache.temp_files().is_empty(), "{fault:?} left a temp file");
     }
     upstream.fault_file(&dist.filename, None);
-    let good = http()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let good = get_bytes(&url).await;
     assert!(good.as_ref() == dist.bytes.as_slice());
     assert!(cache.published(&dist.sha256()).await);
     assert!(cache.log().contains("do not match its sha256"));
@@ -501,7 +449,7 @@ async fn range_head_and_validators_on_files() {
     );
 
     // Once cached, ranges, HEAD and validators are answered from the cache alone.
-    let whole = http().get(&url).send().await.unwrap();
+    let whole = get(&url).await;
     assert_eq!(whole.bytes().await.unwrap().as_ref(), &dist.bytes[..]);
     let part = get_range(&url, "bytes=10-19").await;
     assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
@@ -542,18 +490,10 @@ async fn a_kill_9_mid_download_leaves_a_cache_the_next_start_serves() {
     );
     let data = tmp.path().join("data");
     let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
-    http()
-        .get(format!("{}large/", cache.index()))
-        .send()
-        .await
-        .unwrap();
+    get(&format!("{}large/", cache.index())).await;
     let url = format!("/root/pypi/+f/large/{}/{}", dist.sha256(), dist.filename);
 
-    let mut response = http()
-        .get(format!("{}{url}", cache.url))
-        .send()
-        .await
-        .unwrap();
+    let mut response = get(&format!("{}{url}", cache.url)).await;
     let mut received = 0;
     while received < 512 * 1024 {
         received += response.chunk().await.unwrap().expect("more bytes").len();
@@ -573,20 +513,9 @@ async fn a_kill_9_mid_download_leaves_a_cache_the_next_start_serves() {
         cache.temp_files().is_empty(),
         "leftover temp files are cleaned at start"
     );
-    let page = http()
-        .get(format!("{}large/", cache.index()))
-        .send()
-        .await
-        .unwrap();
+    let page = get(&format!("{}large/", cache.index())).await;
     assert_eq!(page.status(), StatusCode::OK, "the cached page survived");
-    let bytes = http()
-        .get(format!("{}{url}", cache.url))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = get_bytes(&format!("{}{url}", cache.url)).await;
     assert!(bytes.as_ref() == dist.bytes.as_slice());
     assert!(cache.has_blob(&dist.sha256()));
 }
@@ -623,14 +552,7 @@ async fn the_status_page_and_json_say_what_is_cached() {
         "{status}"
     );
 
-    let home = http()
-        .get(format!("{}/", cache.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let home = get_text(&format!("{}/", cache.url)).await;
     assert!(
         home.contains("<a href=\"/root/pypi/+simple/demo/\">demo</a>"),
         "{home}"
@@ -671,11 +593,7 @@ async fn an_https_upstream_signed_by_a_private_ca_is_trusted_through_ssl_cert_fi
         &tmp.path().join("plain"),
         &["--upstream", &upstream.index_url()],
     );
-    let refused = http()
-        .get(format!("{}demo/", untrusting.index()))
-        .send()
-        .await
-        .unwrap();
+    let refused = get(&format!("{}demo/", untrusting.index())).await;
     assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
 
     let cache = Devcache::start_with_env(

@@ -5,7 +5,7 @@ mod support;
 
 use support::dists::blob;
 use support::upstream::{Links, PageFormat, TestUpstream};
-use support::{Devcache, devcache_command, http};
+use support::{Devcache, devcache_command, get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_damaged_on_disk_is_quarantined_and_fetched_again() {
@@ -16,7 +16,7 @@ async fn a_file_damaged_on_disk_is_quarantined_and_fetched_again() {
     let url = |cache: &Devcache| cache.file_url("rotting", &dist);
     let data = tmp.path().join("data");
     let cache = Devcache::caching(tmp.path(), &upstream);
-    let first = http().get(url(&cache)).send().await.unwrap();
+    let first = get(&url(&cache)).await;
     assert_eq!(first.bytes().await.unwrap().as_ref(), dist.bytes.as_slice());
     assert!(cache.published(&dist.sha256()).await);
     drop(cache);
@@ -51,7 +51,7 @@ async fn a_file_damaged_on_disk_is_quarantined_and_fetched_again() {
 
     // The next request fills it again, from the upstream.
     let cache = Devcache::caching(tmp.path(), &upstream);
-    let again = http().get(url(&cache)).send().await.unwrap();
+    let again = get(&url(&cache)).await;
     assert_eq!(again.bytes().await.unwrap().as_ref(), dist.bytes.as_slice());
     assert_eq!(upstream.downloads(&format!("/files/{}", dist.filename)), 2);
     assert!(cache.published(&dist.sha256()).await);

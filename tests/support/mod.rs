@@ -198,14 +198,33 @@ pub fn devcache_command(home: &Path) -> Command {
     command
 }
 
+/// The media type of PEP 691's JSON pages.
+pub const JSON: &str = "application/vnd.pypi.simple.v1+json";
+
+/// `GET url`.
+pub async fn get(url: &str) -> reqwest::Response {
+    http().get(url).send().await.unwrap()
+}
+
 /// `GET url` with a `Range` header.
 pub async fn get_range(url: &str, range: &str) -> reqwest::Response {
     http().get(url).header("Range", range).send().await.unwrap()
 }
 
+/// The body of `GET url`, as bytes.
+pub async fn get_bytes(url: &str) -> bytes::Bytes {
+    get(url).await.bytes().await.unwrap()
+}
+
+/// A page asked for in its JSON form (PEP 691).
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let response = http().get(url).header("Accept", JSON).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
 /// The body of `GET url`, as text.
 pub async fn get_text(url: &str) -> String {
-    http().get(url).send().await.unwrap().text().await.unwrap()
+    get(url).await.text().await.unwrap()
 }
 
 /// An HTTP client that ignores proxy settings.
