@@ -5,7 +5,7 @@ mod support;
 
 use support::dists::{blob, wheel};
 use support::upstream::{Links, PageFormat, TestUpstream};
-use support::{Devcache, assert_ok, devcache_command, pip};
+use support::{Devcache, assert_ok, devcache_command, pip_install_args};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_warmed_cache_installs_the_requirements_with_the_upstream_gone() {
@@ -103,17 +103,11 @@ async fn a_warmed_cache_installs_the_requirements_with_the_upstream_gone() {
     )
     .unwrap();
     let target = tmp.path().join("site");
-    let out = pip(
+    let out = pip_install_args(
         tmp.path(),
-        &[
-            "install",
-            "--index-url",
-            &cache.index(),
-            "--target",
-            target.to_str().unwrap(),
-            "-r",
-            reqs.join("install.txt").to_str().unwrap(),
-        ],
+        &cache,
+        &target,
+        &["-r", reqs.join("install.txt").to_str().unwrap()],
     );
     assert_ok(&out, "pip install -r from the warmed cache, offline");
     assert!(
@@ -245,18 +239,7 @@ async fn a_bundle_seeds_another_cache_and_a_bad_one_changes_nothing() {
     assert_eq!(snapshot(&fresh), snapshot(&source));
     let cache = Devcache::start(&fresh, &["--offline"]);
     let target = tmp.path().join("site");
-    let out = pip(
-        tmp.path(),
-        &[
-            "install",
-            "--index-url",
-            &cache.index(),
-            "--target",
-            target.to_str().unwrap(),
-            "-r",
-            req.to_str().unwrap(),
-        ],
-    );
+    let out = pip_install_args(tmp.path(), &cache, &target, &["-r", req.to_str().unwrap()]);
     assert_ok(&out, "pip install -r from an imported bundle, offline");
     drop(cache);
 

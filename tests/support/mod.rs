@@ -298,17 +298,21 @@ pub fn pip_command(pip: &Path, home: &Path) -> Command {
 
 /// `pip install --target TARGET SPEC` through `cache`.
 pub fn pip_install(home: &Path, cache: &Devcache, target: &Path, spec: &str) -> Output {
-    pip(
-        home,
-        &[
-            "install",
-            "--index-url",
-            &cache.index(),
-            "--target",
-            target.to_str().unwrap(),
-            spec,
-        ],
-    )
+    pip_install_args(home, cache, target, &[spec])
+}
+
+/// `pip install --target TARGET ARGS...` through `cache` (`-r FILE`, several specs).
+pub fn pip_install_args(home: &Path, cache: &Devcache, target: &Path, args: &[&str]) -> Output {
+    let index = cache.index();
+    let mut all = vec![
+        "install",
+        "--index-url",
+        &index,
+        "--target",
+        target.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    pip(home, &all)
 }
 
 /// `pip download SPEC` through `cache` into a fresh folder of `home`; it must succeed.
