@@ -124,6 +124,22 @@ impl Drop for Cleanup {
     }
 }
 
+/// The cache's `/+status` document on a host port, once it answers.
+fn cache_status(port: &str) -> Option<serde_json::Value> {
+    let url = format!("http://127.0.0.1:{port}/+status");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        support::http()
+            .get(&url)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    })
+}
+
 /// Starts an index of `demo` 1.0 in a container (on `network`, or the default bridge).
 /// Returns the container's name.
 fn start_upstream(name: &str, network: Option<&str>, dir: &std::path::Path) -> String {
@@ -428,14 +444,7 @@ fn buildkit_run_steps_install_through_the_cache_and_uv_falls_back_when_it_is_dow
     ]);
     assert_ok(&out, "start the cache container");
     let port = published_port(&cache);
-    let status_url = format!("http://127.0.0.1:{port}/+status");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let status = || -> Option<serde_json::Value> {
-        runtime.block_on(async {
-            let answer = support::http().get(&status_url).send().await.ok()?;
-            answer.json().await.ok()
-        })
-    };
+    let status = || cache_status(&port);
     wait_for("the cache to answer", || status().is_some());
 
     // The plugin's lines, as Tutor renders them; the host is found from the Engine.
@@ -491,4 +500,133 @@ fn buildkit_run_steps_install_through_the_cache_and_uv_falls_back_when_it_is_dow
         said.contains("No matching distribution found for demo"),
         "{said}"
     );
+}
+
+#[test]
+fn the_manager_finds_the_cache_tutor_runs_from_the_plugin() {
+    let project = format!("{}_dev", unique("dctutorsvc"));
+    let network = format!("{project}_default");
+    let _cleanup = Cleanup {
+        prefixes: vec![format!("{project}-"), format!("edx.{project}.")],
+        networks: vec![network.clone()],
+        volumes: vec![format!("{project}_devpi_data")],
+        images: vec![],
+    };
+    assert_ok(&docker(&["network", "create", &network]), "network create");
+    let index = tempfile::tempdir().unwrap();
+    let upstream = start_upstream(
+        &format!("{project}-upstream-1"),
+        Some(&network),
+        index.path(),
+    );
+    let upstream_url = format!("http://{upstream}:8000/simple/");
+    let home = tempfile::tempdir().unwrap();
+    let devcache = |args: &[&str]| {
+        devcache_command(home.path())
+            .args(args)
+            .args(["--project", &project])
+            .output()
+            .unwrap()
+    };
+    assert_ok(
+        &devcache_command(home.path()).arg("image").output().unwrap(),
+        "devcache image",
+    );
+
+    // The plugin's service as Compose v2 runs it for `tutor dev start`: devcache's
+    // image, labelled and named by Compose, its data in Tutor's data folder.
+    let cache = format!("{project}-devcache-1");
+    let data = home.path().join("tutor/data/devcache");
+    std::fs::create_dir_all(&data).unwrap();
+    let compose_labels = |service: &str| {
+        [
+            "--label".to_string(),
+            format!("com.docker.compose.project={project}"),
+            "--label".to_string(),
+            format!("com.docker.compose.service={service}"),
+        ]
+    };
+    let mut run = Command::new("docker");
+    run.args([
+        "run",
+        "-d",
+        "--name",
+        &cache,
+        "--network",
+        &network,
+        "-p",
+        "3141",
+    ])
+    .args(compose_labels("devcache"))
+    .args(["-e", &format!("DEVCACHE_UPSTREAM={upstream_url}")])
+    .args(["-v", &format!("{}:/data", data.display())])
+    .arg(format!("devcache:{}", env!("CARGO_PKG_VERSION")));
+    assert_ok(&run.output().unwrap(), "start the plugin's cache service");
+    let port = published_port(&cache);
+    wait_for("the cache to answer", || cache_status(&port).is_some());
+    let lms = format!("{project}-lms-1");
+    let mut run = Command::new("docker");
+    run.args(["run", "-d", "--name", &lms, "--network", &network])
+        .args(compose_labels("lms"))
+        .arg(TEST_IMAGE);
+    assert_ok(&run.output().unwrap(), "start lms");
+    let out = docker(&[
+        "exec",
+        &lms,
+        "sh",
+        "-c",
+        "mkdir -p /openedx/edx-platform/requirements/edx && cd /openedx/edx-platform/requirements/edx \
+         && echo 'demo==1.0' > development.txt && echo 'demo==1.0' > base.txt",
+    ]);
+    assert_ok(&out, "write lms's requirement file");
+
+    // warm finds that cache without --url, and fills it.
+    let out = devcache(&["warm", "lms"]);
+    assert_ok(&out, "devcache warm lms");
+    let after = cache_status(&port).unwrap();
+    assert_eq!(after["files"], 1, "{after}");
+    let blobs = std::fs::read_dir(data.join("files")).unwrap().count();
+    assert!(blobs >= 1, "the warmed file is not in Tutor's data folder");
+
+    // status shows it as the project's cache, with its counters.
+    let out = devcache(&["status", "--json"]);
+    assert_ok(&out, "devcache status --json");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown = &report["cache"];
+    assert_eq!(shown["container"], cache.as_str(), "{report}");
+    assert_eq!(shown["state"], "running", "{report}");
+    assert_eq!(shown["run_by"], "Tutor, from devcache's plugin", "{report}");
+    assert_eq!(
+        shown["url"],
+        format!("http://localhost:{port}/").as_str(),
+        "{report}"
+    );
+    assert_eq!(shown["volume"], data.display().to_string().as_str());
+    assert!(shown["server"]["misses"].as_u64().unwrap() >= 1, "{report}");
+    let out = devcache(&["status"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!("cache     {cache} (running; run by Tutor")),
+        "{said}"
+    );
+
+    // up starts no second cache beside it.
+    let out = devcache(&["up", "--upstream", &upstream_url, "--port", "0"]);
+    assert_ok(&out, "devcache up");
+    let said = text(&out.stdout);
+    assert!(said.contains("no second one started"), "{said}");
+    let manager_cache = docker(&["inspect", &format!("edx.{project}.devpi")]);
+    assert!(!manager_cache.status.success(), "up started a second cache");
+
+    // Stopped, it is named with the way to start it.
+    assert_ok(&docker(&["stop", &cache]), "stop the cache");
+    for args in [&["up"][..], &["warm", "lms"][..]] {
+        let out = devcache(args);
+        assert!(!out.status.success(), "{args:?} succeeded without a cache");
+        let said = text(&out.stderr);
+        assert!(
+            said.contains("tutor dev start devcache"),
+            "{args:?}: {said}"
+        );
+    }
 }
