@@ -76,14 +76,19 @@ impl Tutor {
         serde_yaml::from_str(&self.rendered(path)).unwrap()
     }
 
-    /// The lines devcache's plugin puts into the openedx Dockerfile, as Tutor rendered them.
-    fn dockerfile_patch(&self) -> String {
+    /// The blocks of lines devcache's plugin puts into the openedx Dockerfile, in order
+    /// (the first stage's, then the production stage's), as Tutor rendered them.
+    fn dockerfile_patches(&self) -> Vec<String> {
         let dockerfile = self.rendered("build/openedx/Dockerfile");
-        let start = dockerfile
-            .find("# devcache:")
-            .expect("the Dockerfile carries devcache's lines");
-        let end = start + dockerfile[start..].find("; fi\n").unwrap() + "; fi\n".len();
-        dockerfile[start..end].to_string()
+        let patches: Vec<String> = dockerfile
+            .match_indices("# devcache:")
+            .map(|(start, _)| {
+                let block = &dockerfile[start..];
+                block[..block.find("\n\n").unwrap() + 1].to_string()
+            })
+            .collect();
+        assert_eq!(patches.len(), 2, "{dockerfile}");
+        patches
     }
 }
 
@@ -178,10 +183,22 @@ fn enable_renders_the_cache_into_tutors_dockerfile_and_compose_files_and_disable
         "PIP_TRUSTED_HOST=172.17.0.1",
         "UV_DEFAULT_INDEX=http://172.17.0.1:3142/root/pypi/+simple/",
         "DEVCACHE_UPSTREAM=http://10.1.2.3:8000/simple/",
-        "mv /usr/local/bin/uv /usr/local/bin/uv-devcache",
+        "> /usr/local/bin/devcache-failover",
+        // After Tutor's `ARG PIP_COMMAND`: every build step's pip or `uv pip` fails over.
+        "ENV PIP_COMMAND=\"/usr/local/bin/devcache-failover ${PIP_COMMAND}\"",
     ] {
         assert!(minimal.contains(wanted), "{wanted} not in:\n{minimal}");
     }
+    // The images lms, cms and job containers are made from: pip and uv typed there.
+    let production = dockerfile
+        .split("FROM minimal AS production")
+        .nth(1)
+        .and_then(|rest| rest.split("FROM production AS development").next())
+        .unwrap();
+    assert!(
+        production.contains("ENV PATH=/opt/devcache/bin:${PATH}"),
+        "{production}"
+    );
     // local/docker-compose.yml is the base of both `tutor local` and `tutor dev`.
     let compose = tutor.compose("local/docker-compose.yml");
     let cache = &compose["services"]["devcache"];
@@ -408,7 +425,7 @@ fn buildkit_build(tag: &str, dockerfile: &str) -> (bool, String) {
 }
 
 #[test]
-fn buildkit_run_steps_install_through_the_cache_and_uv_falls_back_when_it_is_down() {
+fn buildkit_run_steps_and_containers_install_through_the_cache_and_fall_back_when_it_is_down() {
     let name = unique("dctutorbk");
     let tag = format!("devcache-test/{name}:build");
     let _cleanup = Cleanup {
@@ -457,49 +474,77 @@ fn buildkit_run_steps_install_through_the_cache_and_uv_falls_back_when_it_is_dow
         &port,
     ]);
     assert_ok(&out, "devcache tutor enable");
-    let patch = tutor.dockerfile_patch();
+    let [minimal, production] = <[String; 2]>::try_from(tutor.dockerfile_patches()).unwrap();
 
-    // As in Tutor's first stage: uv at /usr/local/bin/uv, then the plugin's lines.
-    let base = format!("FROM {TEST_IMAGE}\nCOPY uv /usr/local/bin/uv\n{patch}");
+    // As in Tutor's Dockerfile: uv at /usr/local/bin/uv and `ARG PIP_COMMAND` (here pip,
+    // as `--build-arg PIP_COMMAND=pip` makes it), the first stage's lines, Tutor's own
+    // build steps with `$PIP_COMMAND`; then the production stage's lines, after which a
+    // plain `pip` or `uv` is what lms, cms and job containers run.
     let dockerfile = format!(
-        "{base}RUN --mount=type=cache,target=/root/.cache/pip pip install --target /opt/pip-site demo\n\
+        "FROM {TEST_IMAGE}\nCOPY uv /usr/local/bin/uv\nARG PIP_COMMAND=pip\n{minimal}\
+         RUN $PIP_COMMAND install --no-cache-dir --target /opt/build-site demo\n\
+         {production}\
+         RUN pip install --no-cache-dir --target /opt/pip-site demo\n\
          RUN uv pip install --no-cache --python python3 --target /opt/uv-site demo\n"
     );
+    let installed = |tag: &str| {
+        let out = docker(&[
+            "run",
+            "--rm",
+            tag,
+            "cat",
+            "/opt/build-site/demo/__init__.py",
+            "/opt/pip-site/demo/__init__.py",
+            "/opt/uv-site/demo/__init__.py",
+        ]);
+        assert_ok(&out, "the installed packages are in the image");
+        assert_eq!(text(&out.stdout).matches("VERSION = \"1.0\"").count(), 3);
+    };
+    let notice = |tool: &str| {
+        format!(
+            "devcache: the cache at {}:{port} does not answer; {tool} installs from {upstream_url} \
+             (start it: tutor dev start devcache)",
+            tutor_host(&minimal)
+        )
+    };
     let (built, said) = buildkit_build(&tag, &dockerfile);
     assert!(built, "the build failed:\n{said}");
+    assert!(
+        !said.contains(&notice("pip")) && !said.contains(&notice("uv")),
+        "{said}"
+    );
+    installed(&tag);
+    // The first pip fetched the page and the file; the second pip and uv were served
+    // from the cache.
     let after = status().unwrap();
     assert!(after["misses"].as_u64().unwrap() >= 2, "{after}");
-    assert!(after["hits"].as_u64().unwrap() >= 1, "{after}");
-    let out = docker(&["run", "--rm", &tag, "cat", "/opt/uv-site/demo/__init__.py"]);
-    assert!(text(&out.stdout).contains("VERSION = \"1.0\""));
+    assert!(after["hits"].as_u64().unwrap() >= 4, "{after}");
+    let agents: Vec<&str> = after["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["user_agent"].as_str())
+        .collect();
+    assert!(
+        agents.iter().any(|a| a.starts_with("pip/")) && agents.iter().any(|a| a.starts_with("uv/")),
+        "{after}"
+    );
 
-    // The cache stopped: uv says so and installs from the upstream; pip fails.
+    // The cache stopped: each install says so in one line and installs from the upstream.
     assert_ok(&docker(&["stop", &cache]), "stop the cache");
-    let uv_only = format!(
-        "{base}RUN uv pip install --no-cache --python python3 --target /opt/uv-site demo\n"
-    );
-    let (built, said) = buildkit_build(&tag, &uv_only);
+    let (built, said) = buildkit_build(&tag, &dockerfile);
     assert!(built, "the build without the cache failed:\n{said}");
-    assert!(
-        said.contains(&format!("does not answer; uv installs from {upstream_url}")),
-        "{said}"
-    );
-    let pip_only = format!("{base}RUN pip install --retries 0 --target /opt/pip-site demo\n");
-    let (built, said) = buildkit_build(&tag, &pip_only);
-    assert!(
-        !built,
-        "pip cannot fall back, yet the build succeeded:\n{said}"
-    );
-    // pip says which index it asked, then that it found nothing there.
-    assert!(
-        said.contains("Looking in indexes: http://")
-            && said.contains(&format!(":{port}/root/pypi/+simple/")),
-        "{said}"
-    );
-    assert!(
-        said.contains("No matching distribution found for demo"),
-        "{said}"
-    );
+    assert_eq!(said.matches(&notice("pip")).count(), 2, "{said}");
+    assert_eq!(said.matches(&notice("uv")).count(), 1, "{said}");
+    installed(&tag);
+}
+
+/// The host the plugin's lines point pip at (`ENV DEVCACHE_HOST=...`).
+fn tutor_host(minimal: &str) -> &str {
+    minimal
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("DEVCACHE_HOST="))
+        .unwrap()
 }
 
 #[test]
