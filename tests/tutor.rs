@@ -675,3 +675,106 @@ fn the_manager_finds_the_cache_tutor_runs_from_the_plugin() {
         );
     }
 }
+
+#[test]
+fn docker_compose_v1_starts_the_rendered_cache_service_alone_and_its_data_stays_in_tutors_folder() {
+    let project = format!("{}_local", unique("dctutorcv"));
+    let network = format!("{project}_default");
+    let upstream = format!("{project}-upstream");
+    let _cleanup = Cleanup {
+        prefixes: vec![format!("{project}_"), upstream.clone()],
+        networks: vec![network.clone()],
+        volumes: vec![],
+        images: vec![],
+    };
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let tutor = Tutor::new();
+    let upstream_url = format!("http://{upstream}:8000/simple/");
+    let out = tutor.devcache(&[
+        "tutor",
+        "enable",
+        "--upstream",
+        &upstream_url,
+        "--build-host",
+        "172.17.0.1",
+        "--port",
+        &port,
+    ]);
+    assert_ok(&out, "devcache tutor enable");
+
+    // Tutor's rendered compose file, brought up for its devcache service alone: the
+    // other services' images are not here, and `up devcache` needs none of them.
+    let compose_file = tutor.dir.path().join("root/env/local/docker-compose.yml");
+    let compose = |args: &[&str]| {
+        Command::new("docker-compose")
+            .arg("-f")
+            .arg(&compose_file)
+            .args(["-p", &project])
+            .args(args)
+            .output()
+            .expect("docker-compose (v1) runs: install it, e.g. apt-get install docker-compose")
+    };
+    assert_ok(
+        &compose(&["up", "-d", "devcache"]),
+        "docker-compose up -d devcache",
+    );
+    let index = tempfile::tempdir().unwrap();
+    start_upstream(&upstream, Some(&network), index.path());
+    let page = format!("http://127.0.0.1:{port}/root/pypi/+simple/demo/");
+    wait_for("the cache to list demo from its upstream", || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let answer = support::http().get(&page).send().await;
+            answer.is_ok_and(|a| a.status().is_success())
+        })
+    });
+    assert_eq!(
+        cache_status(&port).unwrap()["upstream"],
+        upstream_url.as_str()
+    );
+
+    // The manager finds it as Compose v1 names it, and warms it.
+    let requirements = tutor.dir.path().join("requirements.txt");
+    std::fs::write(&requirements, "demo==1.0\n").unwrap();
+    let out = tutor.devcache(&[
+        "warm",
+        "-r",
+        &requirements.display().to_string(),
+        "--project",
+        &project,
+    ]);
+    assert_ok(&out, "devcache warm -r");
+    let out = tutor.devcache(&["status", "--json", "--project", &project]);
+    assert_ok(&out, "devcache status --json");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["cache"]["container"],
+        format!("{project}_devcache_1").as_str(),
+        "{report}"
+    );
+    let data = tutor.dir.path().join("root/data/devcache");
+    assert_eq!(
+        report["cache"]["volume"],
+        data.display().to_string().as_str()
+    );
+    assert!(
+        std::fs::read_dir(data.join("files")).unwrap().count() >= 1,
+        "the warmed file is not in Tutor's data folder"
+    );
+
+    // A new container of the service has what the old one cached.
+    assert_ok(&compose(&["rm", "-sf", "devcache"]), "docker-compose rm");
+    assert_ok(
+        &compose(&["up", "-d", "devcache"]),
+        "docker-compose up again",
+    );
+    wait_for("the new cache to answer", || cache_status(&port).is_some());
+    let status = cache_status(&port).unwrap();
+    assert_eq!(status["files"], 1, "{status}");
+    assert_eq!(status["misses"], 0, "{status}");
+}
