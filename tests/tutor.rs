@@ -244,23 +244,57 @@ fn enable_renders_the_cache_into_tutors_dockerfile_and_compose_files_and_disable
     );
 }
 
+/// A project shaped as `tutor dev` makes it (`<name>_dev` on `<name>_dev_default`),
+/// with an index of `demo` 1.0 on its network; its containers, network and volume
+/// are removed when it is dropped.
+struct DevProject {
+    _cleanup: Cleanup,
+    name: String,
+    network: String,
+    /// The index container's name, which the project's containers resolve.
+    upstream: String,
+    _index: tempfile::TempDir,
+    /// devcache's HOME (its remembered choices).
+    home: tempfile::TempDir,
+}
+
+impl DevProject {
+    fn new(prefix: &str) -> Self {
+        let name = format!("{}_dev", unique(prefix));
+        let network = format!("{name}_default");
+        let cleanup = Cleanup {
+            prefixes: vec![format!("{name}-"), format!("edx.{name}.")],
+            networks: vec![network.clone()],
+            volumes: vec![format!("{name}_devpi_data")],
+            images: vec![],
+        };
+        assert_ok(&docker(&["network", "create", &network]), "network create");
+        let index = tempfile::tempdir().unwrap();
+        let upstream = start_upstream(&format!("{name}-upstream-1"), Some(&network), index.path());
+        Self {
+            _cleanup: cleanup,
+            name,
+            network,
+            upstream,
+            _index: index,
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Runs devcache on this project.
+    fn devcache(&self, args: &[&str]) -> Output {
+        devcache_command(self.home.path())
+            .args(args)
+            .args(["--project", &self.name])
+            .output()
+            .unwrap()
+    }
+}
+
 #[test]
 fn a_tutor_dev_project_is_wired_and_unwired_and_pip_and_uv_in_lms_install_through_the_cache() {
-    let project = format!("{}_dev", unique("dctutor"));
-    let network = format!("{project}_default");
-    let _cleanup = Cleanup {
-        prefixes: vec![format!("{project}-"), format!("edx.{project}.")],
-        networks: vec![network.clone()],
-        volumes: vec![format!("{project}_devpi_data")],
-        images: vec![],
-    };
-    assert_ok(&docker(&["network", "create", &network]), "network create");
-    let index = tempfile::tempdir().unwrap();
-    let upstream = start_upstream(
-        &format!("{project}-upstream-1"),
-        Some(&network),
-        index.path(),
-    );
+    let dev = DevProject::new("dctutor");
+    let (project, network, upstream) = (&dev.name, &dev.network, &dev.upstream);
     // As Compose v2 names and labels `tutor dev`'s containers.
     // lms-worker as the image devcache's Tutor plugin builds would make it.
     let image_env = "PIP_INDEX_URL=http://172.17.0.1:3141/root/pypi/+simple/";
@@ -277,7 +311,7 @@ fn a_tutor_dev_project_is_wired_and_unwired_and_pip_and_uv_in_lms_install_throug
             "--name",
             &format!("{project}-{service}-1"),
             "--network",
-            &network,
+            network,
             "--label",
             &format!("com.docker.compose.project={project}"),
             "--label",
@@ -297,14 +331,7 @@ fn a_tutor_dev_project_is_wired_and_unwired_and_pip_and_uv_in_lms_install_throug
         "copy uv into lms",
     );
 
-    let home = tempfile::tempdir().unwrap();
-    let devcache = |args: &[&str]| {
-        devcache_command(home.path())
-            .args(args)
-            .args(["--project", &project])
-            .output()
-            .unwrap()
-    };
+    let devcache = |args: &[&str]| dev.devcache(args);
     let upstream_url = format!("http://{upstream}:8000/simple/");
     let out = devcache(&["up", "--upstream", &upstream_url, "--port", "0"]);
     assert_ok(&out, "devcache up --project");
@@ -549,30 +576,11 @@ fn tutor_host(minimal: &str) -> &str {
 
 #[test]
 fn the_manager_finds_the_cache_tutor_runs_from_the_plugin() {
-    let project = format!("{}_dev", unique("dctutorsvc"));
-    let network = format!("{project}_default");
-    let _cleanup = Cleanup {
-        prefixes: vec![format!("{project}-"), format!("edx.{project}.")],
-        networks: vec![network.clone()],
-        volumes: vec![format!("{project}_devpi_data")],
-        images: vec![],
-    };
-    assert_ok(&docker(&["network", "create", &network]), "network create");
-    let index = tempfile::tempdir().unwrap();
-    let upstream = start_upstream(
-        &format!("{project}-upstream-1"),
-        Some(&network),
-        index.path(),
-    );
+    let dev = DevProject::new("dctutorsvc");
+    let (project, network, upstream) = (&dev.name, &dev.network, &dev.upstream);
     let upstream_url = format!("http://{upstream}:8000/simple/");
-    let home = tempfile::tempdir().unwrap();
-    let devcache = |args: &[&str]| {
-        devcache_command(home.path())
-            .args(args)
-            .args(["--project", &project])
-            .output()
-            .unwrap()
-    };
+    let home = &dev.home;
+    let devcache = |args: &[&str]| dev.devcache(args);
     assert_ok(
         &devcache_command(home.path()).arg("image").output().unwrap(),
         "devcache image",
@@ -598,7 +606,7 @@ fn the_manager_finds_the_cache_tutor_runs_from_the_plugin() {
         "--name",
         &cache,
         "--network",
-        &network,
+        network,
         "-p",
         "3141",
     ])
@@ -611,7 +619,7 @@ fn the_manager_finds_the_cache_tutor_runs_from_the_plugin() {
     wait_for("the cache to answer", || cache_status(&port).is_some());
     let lms = format!("{project}-lms-1");
     let mut run = Command::new("docker");
-    run.args(["run", "-d", "--name", &lms, "--network", &network])
+    run.args(["run", "-d", "--name", &lms, "--network", network])
         .args(compose_labels("lms"))
         .arg(TEST_IMAGE);
     assert_ok(&run.output().unwrap(), "start lms");
@@ -654,6 +662,19 @@ fn the_manager_finds_the_cache_tutor_runs_from_the_plugin() {
         said.contains(&format!("cache     {cache} (running; run by Tutor")),
         "{said}"
     );
+
+    // The commands that work on a cache container work on it.
+    let out = devcache(&["verify"]);
+    assert_ok(&out, "devcache verify");
+    assert!(
+        text(&out.stdout).contains("checked 1 files"),
+        "{}",
+        text(&out.stdout)
+    );
+    let bundle = home.path().join("tutor-cache.tar");
+    let out = devcache(&["export", &bundle.display().to_string()]);
+    assert_ok(&out, "devcache export");
+    assert!(bundle.metadata().unwrap().len() > 849);
 
     // up starts no second cache beside it.
     let out = devcache(&["up", "--upstream", &upstream_url, "--port", "0"]);
