@@ -683,6 +683,22 @@ fn the_manager_finds_the_cache_tutor_runs_from_the_plugin() {
     assert!(said.contains("no second one started"), "{said}");
     let manager_cache = docker(&["inspect", &format!("edx.{project}.devpi")]);
     assert!(!manager_cache.status.success(), "up started a second cache");
+    // logs are its logs; down leaves it to Tutor.
+    let out = devcache(&["logs"]);
+    assert_ok(&out, "devcache logs");
+    assert!(
+        text(&out.stdout).contains("listening on http://0.0.0.0:3141/"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = devcache(&["down"]);
+    assert_ok(&out, "devcache down");
+    assert!(
+        text(&out.stdout).contains(&format!("cache {cache}: Tutor runs it")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(cache_status(&port).is_some(), "down stopped Tutor's cache");
 
     // Stopped, it is named with the way to start it.
     assert_ok(&docker(&["stop", &cache]), "stop the cache");
