@@ -189,6 +189,13 @@ fn enable_renders_the_cache_into_tutors_dockerfile_and_compose_files_and_disable
     ] {
         assert!(minimal.contains(wanted), "{wanted} not in:\n{minimal}");
     }
+    let declared = minimal
+        .find("ARG PIP_COMMAND=")
+        .expect("Tutor declares PIP_COMMAND");
+    assert!(
+        minimal.find("ENV PIP_COMMAND=").unwrap() > declared,
+        "{minimal}"
+    );
     // The images lms, cms and job containers are made from: pip and uv typed there.
     let production = dockerfile
         .split("FROM minimal AS production")
