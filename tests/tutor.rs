@@ -571,6 +571,24 @@ fn buildkit_run_steps_and_containers_install_through_the_cache_and_fall_back_whe
     assert_eq!(said.matches(&notice("pip")).count(), 2, "{said}");
     assert_eq!(said.matches(&notice("uv")).count(), 1, "{said}");
     installed(&tag);
+    // A container made from the image, as a job container runs `pip install`.
+    let out = docker(&[
+        "run",
+        "--rm",
+        &tag,
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--target",
+        "/tmp/job-site",
+        "demo",
+    ]);
+    assert_ok(&out, "pip install in a container with the cache down");
+    assert!(
+        text(&out.stderr).contains(&notice("pip")),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// The host the plugin's lines point pip at (`ENV DEVCACHE_HOST=...`).
