@@ -461,12 +461,14 @@ fn buildkit_build(tag: &str, dockerfile: &str) -> (bool, String) {
 #[test]
 fn buildkit_run_steps_and_containers_install_through_the_cache_and_fall_back_when_it_is_down() {
     let name = unique("dctutorbk");
+    // One tag per build, so that neither leaves an untagged image behind.
     let tag = format!("devcache-test/{name}:build");
+    let tag_down = format!("devcache-test/{name}:cache-down");
     let _cleanup = Cleanup {
         prefixes: vec![format!("{name}-")],
         networks: vec![],
         volumes: vec![],
-        images: vec![tag.clone()],
+        images: vec![tag.clone(), tag_down.clone()],
     };
     // The upstream on the default bridge, where build steps can reach it too.
     let index = tempfile::tempdir().unwrap();
@@ -566,16 +568,16 @@ fn buildkit_run_steps_and_containers_install_through_the_cache_and_fall_back_whe
 
     // The cache stopped: each install says so in one line and installs from the upstream.
     assert_ok(&docker(&["stop", &cache]), "stop the cache");
-    let (built, said) = buildkit_build(&tag, &dockerfile);
+    let (built, said) = buildkit_build(&tag_down, &dockerfile);
     assert!(built, "the build without the cache failed:\n{said}");
     assert_eq!(said.matches(&notice("pip")).count(), 2, "{said}");
     assert_eq!(said.matches(&notice("uv")).count(), 1, "{said}");
-    installed(&tag);
+    installed(&tag_down);
     // A container made from the image, as a job container runs `pip install`.
     let out = docker(&[
         "run",
         "--rm",
-        &tag,
+        &tag_down,
         "pip",
         "install",
         "--no-cache-dir",
