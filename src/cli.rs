@@ -36,7 +36,8 @@ Examples:
     Serve(ServeArgs),
     /// Print the merged configuration and where each value came from.
     Config(ServeArgs),
-    /// Start the devstack's cache container and wire pip and uv in lms, studio, ... to it.
+    /// Start the devstack's cache container and wire pip and uv in lms, studio, ... to it
+    /// (none when Tutor runs the project's cache from devcache's plugin).
     #[command(after_help = "\
 Examples:
   devcache up --upstream https://my-index.example/simple/
@@ -54,9 +55,10 @@ Examples:
     /// Unwire services, giving back the pip.conf they had (and remember it).
     #[command(after_help = "Example:\n  devcache disable lms")]
     Disable(ServicesArgs),
-    /// Say what runs where: the cache container, its counters, each consumer.
+    /// Say what runs where: the cache container (devcache's, or the one Tutor runs from the
+    /// plugin), its counters, each consumer.
     #[command(
-        after_help = "Examples:\n  devcache status\n  devcache status --json | jq .cache.server.hits"
+        after_help = "Examples:\n  devcache status\n  devcache status --json | jq .cache.server.hits\n  devcache status --project tutor_dev"
     )]
     Status(StatusArgs),
     /// Show the cache's logs (or a service's); -f follows them until Ctrl-C.

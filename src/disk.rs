@@ -113,8 +113,8 @@ pub async fn gc(
                 Some(size) => size,
                 None => {
                     let docker = engine::connect().await?;
-                    let (_, port) = cache::running(&docker, &Project::new(project)?).await?;
-                    cache::wait_ready(port).await?.max_size.context(
+                    let cache = cache::serving(&docker, &Project::new(project)?).await?;
+                    cache::wait_ready(cache.port).await?.max_size.context(
                         "the cache container has no budget: give one, devcache gc --max-size 20GiB",
                     )?
                 }
@@ -143,10 +143,10 @@ fn open(dir: &Path) -> Result<Store> {
 async fn in_container(project: &str, args: &[&str]) -> Result<()> {
     let project = Project::new(project)?;
     let docker = engine::connect().await?;
-    cache::running(&docker, &project)
+    let cache = cache::serving(&docker, &project)
         .await
-        .context("give --data-dir DIR, or start the cache container with `devcache up`")?;
-    let said = cache::run_devcache(&docker, &project.cache_container(), args).await?;
+        .context("give --data-dir DIR, or start the cache container")?;
+    let said = cache::run_devcache(&docker, &cache.name, args).await?;
     print!("{said}");
     Ok(())
 }

@@ -138,9 +138,9 @@ impl Inside {
     async fn new(project: &str, file: &Path) -> Result<Self> {
         let project = Project::new(project)?;
         let docker = engine::connect().await?;
-        cache::running(&docker, &project)
+        let cache = cache::serving(&docker, &project)
             .await
-            .context("give --data-dir DIR, or start the cache container with `devcache up`")?;
+            .context("give --data-dir DIR, or start the cache container")?;
         let name = if file.extension().is_some_and(|e| e == "zst") {
             "devcache-bundle.tar.zst"
         } else {
@@ -148,7 +148,7 @@ impl Inside {
         };
         Ok(Self {
             docker,
-            container: project.cache_container(),
+            container: cache.name,
             name,
             path: format!("{IN_CONTAINER_DIR}/{name}"),
         })

@@ -45,11 +45,11 @@ pub async fn verify(target: &Cache) -> Result<()> {
         Cache::Container { project } => {
             let project = Project::new(project)?;
             let docker = engine::connect().await?;
-            cache::running(&docker, &project)
+            let cache = cache::serving(&docker, &project)
                 .await
-                .context("give --data-dir DIR, or start the cache container with `devcache up`")?;
+                .context("give --data-dir DIR, or start the cache container")?;
             let cmd = ["/usr/local/bin/devcache", "verify", "--data-dir", "/data"];
-            let ran = exec::run(&docker, &project.cache_container(), &cmd).await?;
+            let ran = exec::run(&docker, &cache.name, &cmd).await?;
             print!("{}", ran.stdout);
             if ran.code != 0 {
                 bail!("{}", ran.stderr.trim().trim_start_matches("devcache: "));

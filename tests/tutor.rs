@@ -76,14 +76,19 @@ impl Tutor {
         serde_yaml::from_str(&self.rendered(path)).unwrap()
     }
 
-    /// The lines devcache's plugin puts into the openedx Dockerfile, as Tutor rendered them.
-    fn dockerfile_patch(&self) -> String {
+    /// The blocks of lines devcache's plugin puts into the openedx Dockerfile, in order
+    /// (the first stage's, then the production stage's), as Tutor rendered them.
+    fn dockerfile_patches(&self) -> Vec<String> {
         let dockerfile = self.rendered("build/openedx/Dockerfile");
-        let start = dockerfile
-            .find("# devcache:")
-            .expect("the Dockerfile carries devcache's lines");
-        let end = start + dockerfile[start..].find("; fi\n").unwrap() + "; fi\n".len();
-        dockerfile[start..end].to_string()
+        let patches: Vec<String> = dockerfile
+            .match_indices("# devcache:")
+            .map(|(start, _)| {
+                let block = &dockerfile[start..];
+                block[..block.find("\n\n").unwrap() + 1].to_string()
+            })
+            .collect();
+        assert_eq!(patches.len(), 2, "{dockerfile}");
+        patches
     }
 }
 
@@ -124,6 +129,22 @@ impl Drop for Cleanup {
     }
 }
 
+/// The cache's `/+status` document on a host port, once it answers.
+fn cache_status(port: &str) -> Option<serde_json::Value> {
+    let url = format!("http://127.0.0.1:{port}/+status");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        support::http()
+            .get(&url)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()
+    })
+}
+
 /// Starts an index of `demo` 1.0 in a container (on `network`, or the default bridge).
 /// Returns the container's name.
 fn start_upstream(name: &str, network: Option<&str>, dir: &std::path::Path) -> String {
@@ -162,10 +183,29 @@ fn enable_renders_the_cache_into_tutors_dockerfile_and_compose_files_and_disable
         "PIP_TRUSTED_HOST=172.17.0.1",
         "UV_DEFAULT_INDEX=http://172.17.0.1:3142/root/pypi/+simple/",
         "DEVCACHE_UPSTREAM=http://10.1.2.3:8000/simple/",
-        "mv /usr/local/bin/uv /usr/local/bin/uv-devcache",
+        "> /usr/local/bin/devcache-failover",
+        // After Tutor's `ARG PIP_COMMAND`: every build step's pip or `uv pip` fails over.
+        "ENV PIP_COMMAND=\"/usr/local/bin/devcache-failover ${PIP_COMMAND}\"",
     ] {
         assert!(minimal.contains(wanted), "{wanted} not in:\n{minimal}");
     }
+    let declared = minimal
+        .find("ARG PIP_COMMAND=")
+        .expect("Tutor declares PIP_COMMAND");
+    assert!(
+        minimal.find("ENV PIP_COMMAND=").unwrap() > declared,
+        "{minimal}"
+    );
+    // The images lms, cms and job containers are made from: pip and uv typed there.
+    let production = dockerfile
+        .split("FROM minimal AS production")
+        .nth(1)
+        .and_then(|rest| rest.split("FROM production AS development").next())
+        .unwrap();
+    assert!(
+        production.contains("ENV PATH=/opt/devcache/bin:${PATH}"),
+        "{production}"
+    );
     // local/docker-compose.yml is the base of both `tutor local` and `tutor dev`.
     let compose = tutor.compose("local/docker-compose.yml");
     let cache = &compose["services"]["devcache"];
@@ -211,23 +251,57 @@ fn enable_renders_the_cache_into_tutors_dockerfile_and_compose_files_and_disable
     );
 }
 
+/// A project shaped as `tutor dev` makes it (`<name>_dev` on `<name>_dev_default`),
+/// with an index of `demo` 1.0 on its network; its containers, network and volume
+/// are removed when it is dropped.
+struct DevProject {
+    _cleanup: Cleanup,
+    name: String,
+    network: String,
+    /// The index container's name, which the project's containers resolve.
+    upstream: String,
+    _index: tempfile::TempDir,
+    /// devcache's HOME (its remembered choices).
+    home: tempfile::TempDir,
+}
+
+impl DevProject {
+    fn new(prefix: &str) -> Self {
+        let name = format!("{}_dev", unique(prefix));
+        let network = format!("{name}_default");
+        let cleanup = Cleanup {
+            prefixes: vec![format!("{name}-"), format!("edx.{name}.")],
+            networks: vec![network.clone()],
+            volumes: vec![format!("{name}_devpi_data")],
+            images: vec![],
+        };
+        assert_ok(&docker(&["network", "create", &network]), "network create");
+        let index = tempfile::tempdir().unwrap();
+        let upstream = start_upstream(&format!("{name}-upstream-1"), Some(&network), index.path());
+        Self {
+            _cleanup: cleanup,
+            name,
+            network,
+            upstream,
+            _index: index,
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Runs devcache on this project.
+    fn devcache(&self, args: &[&str]) -> Output {
+        devcache_command(self.home.path())
+            .args(args)
+            .args(["--project", &self.name])
+            .output()
+            .unwrap()
+    }
+}
+
 #[test]
 fn a_tutor_dev_project_is_wired_and_unwired_and_pip_and_uv_in_lms_install_through_the_cache() {
-    let project = format!("{}_dev", unique("dctutor"));
-    let network = format!("{project}_default");
-    let _cleanup = Cleanup {
-        prefixes: vec![format!("{project}-"), format!("edx.{project}.")],
-        networks: vec![network.clone()],
-        volumes: vec![format!("{project}_devpi_data")],
-        images: vec![],
-    };
-    assert_ok(&docker(&["network", "create", &network]), "network create");
-    let index = tempfile::tempdir().unwrap();
-    let upstream = start_upstream(
-        &format!("{project}-upstream-1"),
-        Some(&network),
-        index.path(),
-    );
+    let dev = DevProject::new("dctutor");
+    let (project, network, upstream) = (&dev.name, &dev.network, &dev.upstream);
     // As Compose v2 names and labels `tutor dev`'s containers.
     // lms-worker as the image devcache's Tutor plugin builds would make it.
     let image_env = "PIP_INDEX_URL=http://172.17.0.1:3141/root/pypi/+simple/";
@@ -244,7 +318,7 @@ fn a_tutor_dev_project_is_wired_and_unwired_and_pip_and_uv_in_lms_install_throug
             "--name",
             &format!("{project}-{service}-1"),
             "--network",
-            &network,
+            network,
             "--label",
             &format!("com.docker.compose.project={project}"),
             "--label",
@@ -264,14 +338,7 @@ fn a_tutor_dev_project_is_wired_and_unwired_and_pip_and_uv_in_lms_install_throug
         "copy uv into lms",
     );
 
-    let home = tempfile::tempdir().unwrap();
-    let devcache = |args: &[&str]| {
-        devcache_command(home.path())
-            .args(args)
-            .args(["--project", &project])
-            .output()
-            .unwrap()
-    };
+    let devcache = |args: &[&str]| dev.devcache(args);
     let upstream_url = format!("http://{upstream}:8000/simple/");
     let out = devcache(&["up", "--upstream", &upstream_url, "--port", "0"]);
     assert_ok(&out, "devcache up --project");
@@ -392,14 +459,16 @@ fn buildkit_build(tag: &str, dockerfile: &str) -> (bool, String) {
 }
 
 #[test]
-fn buildkit_run_steps_install_through_the_cache_and_uv_falls_back_when_it_is_down() {
+fn buildkit_run_steps_and_containers_install_through_the_cache_and_fall_back_when_it_is_down() {
     let name = unique("dctutorbk");
+    // One tag per build, so that neither leaves an untagged image behind.
     let tag = format!("devcache-test/{name}:build");
+    let tag_down = format!("devcache-test/{name}:cache-down");
     let _cleanup = Cleanup {
         prefixes: vec![format!("{name}-")],
         networks: vec![],
         volumes: vec![],
-        images: vec![tag.clone()],
+        images: vec![tag.clone(), tag_down.clone()],
     };
     // The upstream on the default bridge, where build steps can reach it too.
     let index = tempfile::tempdir().unwrap();
@@ -428,14 +497,7 @@ fn buildkit_run_steps_install_through_the_cache_and_uv_falls_back_when_it_is_dow
     ]);
     assert_ok(&out, "start the cache container");
     let port = published_port(&cache);
-    let status_url = format!("http://127.0.0.1:{port}/+status");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let status = || -> Option<serde_json::Value> {
-        runtime.block_on(async {
-            let answer = support::http().get(&status_url).send().await.ok()?;
-            answer.json().await.ok()
-        })
-    };
+    let status = || cache_status(&port);
     wait_for("the cache to answer", || status().is_some());
 
     // The plugin's lines, as Tutor renders them; the host is found from the Engine.
@@ -448,47 +510,335 @@ fn buildkit_run_steps_install_through_the_cache_and_uv_falls_back_when_it_is_dow
         &port,
     ]);
     assert_ok(&out, "devcache tutor enable");
-    let patch = tutor.dockerfile_patch();
+    let [minimal, production] = <[String; 2]>::try_from(tutor.dockerfile_patches()).unwrap();
 
-    // As in Tutor's first stage: uv at /usr/local/bin/uv, then the plugin's lines.
-    let base = format!("FROM {TEST_IMAGE}\nCOPY uv /usr/local/bin/uv\n{patch}");
+    // As in Tutor's Dockerfile: uv at /usr/local/bin/uv and `ARG PIP_COMMAND` (here pip,
+    // as `--build-arg PIP_COMMAND=pip` makes it), the first stage's lines, Tutor's own
+    // build steps with `$PIP_COMMAND`; then the production stage's lines, after which a
+    // plain `pip` or `uv` is what lms, cms and job containers run.
     let dockerfile = format!(
-        "{base}RUN --mount=type=cache,target=/root/.cache/pip pip install --target /opt/pip-site demo\n\
+        "FROM {TEST_IMAGE}\nCOPY uv /usr/local/bin/uv\nARG PIP_COMMAND=pip\n{minimal}\
+         RUN $PIP_COMMAND install --no-cache-dir --target /opt/build-site demo\n\
+         {production}\
+         RUN pip install --no-cache-dir --target /opt/pip-site demo\n\
          RUN uv pip install --no-cache --python python3 --target /opt/uv-site demo\n"
     );
+    let installed = |tag: &str| {
+        let out = docker(&[
+            "run",
+            "--rm",
+            tag,
+            "cat",
+            "/opt/build-site/demo/__init__.py",
+            "/opt/pip-site/demo/__init__.py",
+            "/opt/uv-site/demo/__init__.py",
+        ]);
+        assert_ok(&out, "the installed packages are in the image");
+        assert_eq!(text(&out.stdout).matches("VERSION = \"1.0\"").count(), 3);
+    };
+    let notice = |tool: &str| {
+        format!(
+            "devcache: the cache at {}:{port} does not answer; {tool} installs from {upstream_url} \
+             (start it: tutor dev start devcache)",
+            tutor_host(&minimal)
+        )
+    };
     let (built, said) = buildkit_build(&tag, &dockerfile);
     assert!(built, "the build failed:\n{said}");
+    assert!(
+        !said.contains(&notice("pip")) && !said.contains(&notice("uv")),
+        "{said}"
+    );
+    installed(&tag);
+    // The first pip fetched the page and the file; the second pip and uv were served
+    // from the cache.
     let after = status().unwrap();
     assert!(after["misses"].as_u64().unwrap() >= 2, "{after}");
-    assert!(after["hits"].as_u64().unwrap() >= 1, "{after}");
-    let out = docker(&["run", "--rm", &tag, "cat", "/opt/uv-site/demo/__init__.py"]);
-    assert!(text(&out.stdout).contains("VERSION = \"1.0\""));
+    assert!(after["hits"].as_u64().unwrap() >= 4, "{after}");
+    let agents: Vec<&str> = after["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["user_agent"].as_str())
+        .collect();
+    assert!(
+        agents.iter().any(|a| a.starts_with("pip/")) && agents.iter().any(|a| a.starts_with("uv/")),
+        "{after}"
+    );
 
-    // The cache stopped: uv says so and installs from the upstream; pip fails.
+    // The cache stopped: each install says so in one line and installs from the upstream.
     assert_ok(&docker(&["stop", &cache]), "stop the cache");
-    let uv_only = format!(
-        "{base}RUN uv pip install --no-cache --python python3 --target /opt/uv-site demo\n"
-    );
-    let (built, said) = buildkit_build(&tag, &uv_only);
+    let (built, said) = buildkit_build(&tag_down, &dockerfile);
     assert!(built, "the build without the cache failed:\n{said}");
+    assert_eq!(said.matches(&notice("pip")).count(), 2, "{said}");
+    assert_eq!(said.matches(&notice("uv")).count(), 1, "{said}");
+    installed(&tag_down);
+    // A container made from the image, as a job container runs `pip install`.
+    let out = docker(&[
+        "run",
+        "--rm",
+        &tag_down,
+        "pip",
+        "install",
+        "--no-cache-dir",
+        "--target",
+        "/tmp/job-site",
+        "demo",
+    ]);
+    assert_ok(&out, "pip install in a container with the cache down");
     assert!(
-        said.contains(&format!("does not answer; uv installs from {upstream_url}")),
+        text(&out.stderr).contains(&notice("pip")),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// The host the plugin's lines point pip at (`ENV DEVCACHE_HOST=...`).
+fn tutor_host(minimal: &str) -> &str {
+    minimal
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("DEVCACHE_HOST="))
+        .unwrap()
+}
+
+#[test]
+fn the_manager_finds_the_cache_tutor_runs_from_the_plugin() {
+    let dev = DevProject::new("dctutorsvc");
+    let (project, network, upstream) = (&dev.name, &dev.network, &dev.upstream);
+    let upstream_url = format!("http://{upstream}:8000/simple/");
+    let home = &dev.home;
+    let devcache = |args: &[&str]| dev.devcache(args);
+    assert_ok(
+        &devcache_command(home.path()).arg("image").output().unwrap(),
+        "devcache image",
+    );
+
+    // The plugin's service as Compose v2 runs it for `tutor dev start`: devcache's
+    // image, labelled and named by Compose, its data in Tutor's data folder.
+    let cache = format!("{project}-devcache-1");
+    let data = home.path().join("tutor/data/devcache");
+    std::fs::create_dir_all(&data).unwrap();
+    let compose_labels = |service: &str| {
+        [
+            "--label".to_string(),
+            format!("com.docker.compose.project={project}"),
+            "--label".to_string(),
+            format!("com.docker.compose.service={service}"),
+        ]
+    };
+    let mut run = Command::new("docker");
+    run.args([
+        "run",
+        "-d",
+        "--name",
+        &cache,
+        "--network",
+        network,
+        "-p",
+        "3141",
+    ])
+    .args(compose_labels("devcache"))
+    .args(["-e", &format!("DEVCACHE_UPSTREAM={upstream_url}")])
+    .args(["-v", &format!("{}:/data", data.display())])
+    .arg(format!("devcache:{}", env!("CARGO_PKG_VERSION")));
+    assert_ok(&run.output().unwrap(), "start the plugin's cache service");
+    let port = published_port(&cache);
+    wait_for("the cache to answer", || cache_status(&port).is_some());
+    let lms = format!("{project}-lms-1");
+    let mut run = Command::new("docker");
+    run.args(["run", "-d", "--name", &lms, "--network", network])
+        .args(compose_labels("lms"))
+        .arg(TEST_IMAGE);
+    assert_ok(&run.output().unwrap(), "start lms");
+    let out = docker(&[
+        "exec",
+        &lms,
+        "sh",
+        "-c",
+        "mkdir -p /openedx/edx-platform/requirements/edx && cd /openedx/edx-platform/requirements/edx \
+         && echo 'demo==1.0' > development.txt && echo 'demo==1.0' > base.txt",
+    ]);
+    assert_ok(&out, "write lms's requirement file");
+
+    // warm finds that cache without --url, and fills it.
+    let out = devcache(&["warm", "lms"]);
+    assert_ok(&out, "devcache warm lms");
+    let after = cache_status(&port).unwrap();
+    assert_eq!(after["files"], 1, "{after}");
+    let blobs = std::fs::read_dir(data.join("files")).unwrap().count();
+    assert!(blobs >= 1, "the warmed file is not in Tutor's data folder");
+
+    // status shows it as the project's cache, with its counters.
+    let out = devcache(&["status", "--json"]);
+    assert_ok(&out, "devcache status --json");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown = &report["cache"];
+    assert_eq!(shown["container"], cache.as_str(), "{report}");
+    assert_eq!(shown["state"], "running", "{report}");
+    assert_eq!(shown["run_by"], "Tutor, from devcache's plugin", "{report}");
+    assert_eq!(
+        shown["url"],
+        format!("http://localhost:{port}/").as_str(),
+        "{report}"
+    );
+    assert_eq!(shown["volume"], data.display().to_string().as_str());
+    assert!(shown["server"]["misses"].as_u64().unwrap() >= 1, "{report}");
+    let out = devcache(&["status"]);
+    let said = text(&out.stdout);
+    assert!(
+        said.contains(&format!("cache     {cache} (running; run by Tutor")),
         "{said}"
     );
-    let pip_only = format!("{base}RUN pip install --retries 0 --target /opt/pip-site demo\n");
-    let (built, said) = buildkit_build(&tag, &pip_only);
+
+    // The commands that work on a cache container work on it.
+    let out = devcache(&["verify"]);
+    assert_ok(&out, "devcache verify");
     assert!(
-        !built,
-        "pip cannot fall back, yet the build succeeded:\n{said}"
+        text(&out.stdout).contains("checked 1 files"),
+        "{}",
+        text(&out.stdout)
     );
-    // pip says which index it asked, then that it found nothing there.
+    let bundle = home.path().join("tutor-cache.tar");
+    let out = devcache(&["export", &bundle.display().to_string()]);
+    assert_ok(&out, "devcache export");
+    assert!(bundle.metadata().unwrap().len() > 849);
+
+    // up starts no second cache beside it.
+    let out = devcache(&["up", "--upstream", &upstream_url, "--port", "0"]);
+    assert_ok(&out, "devcache up");
+    let said = text(&out.stdout);
+    assert!(said.contains("no second one started"), "{said}");
+    let manager_cache = docker(&["inspect", &format!("edx.{project}.devpi")]);
+    assert!(!manager_cache.status.success(), "up started a second cache");
+    // logs are its logs; down leaves it to Tutor.
+    let out = devcache(&["logs"]);
+    assert_ok(&out, "devcache logs");
     assert!(
-        said.contains("Looking in indexes: http://")
-            && said.contains(&format!(":{port}/root/pypi/+simple/")),
-        "{said}"
+        text(&out.stdout).contains("listening on http://0.0.0.0:3141/"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = devcache(&["down"]);
+    assert_ok(&out, "devcache down");
+    assert!(
+        text(&out.stdout).contains(&format!("cache {cache}: Tutor runs it")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(cache_status(&port).is_some(), "down stopped Tutor's cache");
+
+    // Stopped, it is named with the way to start it.
+    assert_ok(&docker(&["stop", &cache]), "stop the cache");
+    for args in [&["up"][..], &["warm", "lms"][..]] {
+        let out = devcache(args);
+        assert!(!out.status.success(), "{args:?} succeeded without a cache");
+        let said = text(&out.stderr);
+        assert!(
+            said.contains("tutor dev start devcache"),
+            "{args:?}: {said}"
+        );
+    }
+}
+
+#[test]
+fn docker_compose_v1_starts_the_rendered_cache_service_alone_and_its_data_stays_in_tutors_folder() {
+    let project = format!("{}_local", unique("dctutorcv"));
+    let network = format!("{project}_default");
+    let upstream = format!("{project}-upstream");
+    let _cleanup = Cleanup {
+        prefixes: vec![format!("{project}_"), upstream.clone()],
+        networks: vec![network.clone()],
+        volumes: vec![],
+        images: vec![],
+    };
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let tutor = Tutor::new();
+    let upstream_url = format!("http://{upstream}:8000/simple/");
+    let out = tutor.devcache(&[
+        "tutor",
+        "enable",
+        "--upstream",
+        &upstream_url,
+        "--build-host",
+        "172.17.0.1",
+        "--port",
+        &port,
+    ]);
+    assert_ok(&out, "devcache tutor enable");
+
+    // Tutor's rendered compose file, brought up for its devcache service alone: the
+    // other services' images are not here, and `up devcache` needs none of them.
+    let compose_file = tutor.dir.path().join("root/env/local/docker-compose.yml");
+    let compose = |args: &[&str]| {
+        Command::new("docker-compose")
+            .arg("-f")
+            .arg(&compose_file)
+            .args(["-p", &project])
+            .args(args)
+            .output()
+            .expect("docker-compose (v1) runs: install it, e.g. apt-get install docker-compose")
+    };
+    assert_ok(
+        &compose(&["up", "-d", "devcache"]),
+        "docker-compose up -d devcache",
+    );
+    let index = tempfile::tempdir().unwrap();
+    start_upstream(&upstream, Some(&network), index.path());
+    let page = format!("http://127.0.0.1:{port}/root/pypi/+simple/demo/");
+    wait_for("the cache to list demo from its upstream", || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let answer = support::http().get(&page).send().await;
+            answer.is_ok_and(|a| a.status().is_success())
+        })
+    });
+    assert_eq!(
+        cache_status(&port).unwrap()["upstream"],
+        upstream_url.as_str()
+    );
+
+    // The manager finds it as Compose v1 names it, and warms it.
+    let requirements = tutor.dir.path().join("requirements.txt");
+    std::fs::write(&requirements, "demo==1.0\n").unwrap();
+    let out = tutor.devcache(&[
+        "warm",
+        "-r",
+        &requirements.display().to_string(),
+        "--project",
+        &project,
+    ]);
+    assert_ok(&out, "devcache warm -r");
+    let out = tutor.devcache(&["status", "--json", "--project", &project]);
+    assert_ok(&out, "devcache status --json");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["cache"]["container"],
+        format!("{project}_devcache_1").as_str(),
+        "{report}"
+    );
+    let data = tutor.dir.path().join("root/data/devcache");
+    assert_eq!(
+        report["cache"]["volume"],
+        data.display().to_string().as_str()
     );
     assert!(
-        said.contains("No matching distribution found for demo"),
-        "{said}"
+        std::fs::read_dir(data.join("files")).unwrap().count() >= 1,
+        "the warmed file is not in Tutor's data folder"
     );
+
+    // A new container of the service has what the old one cached.
+    assert_ok(&compose(&["rm", "-sf", "devcache"]), "docker-compose rm");
+    assert_ok(
+        &compose(&["up", "-d", "devcache"]),
+        "docker-compose up again",
+    );
+    wait_for("the new cache to answer", || cache_status(&port).is_some());
+    let status = cache_status(&port).unwrap();
+    assert_eq!(status["files"], 1, "{status}");
+    assert_eq!(status["misses"], 0, "{status}");
 }

@@ -1,6 +1,11 @@
 //! The cache container, as devstack's devpi service was: `edx.<project>.devpi` on the
 //! project's network with the aliases consumers know, port 3141 published, its data in
 //! a named volume, restarted unless stopped, with a health check on `/+status`.
+//!
+//! A Tutor project may have its cache from devcache's Tutor plugin instead: the compose
+//! service `devcache`, which Tutor starts and stops. [`find`] and [`serving`] see either,
+//! so the commands that read or fill a cache (status, warm, export, import, gc, verify)
+//! work on the one the project has; only `up` and `down` make and remove the manager's own.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,6 +27,8 @@ use super::names::{CACHE_HOST, CACHE_PORT, CACHE_SERVICE, Project};
 use crate::api::{STATUS_PATH, Status, human_bytes};
 
 const PROJECT_LABEL: &str = "devcache.project";
+/// The compose service devcache's Tutor plugin runs the cache as.
+pub const TUTOR_SERVICE: &str = "devcache";
 /// Host variables the cache needs to reach an upstream behind a proxy.
 const PASSED_ENV: &[&str] = &[
     "HTTPS_PROXY",
@@ -116,12 +123,8 @@ async fn binary_digest(docker: &Docker, image: &str) -> Result<Option<String>> {
 /// The upstream a cache container was started with (`--upstream URL`,
 /// `--upstream=URL` or `DEVCACHE_UPSTREAM`), running or not.
 pub async fn configured_upstream(docker: &Docker, project: &Project) -> Result<Option<String>> {
-    let name = project.cache_container();
-    match docker.inspect_container(&name, None).await {
-        Ok(container) => Ok(upstream_of(&container)),
-        Err(e) if is_not_found(&e) => Ok(None),
-        Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
-    }
+    let container = inspect(docker, &project.cache_container()).await?;
+    Ok(container.as_ref().and_then(upstream_of))
 }
 
 fn upstream_of(container: &ContainerInspectResponse) -> Option<String> {
@@ -313,16 +316,109 @@ pub async fn remove(docker: &Docker, project: &Project) -> Result<bool> {
     }
 }
 
-/// The running cache container and its host port, or how to start it.
+/// Who runs a project's cache container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// `devcache up` (or the compose fragment): `edx.<project>.devpi`.
+    Manager,
+    /// Tutor, from devcache's plugin: the compose service `devcache`.
+    TutorPlugin,
+}
+
+impl Owner {
+    /// How to start a stopped cache of this owner.
+    pub fn start_hint(self, project: &Project) -> String {
+        match self {
+            Owner::Manager => "run `devcache up`".to_string(),
+            Owner::TutorPlugin => {
+                let mode = if project.name().ends_with("_local") {
+                    "local"
+                } else {
+                    "dev"
+                };
+                format!("start it with `tutor {mode} start {TUTOR_SERVICE}`")
+            }
+        }
+    }
+}
+
+/// A project's cache container, whoever runs it.
+pub struct Found {
+    pub name: String,
+    pub owner: Owner,
+    pub container: ContainerInspectResponse,
+}
+
+/// The project's cache container: the Tutor plugin's service `devcache` (found by its
+/// compose labels, as Compose v1 and v2 both set them) or the manager's
+/// `edx.<project>.devpi`; a running one before a stopped one, the plugin's first.
+pub async fn find(docker: &Docker, project: &Project) -> Result<Option<Found>> {
+    let mut found = Vec::new();
+    if let Some(service) = super::consumers::find_labelled(docker, project, TUTOR_SERVICE).await?
+        && let Some(container) = inspect(docker, &service.container).await?
+    {
+        found.push(Found {
+            name: service.container,
+            owner: Owner::TutorPlugin,
+            container,
+        });
+    }
+    let name = project.cache_container();
+    if let Some(container) = inspect(docker, &name).await? {
+        found.push(Found {
+            name,
+            owner: Owner::Manager,
+            container,
+        });
+    }
+    found.sort_by_key(|f| !is_running(&f.container));
+    Ok(found.into_iter().next())
+}
+
+async fn inspect(docker: &Docker, name: &str) -> Result<Option<ContainerInspectResponse>> {
+    match docker.inspect_container(name, None).await {
+        Ok(container) => Ok(Some(container)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
+    }
+}
+
+/// A running cache of the project, whoever runs it.
+pub struct Serving {
+    pub name: String,
+    /// The host port its 3141 is published on.
+    pub port: u16,
+}
+
+/// The project's running cache (the Tutor plugin's or the manager's), or how to start it.
+pub async fn serving(docker: &Docker, project: &Project) -> Result<Serving> {
+    let Some(found) = find(docker, project).await? else {
+        bail!("the cache is not up: run `devcache up`");
+    };
+    let name = found.name;
+    if !is_running(&found.container) {
+        bail!(
+            "the cache container {name} is not running: {}",
+            found.owner.start_hint(project)
+        );
+    }
+    let port = host_port(&found.container).with_context(|| {
+        format!(
+            "{name} publishes no port 3141: {}",
+            found.owner.start_hint(project)
+        )
+    })?;
+    Ok(Serving { name, port })
+}
+
+/// The running cache container the manager made and its host port, or how to start it.
 pub async fn running(
     docker: &Docker,
     project: &Project,
 ) -> Result<(bollard::models::ContainerInspectResponse, u16)> {
     let name = project.cache_container();
-    let container = match docker.inspect_container(&name, None).await {
-        Ok(container) => container,
-        Err(e) if is_not_found(&e) => bail!("the cache is not up: run `devcache up`"),
-        Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
+    let Some(container) = inspect(docker, &name).await? else {
+        bail!("the cache is not up: run `devcache up`");
     };
     if !is_running(&container) {
         bail!("the cache container {name} is not running: run `devcache up`");
@@ -351,6 +447,21 @@ pub fn is_running(container: &ContainerInspectResponse) -> bool {
         .as_ref()
         .and_then(|s| s.running)
         .unwrap_or(false)
+}
+
+/// Where a cache container keeps its data: the volume's name, or the host folder
+/// mounted at `/data` (Tutor's `data/devcache`).
+pub fn data_mount(container: &ContainerInspectResponse) -> Option<String> {
+    let mount = container
+        .mounts
+        .iter()
+        .flatten()
+        .find(|m| m.destination.as_deref() == Some("/data"))?;
+    [&mount.name, &mount.source]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.is_empty())
+        .cloned()
 }
 
 /// The host port the cache's 3141 is published on.

@@ -98,7 +98,9 @@ pub async fn find(docker: &Docker, project: &Project, service: &str) -> Result<O
     Ok(None)
 }
 
-async fn find_labelled(
+/// The container of a compose service of the project, found by the labels Compose
+/// (v1 and v2) puts on it.
+pub async fn find_labelled(
     docker: &Docker,
     project: &Project,
     service: &str,

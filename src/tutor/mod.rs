@@ -7,8 +7,12 @@
 //! writes a YAML plugin (`<plugins root>/devcache.yml`) whose patches
 //! - `openedx-dockerfile-minimal` (the first stage, which every other stage and so
 //!   every container of the openedx image inherits): `PIP_INDEX_URL`,
-//!   `PIP_TRUSTED_HOST` and `UV_DEFAULT_INDEX` pointing at the cache, and a `uv`
-//!   wrapper that installs from the upstream when the cache does not answer;
+//!   `PIP_TRUSTED_HOST` and `UV_DEFAULT_INDEX` pointing at the cache, and a failover
+//!   that installs from the upstream when the cache does not answer, through which
+//!   Tutor's `$PIP_COMMAND` runs in every build step;
+//! - `openedx-dockerfile` (the production stage, which the development and final images
+//!   come from): the failover's `pip`, `pip3` and `uv` links first on PATH, for the
+//!   installs lms, cms and job containers run;
 //! - `local-docker-compose-services` (used by `tutor local` and, through
 //!   local/docker-compose.yml, by `tutor dev`): the cache as the service `devcache`,
 //!   its data under Tutor's `data/devcache`, its port published;

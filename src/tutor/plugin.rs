@@ -43,33 +43,55 @@ struct Config {
     defaults: BTreeMap<&'static str, serde_yaml::Value>,
 }
 
-/// The `uv` wrapper: through the cache when its port answers, else straight from the
-/// upstream, saying so. Tutor's builds install with `uv pip` (its `PIP_COMMAND`), so
-/// this is the failover of image builds. Each line is one shell word in single quotes.
-const UV_WRAPPER: &[&str] = &[
+/// The failover of pip and uv, `/usr/local/bin/devcache-failover`: through the cache
+/// when its port answers, else straight from the upstream, saying so in one line. It
+/// runs as `devcache-failover TOOL ARGS` (Tutor's `$PIP_COMMAND` in every build step)
+/// or as `pip`, `pip3` or `uv` (links in [`WRAPPERS`], first on the containers' PATH),
+/// and runs the real tool with its own folder out of PATH. Each line is one shell word
+/// in single quotes.
+const FAILOVER: &[&str] = &[
     "#!/bin/bash",
-    "# Written by devcache: uv through the cache when it answers, else from the upstream.",
+    "# Written by devcache: pip and uv through the cache when it answers, else from the upstream.",
+    "name=${0##*/}",
+    "if [ \"$name\" = devcache-failover ]; then name=$1; shift; fi",
+    "p=:$PATH:; p=${p//:\\/opt\\/devcache\\/bin:/:}; p=${p#:}; export PATH=${p%:}",
     "if ! timeout 3 bash -c \"exec 3<>/dev/tcp/$DEVCACHE_HOST/$DEVCACHE_PORT\" 2>/dev/null; then",
-    "  echo \"devcache: the cache at $DEVCACHE_HOST:$DEVCACHE_PORT does not answer; uv installs from $DEVCACHE_UPSTREAM (start it: tutor dev start devcache)\" >&2",
-    "  export UV_DEFAULT_INDEX=\"$DEVCACHE_UPSTREAM\"",
+    "  echo \"devcache: the cache at $DEVCACHE_HOST:$DEVCACHE_PORT does not answer; $name installs from $DEVCACHE_UPSTREAM (start it: tutor dev start devcache)\" >&2",
+    "  export PIP_INDEX_URL=$DEVCACHE_UPSTREAM UV_DEFAULT_INDEX=$DEVCACHE_UPSTREAM",
+    "  case $DEVCACHE_UPSTREAM in http://*) u=${DEVCACHE_UPSTREAM#http://}; export PIP_TRUSTED_HOST=\"$PIP_TRUSTED_HOST ${u%%/*}\";; esac",
     "fi",
-    "exec /usr/local/bin/uv-devcache \"$@\"",
+    "exec \"$name\" \"$@\"",
 ];
+
+/// The folder of the `pip`, `pip3` and `uv` links to the failover, which the image's
+/// last stages put first on PATH (before the venv's own pip).
+const WRAPPERS: &str = "/opt/devcache/bin";
 
 impl Settings {
     /// The plugin file's text.
     pub fn render(&self) -> Result<String> {
         let index = format!("http://{{{{ DEVCACHE_HOST }}}}:{{{{ DEVCACHE_PORT }}}}{INDEX_PATH}");
-        let wrapper: Vec<String> = UV_WRAPPER.iter().map(|l| format!("    '{l}'")).collect();
-        let dockerfile = format!(
+        let failover: Vec<String> = FAILOVER.iter().map(|l| format!("    '{l}'")).collect();
+        // The first stage, which every stage inherits: the settings, the failover, and
+        // Tutor's `$PIP_COMMAND` (pip or `uv pip`) run through it in every build step.
+        let minimal = format!(
             "# devcache: pip and uv install through the cache (devcache tutor disable removes this)\n\
              ENV DEVCACHE_HOST={{{{ DEVCACHE_HOST }}}} DEVCACHE_PORT={{{{ DEVCACHE_PORT }}}} \
              DEVCACHE_UPSTREAM={{{{ DEVCACHE_UPSTREAM }}}}\n\
              ENV PIP_INDEX_URL={index} PIP_TRUSTED_HOST={{{{ DEVCACHE_HOST }}}} UV_DEFAULT_INDEX={index}\n\
-             RUN if [ -x /usr/local/bin/uv ]; then mv /usr/local/bin/uv /usr/local/bin/uv-devcache && \\\n\
-             \x20   printf '%s\\n' \\\n{} \\\n\
-             \x20   > /usr/local/bin/uv && chmod 755 /usr/local/bin/uv; fi",
-            wrapper.join(" \\\n")
+             RUN printf '%s\\n' \\\n{} \\\n\
+             \x20   > /usr/local/bin/devcache-failover && chmod 755 /usr/local/bin/devcache-failover && \\\n\
+             \x20   mkdir -p {WRAPPERS} && for tool in pip pip3 uv; do \\\n\
+             \x20   ln -sf /usr/local/bin/devcache-failover {WRAPPERS}/$tool; done\n\
+             ENV PIP_COMMAND=\"/usr/local/bin/devcache-failover ${{PIP_COMMAND}}\"",
+            failover.join(" \\\n")
+        );
+        // The end of the production stage, which the development and final images (and
+        // so lms, cms, the workers and job containers) are made from: `pip`, `pip3` and
+        // `uv` typed in a container go through the failover too.
+        let production = format!(
+            "# devcache: pip and uv in containers fail over to the upstream when the cache is down\n\
+             ENV PATH={WRAPPERS}:${{PATH}}"
         );
         let service = "devcache:\n  \
              image: {{ DEVCACHE_IMAGE }}\n  \
@@ -93,7 +115,8 @@ impl Settings {
                 ]),
             },
             patches: BTreeMap::from([
-                ("openedx-dockerfile-minimal", dockerfile),
+                ("openedx-dockerfile-minimal", minimal),
+                ("openedx-dockerfile", production),
                 ("local-docker-compose-services", service),
                 ("local-docker-compose-lms-dependencies", "- devcache".into()),
                 ("local-docker-compose-cms-dependencies", "- devcache".into()),
@@ -143,7 +166,20 @@ mod tests {
             .as_str()
             .unwrap();
         assert!(dockerfile.contains("UV_DEFAULT_INDEX=http://{{ DEVCACHE_HOST }}"));
-        assert!(dockerfile.contains("'exec /usr/local/bin/uv-devcache \"$@\"'"));
+        assert!(
+            dockerfile.contains("'exec \"$name\" \"$@\"'"),
+            "{dockerfile}"
+        );
+        assert!(
+            dockerfile
+                .contains("ENV PIP_COMMAND=\"/usr/local/bin/devcache-failover ${PIP_COMMAND}\""),
+            "{dockerfile}"
+        );
+        let production = parsed["patches"]["openedx-dockerfile"].as_str().unwrap();
+        assert!(
+            production.ends_with("ENV PATH=/opt/devcache/bin:${PATH}"),
+            "{production}"
+        );
     }
 
     #[test]

@@ -176,10 +176,10 @@ pub async fn command(options: WarmOptions) -> Result<()> {
     } else {
         let project = Project::new(&options.project)?;
         let connected = docker.insert(engine::connect().await?);
-        let (_, port) = cache::running(connected, &project).await.context(
+        let cache = cache::serving(connected, &project).await.context(
             "warm fills the running cache container, or a --data-dir, or the cache at --url",
         )?;
-        Url::parse(&format!("http://127.0.0.1:{port}/"))?
+        Url::parse(&format!("http://127.0.0.1:{}/", cache.port))?
     };
 
     let mut incomplete = false;

@@ -42,6 +42,15 @@ pub async fn down(project: &str, remove_volume: bool) -> Result<()> {
     } else {
         println!("cache {name}: was not there");
     }
+    if let Some(found) = cache::find(&docker, &project).await?
+        && found.owner == cache::Owner::TutorPlugin
+    {
+        println!(
+            "cache {}: Tutor runs it from devcache's plugin, and it stays (`devcache tutor disable` \
+             takes the plugin out)",
+            found.name
+        );
+    }
     let volume = project.volume();
     if remove_volume {
         match docker

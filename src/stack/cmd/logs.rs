@@ -1,4 +1,5 @@
-//! `devcache logs`: the cache container's log (or a consumer's), stdout to stdout
+//! `devcache logs`: the cache container's log (devcache's, or the one Tutor runs from
+//! the plugin) or a consumer's, stdout to stdout
 //! and stderr to stderr, so that piping and redirecting work as for any program.
 
 use std::io::Write;
@@ -8,9 +9,9 @@ use bollard::container::LogOutput;
 use bollard::query_parameters::LogsOptions;
 use futures::StreamExt;
 
-use crate::stack::consumers;
 use crate::stack::engine::{self, is_not_found, message};
 use crate::stack::names::{self, Project};
+use crate::stack::{cache, consumers};
 
 /// Which log, and how much of it.
 pub struct LogsRequest {
@@ -28,8 +29,10 @@ pub async fn logs(request: LogsRequest) -> Result<()> {
     let project = Project::new(&request.project)?;
     let docker = engine::connect().await?;
     let container = match &request.service {
-        None => project.cache_container(),
-        Some(word) if word == names::CACHE_SERVICE => project.cache_container(),
+        None => cache_container(&docker, &project).await?,
+        Some(word) if word == names::CACHE_SERVICE || word == cache::TUTOR_SERVICE => {
+            cache_container(&docker, &project).await?
+        }
         Some(word) => {
             let service = names::service(word)?;
             consumers::find(&docker, &project, &service)
@@ -67,4 +70,12 @@ pub async fn logs(request: LogsRequest) -> Result<()> {
         result = copy => result,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// The project's cache container (the one Tutor runs from the plugin, or devcache's),
+/// by name even when there is none, so the Engine's answer says so.
+async fn cache_container(docker: &bollard::Docker, project: &Project) -> Result<String> {
+    Ok(cache::find(docker, project)
+        .await?
+        .map_or_else(|| project.cache_container(), |found| found.name))
 }

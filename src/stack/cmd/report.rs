@@ -16,6 +16,8 @@ pub struct StatusReport {
 #[derive(Serialize)]
 pub struct CacheReport {
     pub container: String,
+    /// Who runs it: `devcache up`, or Tutor from devcache's plugin; none when absent.
+    pub run_by: Option<&'static str>,
     pub state: String,
     pub health: Option<String>,
     pub url: Option<String>,
@@ -50,18 +52,20 @@ impl StatusReport {
             .map(|h| format!(", {h}"))
             .unwrap_or_default();
         out.push_str(&format!(
-            "cache     {} ({}{health})\n",
-            cache.container, cache.state
+            "cache     {} ({}{health}{})\n",
+            cache.container,
+            cache.state,
+            cache
+                .run_by
+                .map(|by| format!("; run by {by}"))
+                .unwrap_or_default()
         ));
         if let Some(url) = &cache.url {
             let index = INDEX_PATH.trim_start_matches('/');
             out.push_str(&format!("          {url}  index {url}{index}\n"));
         }
         if let Some(image) = &cache.image {
-            out.push_str(&format!(
-                "          image {image}, volume {}\n",
-                cache.volume
-            ));
+            out.push_str(&format!("          image {image}, data {}\n", cache.volume));
         }
         if let Some(server) = &cache.server {
             let rate = server

@@ -1,17 +1,18 @@
-//! `devcache status`: what runs where. The cache container as the Engine sees it,
+//! `devcache status`: what runs where. The cache container as the Engine sees it
+//! (the manager's own, or the one Tutor runs from devcache's plugin),
 //! the counters its `/+status` document carries, and each consumer with how its pip
 //! is configured and what the cache served it.
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use bollard::Docker;
 
 use super::report::{CacheReport, ConsumerReport, StatusReport};
 use crate::api::{ClientStats, Status};
-use crate::stack::cache;
+use crate::stack::cache::{self, Owner};
 use crate::stack::consumers::{self, Consumer};
-use crate::stack::engine::{self, is_not_found, message};
+use crate::stack::engine;
 use crate::stack::names::{self, Project};
 use crate::stack::state::Choices;
 
@@ -22,9 +23,9 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 pub async fn status(project: &str, json: bool) -> Result<()> {
     let project = Project::new(project)?;
     let docker = engine::connect().await?;
-    let name = project.cache_container();
     let mut report = CacheReport {
-        container: name.clone(),
+        container: project.cache_container(),
+        run_by: None,
         state: "absent".into(),
         health: None,
         url: None,
@@ -32,26 +33,29 @@ pub async fn status(project: &str, json: bool) -> Result<()> {
         volume: project.volume(),
         server: None,
     };
-    match docker.inspect_container(&name, None).await {
-        Ok(container) => {
-            let state = container.state.as_ref();
-            report.state = state
-                .and_then(|s| s.status)
-                .map_or("unknown".to_string(), |s| s.to_string());
-            report.health = state
-                .and_then(|s| s.health.as_ref())
-                .and_then(|h| h.status)
-                .map(|s| s.to_string());
-            report.image = container.config.as_ref().and_then(|c| c.image.clone());
-            if let Some(port) =
-                cache::host_port(&container).filter(|_| cache::is_running(&container))
-            {
-                report.url = Some(format!("http://localhost:{port}/"));
-                report.server = cache::status(port, STATUS_TIMEOUT).await.ok();
-            }
+    if let Some(found) = cache::find(&docker, &project).await? {
+        let container = &found.container;
+        let state = container.state.as_ref();
+        report.state = state
+            .and_then(|s| s.status)
+            .map_or("unknown".to_string(), |s| s.to_string());
+        report.health = state
+            .and_then(|s| s.health.as_ref())
+            .and_then(|h| h.status)
+            .map(|s| s.to_string());
+        report.image = container.config.as_ref().and_then(|c| c.image.clone());
+        if let Some(data) = cache::data_mount(container) {
+            report.volume = data;
         }
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
+        if let Some(port) = cache::host_port(container).filter(|_| cache::is_running(container)) {
+            report.url = Some(format!("http://localhost:{port}/"));
+            report.server = cache::status(port, STATUS_TIMEOUT).await.ok();
+        }
+        report.run_by = Some(match found.owner {
+            Owner::Manager => "devcache up",
+            Owner::TutorPlugin => "Tutor, from devcache's plugin",
+        });
+        report.container = found.name;
     }
     let choices = Choices::load(&project, None)?;
     // Every Python service that has a container, and every one enabled or disabled.

@@ -8,7 +8,7 @@ use bollard::Docker;
 
 use super::{fail_with, services, wire_one};
 use crate::config::{ServeConfig, ServeSettings, Source, process_env};
-use crate::stack::cache::{self, Change, Wanted};
+use crate::stack::cache::{self, Change, Found, Owner, Wanted};
 use crate::stack::engine;
 use crate::stack::image::{self, Made};
 use crate::stack::names::{Project, cache_index_url};
@@ -31,6 +31,11 @@ pub async fn up(options: UpOptions) -> Result<()> {
     let project = Project::new(&options.project)?;
     let services = services(&options.services)?;
     let docker = engine::connect().await?;
+    if let Some(found) = cache::find(&docker, &project).await?
+        && found.owner == Owner::TutorPlugin
+    {
+        return tutors_cache(&project, &found).await;
+    }
     let mut choices = Choices::load(&project, options.serve.config.as_deref())?;
     let upstream = upstream_for_container(&options.serve, &docker, &project, &choices).await?;
     let mut changed = false;
@@ -93,6 +98,31 @@ pub async fn up(options: UpOptions) -> Result<()> {
         cache_index_url()
     );
     fail_with(failures)
+}
+
+/// A project whose cache Tutor runs from devcache's plugin gets no second one: `up`
+/// says which it is and whether it answers. Its containers have the index from the
+/// image the plugin builds, so there is nothing to write into them.
+async fn tutors_cache(project: &Project, found: &Found) -> Result<()> {
+    let name = &found.name;
+    let port = cache::host_port(&found.container).filter(|_| cache::is_running(&found.container));
+    let Some(port) = port else {
+        bail!(
+            "cache {name}: Tutor runs project {}'s cache from devcache's plugin, and it is stopped: {}",
+            project.name(),
+            found.owner.start_hint(project)
+        );
+    };
+    cache::wait_ready(port).await?;
+    println!(
+        "cache {name}: Tutor runs project {}'s cache from devcache's plugin; no second one started",
+        project.name()
+    );
+    println!(
+        "cache: http://localhost:{port}/ (the openedx image the plugin builds points pip and uv at it; \
+         `devcache tutor status` shows its settings)"
+    );
+    Ok(())
 }
 
 /// The upstream the container caches: one the user gives now (flag, `DEVCACHE_UPSTREAM`,
