@@ -130,11 +130,43 @@ Examples:
   devcache tutor disable"
     )]
     Tutor(TutorCommand),
+    /// The local CA of locked installs in a data directory: `devcache enable --locked-installs`
+    /// runs it in the cache container; a cache run with `serve --tls-port` needs it too.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  devcache tls issue files.example.org --data-dir ~/.cache/devcache > devcache-ca.pem
+  devcache tls remove --data-dir ~/.cache/devcache"
+    )]
+    Tls(TlsCommand),
     /// Exit 0 when the cache answers; the container's health check.
     #[command(hide = true)]
     Health {
         #[arg(default_value = "http://127.0.0.1:3141/+status")]
         url: String,
+    },
+}
+
+/// `devcache tls ...`
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Make the CA (name-constrained to these hosts; its key stays in the data directory) and
+    /// the server's certificate, unless they exist for exactly these hosts; print the CA's
+    /// certificate, for the clients to trust.
+    Issue {
+        /// The file hosts of the lock's URLs, e.g. files.example.org
+        #[arg(required = true)]
+        hosts: Vec<String>,
+        /// The cache's data directory
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Remove the CA and the server's certificate: the cache answers no file host again.
+    Remove {
+        /// The cache's data directory
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
     },
 }
 
@@ -405,6 +437,11 @@ pub struct ServeArgs {
     /// long [env: DEVCACHE_CLIENT_TIMEOUT] [default: 30]
     #[arg(long, value_name = "SECS")]
     pub client_timeout: Option<u64>,
+    /// Also answer locked installs' file hosts (those `devcache tls issue` made a certificate
+    /// for) over TLS on this port; the cache container uses 443 [env: DEVCACHE_TLS_PORT]
+    /// [default: none]
+    #[arg(long, value_name = "PORT")]
+    pub tls_port: Option<u16>,
     /// Configuration file [env: DEVCACHE_CONFIG] [default: ./devcache.yml, then the user's config directory]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -432,6 +469,7 @@ impl From<ServeArgs> for ServeSettings {
             max_page_mib: args.max_page_mib,
             max_file_mib: args.max_file_mib,
             client_timeout: args.client_timeout,
+            tls_port: args.tls_port,
             config: args.config,
         }
     }

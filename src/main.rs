@@ -13,6 +13,7 @@ mod metrics;
 mod server;
 mod stack;
 mod store;
+mod tls;
 mod transfer;
 mod tutor;
 mod upstream;
@@ -23,7 +24,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, TutorCommand};
+use cli::{Cli, Command, TlsCommand, TutorCommand};
 use config::{ServeConfig, process_env};
 
 fn main() -> ExitCode {
@@ -80,6 +81,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tutor(TutorCommand::Enable(args)) => block_on(tutor::cmd::enable(args.into())),
         Command::Tutor(TutorCommand::Disable) => tutor::cmd::disable(),
         Command::Tutor(TutorCommand::Status) => tutor::cmd::status(),
+        Command::Tls(TlsCommand::Issue { hosts, data_dir }) => {
+            tls::issue_command(&data_dir, &hosts)
+        }
+        Command::Tls(TlsCommand::Remove { data_dir }) => tls::remove_command(&data_dir),
         Command::Health { url } => block_on(cmd::health::health(&url)),
     }
 }
