@@ -49,8 +49,18 @@ Examples:
     )]
     Down(DownArgs),
     /// Wire services to the cache (and remember it).
-    #[command(after_help = "Examples:\n  devcache enable lms studio\n  devcache enable ecommerce")]
-    Enable(ServicesArgs),
+    #[command(after_help = "\
+Examples:
+  devcache enable lms studio
+  devcache enable ecommerce
+  devcache enable --locked-installs lms    # uv sync --frozen through the cache too
+  devcache enable --locked-installs --file-host files.example.org lms
+
+--locked-installs sends the hosts of the lock's file URLs (edx-platform's uv.lock) to the
+cache inside the service: /etc/hosts names the cache container for them, the cache's CA
+(name-constrained to those hosts; its key stays in the cache's volume) joins the system
+trust store, and uv.toml sets system-certs = true. `devcache disable` undoes all of it.")]
+    Enable(EnableArgs),
     /// Unwire services, giving back the pip.conf they had (and remember it).
     #[command(after_help = "Example:\n  devcache disable lms")]
     Disable(ServicesArgs),
@@ -359,6 +369,19 @@ pub struct DownArgs {
     pub volumes: bool,
     #[command(flatten)]
     pub stack: StackArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EnableArgs {
+    /// Serve the services' locked installs (`uv sync --frozen`) from the cache too
+    #[arg(long)]
+    pub locked_installs: bool,
+    /// With --locked-installs: a file host of the lock's URLs (repeatable) [default: the hosts
+    /// of the service's uv.lock, found as `warm SERVICE` finds it]
+    #[arg(long, value_name = "HOST", requires = "locked_installs")]
+    pub file_host: Vec<String>,
+    #[command(flatten)]
+    pub services: ServicesArgs,
 }
 
 #[derive(Debug, Clone, Args)]

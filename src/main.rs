@@ -53,7 +53,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Up(args) => block_on(cmd::up::up(args.into())),
         Command::Down(args) => block_on(cmd::down::down(&args.stack.project, args.volumes)),
-        Command::Enable(args) => block_on(cmd::enable::enable(&args.stack.project, &args.services)),
+        Command::Enable(args) => block_on(cmd::enable::enable(
+            &args.services.stack.project,
+            &args.services.services,
+            args.locked_installs.then_some(args.file_host.as_slice()),
+        )),
         Command::Disable(args) => {
             block_on(cmd::enable::disable(&args.stack.project, &args.services))
         }

@@ -22,6 +22,8 @@ use super::names::{CACHE_HOST, CACHE_PORT, CACHE_SERVICE, Project};
 use crate::api::{STATUS_PATH, Status, human_bytes};
 
 const PROJECT_LABEL: &str = "devcache.project";
+/// The port the cache answers locked installs' file hosts on, as https URLs name them.
+const TLS_PORT: u16 = 443;
 /// Host variables the cache needs to reach an upstream behind a proxy.
 const PASSED_ENV: &[&str] = &[
     "HTTPS_PROXY",
@@ -183,6 +185,11 @@ async fn differences(
             "its upstream is {}, not {}",
             upstream.as_deref().unwrap_or("unset"),
             wanted.upstream
+        ));
+    }
+    if setting_of(existing, "--tls-port", "DEVCACHE_TLS_PORT") != Some(TLS_PORT.to_string()) {
+        differences.push(format!(
+            "it does not answer locked installs (TLS on {TLS_PORT})"
         ));
     }
     let max_size = max_size_of(existing);
@@ -425,6 +432,8 @@ fn container_body(project: &Project, wanted: &Wanted) -> ContainerCreateBody {
                 "/data",
                 "--upstream",
                 &wanted.upstream,
+                "--tls-port",
+                &TLS_PORT.to_string(),
             ]
             .map(String::from)
             .into_iter()

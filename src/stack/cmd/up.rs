@@ -9,10 +9,10 @@ use bollard::Docker;
 use super::{fail_with, services, wire_one};
 use crate::config::{ServeConfig, ServeSettings, Source, process_env};
 use crate::stack::cache::{self, Change, Wanted};
-use crate::stack::engine;
 use crate::stack::image::{self, Made};
 use crate::stack::names::{Project, cache_index_url};
 use crate::stack::state::Choices;
+use crate::stack::{engine, locked};
 
 /// What `up` is asked to do.
 pub struct UpOptions {
@@ -75,9 +75,10 @@ pub async fn up(options: UpOptions) -> Result<()> {
     } else {
         services
     };
+    let locked = locked::prepare(&docker, &project, &choices.locked).await?;
     let mut failures = Vec::new();
     for service in &consumers {
-        match wire_one(&docker, &project, service).await {
+        match wire_one(&docker, &project, service, locked.as_ref()).await {
             Ok(wired) => {
                 changed |= wired.changed();
                 println!("{service}: {}", wired.said(&project, service));
