@@ -902,3 +902,125 @@ fn warm_lms_prefers_the_platform_lock_to_its_requirement_exports() {
         "{upstream_log}"
     );
 }
+
+/// What devcache may change in a consumer, to compare before and after: the hosts file,
+/// the trust store, devcache's directory, and pip's and uv's config files.
+const CONSUMER_STATE: &str = "sha256sum /etc/hosts /etc/ssl/certs/ca-certificates.crt; \
+    ls -A /etc/ssl/certs /usr/local/share/ca-certificates /var/lib; \
+    cat /root/.pip/pip.conf /root/.config/uv/uv.toml 2>/dev/null | sha256sum";
+
+#[test]
+fn uv_sync_frozen_installs_through_the_cache_with_locked_installs_and_disable_undoes_it() {
+    let stack = Devstack::new();
+    let index = tempfile::tempdir().unwrap();
+    let demo = wheel("demo", "1.0", &["helper"]);
+    let helper = wheel("helper", "1.0", &[]);
+    static_index(
+        index.path(),
+        &[("demo", demo.clone()), ("helper", helper.clone())],
+    );
+    let upstream = stack.start_upstream(index.path());
+    stack.start_service("lms");
+    let uv = support::venv_tool("uv");
+    assert_ok(
+        &docker(&[
+            "cp",
+            uv.to_str().unwrap(),
+            &format!("{}:/usr/local/bin/uv", stack.container("lms")),
+        ]),
+        "copy uv into lms",
+    );
+    // edx-platform's project and lock: its files on an https host that resolves nowhere.
+    let file = |dist: &support::dists::Dist| {
+        format!(
+            "{{ url = \"https://files.upstream.test/packages/a1/b2/{}\", hash = \"sha256:{}\" }}",
+            dist.filename,
+            dist.sha256()
+        )
+    };
+    let lock = format!(
+        "version = 1\nrevision = 3\nrequires-python = \">=3.11\"\n\n\
+         [[package]]\nname = \"demo\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.upstream.test/simple\" }}\n\
+         dependencies = [{{ name = \"helper\" }}]\nwheels = [{}]\n\n\
+         [[package]]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\n\
+         dependencies = [{{ name = \"demo\" }}]\n\n[package.metadata]\nrequires-dist = [{{ name = \"demo\" }}]\n\n\
+         [[package]]\nname = \"helper\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.upstream.test/simple\" }}\n\
+         wheels = [{}]\n",
+        file(&demo),
+        file(&helper)
+    );
+    let pyproject = "[project]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\n\
+                     dependencies = [\"demo\"]\n\n[tool.uv]\npackage = false\n";
+    let repo = "/edx/app/edxapp/edx-platform";
+    assert_ok(
+        &stack.exec(
+            "lms",
+            &format!(
+                "mkdir -p {repo} && cat > {repo}/uv.lock <<'LOCK'\n{lock}LOCK\n\
+                 cat > {repo}/pyproject.toml <<'PROJECT'\n{pyproject}PROJECT\n"
+            ),
+        ),
+        "write edx-platform's project and lock",
+    );
+    let uv_sync = format!(
+        "cd {repo} && UV_PYTHON_DOWNLOADS=never uv sync --frozen --no-cache --python /usr/bin/python3 2>&1"
+    );
+    // Without locked installs, the lock's host is not reached: uv fails.
+    let said = stack.up_and_warm_lms(&upstream);
+    assert!(said.contains("2 projects, 2 files"), "{said}");
+    let direct = stack.exec("lms", &uv_sync);
+    assert!(!direct.status.success(), "{}", stdout(&direct));
+
+    let enabled = stack.said(&["enable", "--locked-installs", "lms"]);
+    assert!(
+        enabled.contains("locked installs from files.upstream.test are served by the cache"),
+        "{enabled}"
+    );
+    let synced = stack.exec("lms", &uv_sync);
+    assert_ok(&synced, "uv sync --frozen");
+    let imported = stack.exec(
+        "lms",
+        &format!("{repo}/.venv/bin/python -c 'import demo, helper; print(demo.VERSION)'"),
+    );
+    assert_ok(&imported, "import demo");
+    assert_eq!(stdout(&imported).trim(), "1.0");
+    // The cache answered both files from what warm cached.
+    let cache_log = stdout(&docker(&["logs", &stack.container("devpi")]));
+    for dist in [&demo, &helper] {
+        assert!(
+            cache_log
+                .lines()
+                .any(|l| l.contains(&dist.filename) && l.contains(" hit")),
+            "{cache_log}"
+        );
+    }
+    // A recreated container gets it all again from `up`.
+    stack.recreate_service("lms");
+    assert_ok(
+        &docker(&[
+            "cp",
+            uv.to_str().unwrap(),
+            &format!("{}:/usr/local/bin/uv", stack.container("lms")),
+        ]),
+        "copy uv into the new lms",
+    );
+    assert_ok(
+        &stack.exec(
+            "lms",
+            &format!(
+                "mkdir -p {repo} && cat > {repo}/uv.lock <<'LOCK'\n{lock}LOCK\n\
+                 cat > {repo}/pyproject.toml <<'PROJECT'\n{pyproject}PROJECT\n"
+            ),
+        ),
+        "write edx-platform's project and lock again",
+    );
+    let before = stdout(&stack.exec("lms", CONSUMER_STATE));
+    stack.said(&["up"]);
+    assert_ok(&stack.exec("lms", &uv_sync), "uv sync --frozen after up");
+
+    // disable leaves the container as it was before devcache touched it.
+    let disabled = stack.said(&["disable", "lms"]);
+    assert!(disabled.contains("lms: disabled"), "{disabled}");
+    let after = stdout(&stack.exec("lms", CONSUMER_STATE));
+    assert_eq!(before, after);
+}

@@ -124,6 +124,11 @@ marker='# devcache locked installs'
 crt=/usr/local/share/ca-certificates/devcache-locked-installs.crt
 bundle=/etc/ssl/certs/ca-certificates.crt
 saved=/var/lib/devcache/ca-certificates.crt.saved
+for link in /etc/ssl/certs/*; do
+  if [ -L "$link" ]; then
+    case "$(readlink "$link")" in *devcache-locked-installs*) rm -f "$link"; echo removed;; esac
+  fi
+done
 if [ -e "$crt" ]; then
   rm -f "$crt"
   if command -v update-ca-certificates >/dev/null 2>&1; then update-ca-certificates >/dev/null 2>&1; fi
