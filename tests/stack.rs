@@ -841,6 +841,33 @@ fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
     assert!(stdout(&out).contains("checked 3 files"), "{}", stdout(&out));
 }
 
+/// edx-platform's `uv.lock` as it is since its move to uv: the project (virtual) needs
+/// `demo`, which needs `helper`, their wheels at `https://<file_host>/packages/...`.
+fn platform_lock(
+    file_host: &str,
+    demo: &support::dists::Dist,
+    helper: &support::dists::Dist,
+) -> String {
+    let file = |dist: &support::dists::Dist| {
+        format!(
+            "{{ url = \"https://{file_host}/packages/a1/b2/{}\", hash = \"sha256:{}\" }}",
+            dist.filename,
+            dist.sha256()
+        )
+    };
+    format!(
+        "version = 1\nrevision = 3\nrequires-python = \">=3.11\"\n\n\
+         [[package]]\nname = \"demo\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
+         dependencies = [{{ name = \"helper\" }}]\nwheels = [{}]\n\n\
+         [[package]]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\n\
+         dependencies = [{{ name = \"demo\" }}]\n\n[package.metadata]\nrequires-dist = [{{ name = \"demo\" }}]\n\n\
+         [[package]]\nname = \"helper\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
+         wheels = [{}]\n",
+        file(demo),
+        file(helper)
+    )
+}
+
 #[test]
 fn warm_lms_prefers_the_platform_lock_to_its_requirement_exports() {
     let stack = Devstack::new();
@@ -861,24 +888,7 @@ fn warm_lms_prefers_the_platform_lock_to_its_requirement_exports() {
     stack.start_service("cms");
     // edx-platform as it is since its move to uv: the lock at the repository root, and
     // an export beside it. The lock names files on a host the cache never sees.
-    let file = |dist: &support::dists::Dist| {
-        format!(
-            "{{ url = \"https://files.example.invalid/p/{}\", hash = \"sha256:{}\" }}",
-            dist.filename,
-            dist.sha256()
-        )
-    };
-    let lock = format!(
-        "version = 1\nrevision = 3\nrequires-python = \">=3.11\"\n\n\
-         [[package]]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\n\
-         dependencies = [{{ name = \"demo\" }}]\n\n\
-         [[package]]\nname = \"demo\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
-         dependencies = [{{ name = \"helper\" }}]\nwheels = [{}]\n\n\
-         [[package]]\nname = \"helper\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
-         wheels = [{}]\n",
-        file(&demo),
-        file(&helper)
-    );
+    let lock = platform_lock("files.example.invalid", &demo, &helper);
     let repo = "/edx/app/edxapp/edx-platform";
     assert_ok(
         &stack.exec(
@@ -921,47 +931,34 @@ fn uv_sync_frozen_installs_through_the_cache_with_locked_installs_and_disable_un
     );
     let upstream = stack.start_upstream(index.path());
     stack.start_service("lms");
-    let uv = support::venv_tool("uv");
-    assert_ok(
-        &docker(&[
-            "cp",
-            uv.to_str().unwrap(),
-            &format!("{}:/usr/local/bin/uv", stack.container("lms")),
-        ]),
-        "copy uv into lms",
-    );
-    // edx-platform's project and lock: its files on an https host that resolves nowhere.
-    let file = |dist: &support::dists::Dist| {
-        format!(
-            "{{ url = \"https://files.upstream.test/packages/a1/b2/{}\", hash = \"sha256:{}\" }}",
-            dist.filename,
-            dist.sha256()
-        )
-    };
-    let lock = format!(
-        "version = 1\nrevision = 3\nrequires-python = \">=3.11\"\n\n\
-         [[package]]\nname = \"demo\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.upstream.test/simple\" }}\n\
-         dependencies = [{{ name = \"helper\" }}]\nwheels = [{}]\n\n\
-         [[package]]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\n\
-         dependencies = [{{ name = \"demo\" }}]\n\n[package.metadata]\nrequires-dist = [{{ name = \"demo\" }}]\n\n\
-         [[package]]\nname = \"helper\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.upstream.test/simple\" }}\n\
-         wheels = [{}]\n",
-        file(&demo),
-        file(&helper)
-    );
+    // edx-platform's project and lock, its files on an https host that resolves nowhere,
+    // and uv (the test image has none).
+    let lock = platform_lock("files.upstream.test", &demo, &helper);
     let pyproject = "[project]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\n\
                      dependencies = [\"demo\"]\n\n[tool.uv]\npackage = false\n";
     let repo = "/edx/app/edxapp/edx-platform";
-    assert_ok(
-        &stack.exec(
-            "lms",
-            &format!(
-                "mkdir -p {repo} && cat > {repo}/uv.lock <<'LOCK'\n{lock}LOCK\n\
-                 cat > {repo}/pyproject.toml <<'PROJECT'\n{pyproject}PROJECT\n"
+    let uv = support::venv_tool("uv");
+    let prepare_lms = || {
+        assert_ok(
+            &docker(&[
+                "cp",
+                uv.to_str().unwrap(),
+                &format!("{}:/usr/local/bin/uv", stack.container("lms")),
+            ]),
+            "copy uv into lms",
+        );
+        assert_ok(
+            &stack.exec(
+                "lms",
+                &format!(
+                    "mkdir -p {repo} && cat > {repo}/uv.lock <<'LOCK'\n{lock}LOCK\n\
+                     cat > {repo}/pyproject.toml <<'PROJECT'\n{pyproject}PROJECT\n"
+                ),
             ),
-        ),
-        "write edx-platform's project and lock",
-    );
+            "write edx-platform's project and lock",
+        );
+    };
+    prepare_lms();
     let uv_sync = format!(
         "cd {repo} && UV_PYTHON_DOWNLOADS=never uv sync --frozen --no-cache --python /usr/bin/python3 2>&1"
     );
@@ -996,24 +993,7 @@ fn uv_sync_frozen_installs_through_the_cache_with_locked_installs_and_disable_un
     }
     // A recreated container gets it all again from `up`.
     stack.recreate_service("lms");
-    assert_ok(
-        &docker(&[
-            "cp",
-            uv.to_str().unwrap(),
-            &format!("{}:/usr/local/bin/uv", stack.container("lms")),
-        ]),
-        "copy uv into the new lms",
-    );
-    assert_ok(
-        &stack.exec(
-            "lms",
-            &format!(
-                "mkdir -p {repo} && cat > {repo}/uv.lock <<'LOCK'\n{lock}LOCK\n\
-                 cat > {repo}/pyproject.toml <<'PROJECT'\n{pyproject}PROJECT\n"
-            ),
-        ),
-        "write edx-platform's project and lock again",
-    );
+    prepare_lms();
     let before = stdout(&stack.exec("lms", CONSUMER_STATE));
     stack.said(&["up"]);
     assert_ok(&stack.exec("lms", &uv_sync), "uv sync --frozen after up");

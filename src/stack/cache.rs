@@ -149,6 +149,11 @@ fn setting_of(container: &ContainerInspectResponse, flag: &str, var: &str) -> Op
     })
 }
 
+/// Whether the container's devcache answers locked installs (TLS on 443).
+pub fn answers_tls(container: &ContainerInspectResponse) -> bool {
+    setting_of(container, "--tls-port", "DEVCACHE_TLS_PORT") == Some(TLS_PORT.to_string())
+}
+
 /// The disk budget the container's devcache serves with.
 fn max_size_of(container: &ContainerInspectResponse) -> Option<u64> {
     setting_of(container, "--max-size", "DEVCACHE_MAX_SIZE")
@@ -187,7 +192,7 @@ async fn differences(
             wanted.upstream
         ));
     }
-    if setting_of(existing, "--tls-port", "DEVCACHE_TLS_PORT") != Some(TLS_PORT.to_string()) {
+    if !answers_tls(existing) {
         differences.push(format!(
             "it does not answer locked installs (TLS on {TLS_PORT})"
         ));

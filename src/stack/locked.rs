@@ -59,6 +59,11 @@ pub async fn prepare(
     }
     let (container, _) = cache::running(docker, project).await?;
     let name = project.cache_container();
+    if !cache::answers_tls(&container) {
+        bail!(
+            "{name} was made before locked installs: run `devcache up` to make it again (the volume is kept)"
+        );
+    }
     let cache_ip = container
         .network_settings
         .as_ref()

@@ -53,6 +53,22 @@ pub async fn enable(project: &str, words: &[String], locked: Option<&[String]>) 
             Err(e) => failures.push(format!("{service}: enabled, but {e:#}")),
         }
     }
+    // A new set of file hosts makes a new CA: the other services with locked installs
+    // are given it too.
+    if locked.is_some() {
+        for service in choices.locked.keys().filter(|s| !services.contains(s)) {
+            match wire_one(&docker, &project, service, prepared.as_ref()).await {
+                Ok(wired) if wired.changed() => {
+                    println!(
+                        "{service}: {} (the cache's CA for locked installs changed)",
+                        wired.said(&project, service)
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => failures.push(format!("{service}: {e:#}")),
+            }
+        }
+    }
     fail_with(failures)
 }
 
