@@ -127,6 +127,16 @@ impl Devstack {
         docker(&["exec", &self.container(service), "sh", "-c", script])
     }
 
+    /// Copies the test venv's uv into a service's container (the test image has none).
+    fn copy_uv(&self, service: &str) {
+        let uv = support::venv_tool("uv");
+        let into = format!("{}:/usr/local/bin/uv", self.container(service));
+        assert_ok(
+            &docker(&["cp", uv.to_str().unwrap(), &into]),
+            &format!("copy uv into {service}"),
+        );
+    }
+
     fn read(&self, service: &str, path: &str) -> String {
         stdout(&self.exec(service, &format!("cat {path} 2>/dev/null || true")))
     }
@@ -327,15 +337,7 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
     assert!(studio["served"].is_null(), "{report}");
 
     // uv inside studio (the test venv's own binary) installs through the cache.
-    let uv = support::venv_tool("uv");
-    assert_ok(
-        &docker(&[
-            "cp",
-            uv.to_str().unwrap(),
-            &format!("{}:/usr/local/bin/uv", stack.container("studio")),
-        ]),
-        "copy uv into studio",
-    );
+    stack.copy_uv("studio");
     let uv_install = stack.exec(
         "studio",
         "uv pip install --no-cache --python python3 --target /tmp/uvsite demo \
@@ -937,16 +939,8 @@ fn uv_sync_frozen_installs_through_the_cache_with_locked_installs_and_disable_un
     let pyproject = "[project]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\n\
                      dependencies = [\"demo\"]\n\n[tool.uv]\npackage = false\n";
     let repo = "/edx/app/edxapp/edx-platform";
-    let uv = support::venv_tool("uv");
     let prepare_lms = || {
-        assert_ok(
-            &docker(&[
-                "cp",
-                uv.to_str().unwrap(),
-                &format!("{}:/usr/local/bin/uv", stack.container("lms")),
-            ]),
-            "copy uv into lms",
-        );
+        stack.copy_uv("lms");
         assert_ok(
             &stack.exec(
                 "lms",
