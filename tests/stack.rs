@@ -967,6 +967,11 @@ fn uv_sync_frozen_installs_through_the_cache_with_locked_installs_and_disable_un
         enabled.contains("locked installs from files.upstream.test are served by the cache"),
         "{enabled}"
     );
+    let status = stack.said(&["status"]);
+    assert!(
+        status.contains("locked installs from files.upstream.test"),
+        "{status}"
+    );
     let synced = stack.exec("lms", &uv_sync);
     assert_ok(&synced, "uv sync --frozen");
     let imported = stack.exec(
