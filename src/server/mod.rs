@@ -92,10 +92,12 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<Apps> {
         clients: clients::Clients::default(),
         started: Instant::now(),
     });
-    let access_log = axum::middleware::from_fn_with_state(state.clone(), access_log::log);
     let file_hosts = Router::new()
         .fallback(locked::file)
-        .layer(access_log.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log::log_file_host,
+        ))
         .with_state(state.clone());
     let routes = Router::new()
         .route("/", get(status::home))
@@ -113,7 +115,10 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<Apps> {
         )
         .fallback(simple::not_found)
         .method_not_allowed_fallback(simple::read_only)
-        .layer(access_log)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log::log,
+        ))
         .with_state(state);
     // The path is normalised before routing, so that step wraps the routes rather than
     // being a layer of them.

@@ -75,8 +75,14 @@ pub async fn up(options: UpOptions) -> Result<()> {
     } else {
         services
     };
-    let locked = locked::prepare(&docker, &project, &choices.locked).await?;
     let mut failures = Vec::new();
+    // Services are wired even when locked installs cannot be set up; that is reported.
+    let locked = locked::prepare(&docker, &project, &choices.locked)
+        .await
+        .unwrap_or_else(|e| {
+            failures.push(format!("locked installs: {e:#}"));
+            None
+        });
     for service in &consumers {
         match wire_one(&docker, &project, service, locked.as_ref()).await {
             Ok(wired) => {

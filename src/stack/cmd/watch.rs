@@ -60,13 +60,11 @@ async fn report_wiring(docker: &Docker, project: &Project, service: &str) {
         Ok(choices) => locked::prepare(docker, project, &choices.locked).await,
         Err(e) => Err(e),
     };
-    let locked = match locked {
-        Ok(locked) => locked,
-        Err(e) => {
-            eprintln!("devcache: {service}: {e:#}");
-            return;
-        }
-    };
+    // The service is wired even when locked installs cannot be set up; that is reported.
+    let locked = locked.unwrap_or_else(|e| {
+        eprintln!("devcache: locked installs: {e:#}");
+        None
+    });
     match wire_one(docker, project, service, locked.as_ref()).await {
         Ok(wired) => println!("{service}: {}", wired.said(project, service)),
         Err(e) => eprintln!("devcache: {service}: {e:#}"),
