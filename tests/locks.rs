@@ -82,14 +82,7 @@ async fn a_locks_file_host_is_answered_from_the_cache_and_its_ca_vouches_for_no_
     assert_eq!(again.bytes().await.unwrap().as_ref(), demo.bytes.as_slice());
     assert_eq!(upstream.downloads(&format!("/files/{}", demo.filename)), 1);
     // /metrics counts them as files, whatever their path.
-    let metrics = support::http()
-        .get(format!("{}/metrics", cache.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::get_text(&format!("{}/metrics", cache.url)).await;
     for outcome in ["miss", "hit"] {
         let line = format!("devcache_requests_total{{route=\"file\",outcome=\"{outcome}\"}} 1");
         assert!(metrics.contains(&line), "{metrics}");
