@@ -980,6 +980,17 @@ fn uv_sync_frozen_installs_through_the_cache_with_locked_installs_and_disable_un
     );
     assert_ok(&imported, "import demo");
     assert_eq!(stdout(&imported).trim(), "1.0");
+    // OpenSSL clients in the container trust it too (the CA is in the system store).
+    let fetched = stack.exec(
+        "lms",
+        &format!(
+            "python3 -c \"import hashlib, urllib.request; \
+             print(hashlib.sha256(urllib.request.urlopen('https://files.upstream.test/x/{}').read()).hexdigest())\"",
+            demo.filename
+        ),
+    );
+    assert_ok(&fetched, "python3 fetches the lock's URL");
+    assert_eq!(stdout(&fetched).trim(), demo.sha256());
     // The cache answered both files from what warm cached.
     let cache_log = stdout(&docker(&["logs", &stack.container("devpi")]));
     for dist in [&demo, &helper] {
