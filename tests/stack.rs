@@ -106,6 +106,33 @@ impl Devstack {
             .unwrap()
     }
 
+    /// Runs `devcache watch` while `meanwhile` happens, until watch says a line that
+    /// starts with `expected`; what it said.
+    fn watch_while(&self, meanwhile: impl FnOnce(), expected: &str) -> Vec<String> {
+        let mut watch = self.watch(Stdio::piped());
+        let watch_out = watch.stdout.take().unwrap();
+        let (said_tx, said_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(watch_out)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = said_tx.send(line);
+            }
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        meanwhile();
+        let mut said = Vec::new();
+        wait_for(&format!("watch to say {expected:?}"), || {
+            said.extend(said_rx.try_iter());
+            said.iter().any(|l| l.starts_with(expected))
+        });
+        watch.kill().unwrap();
+        watch.wait().unwrap();
+        said
+    }
+
     /// Runs devcache, which must succeed, and returns what it said on stdout.
     fn said(&self, args: &[&str]) -> String {
         let out = self.devcache(args);
@@ -500,27 +527,7 @@ fn the_devstack_loop(label: &str) {
     );
     assert!(said.contains("already up to date"), "{said}");
 
-    let mut watch = stack.watch(Stdio::piped());
-    let watch_out = watch.stdout.take().unwrap();
-    let (said_tx, said_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(watch_out)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = said_tx.send(line);
-        }
-    });
-    std::thread::sleep(Duration::from_secs(1));
-    stack.recreate_service(label);
-    let mut watch_said = Vec::new();
-    wait_for("watch to say it wired the recreated studio", || {
-        watch_said.extend(said_rx.try_iter());
-        watch_said.iter().any(|l| l.starts_with("studio: wired"))
-    });
-    watch.kill().unwrap();
-    watch.wait().unwrap();
+    let watch_said = stack.watch_while(|| stack.recreate_service(label), "studio: wired");
     assert!(
         stack
             .read(label, "/root/.pip/pip.conf")
@@ -1001,7 +1008,16 @@ fn uv_sync_frozen_installs_through_the_cache_with_locked_installs_and_disable_un
             "{cache_log}"
         );
     }
-    // A recreated container gets it all again from `up`.
+    // A recreated container gets it all again from `watch`, and from `up`.
+    let said = stack.watch_while(|| stack.recreate_service("lms"), "lms: wired");
+    assert!(
+        stack
+            .read("lms", "/etc/hosts")
+            .contains("files.upstream.test"),
+        "{said:?}"
+    );
+    prepare_lms();
+    assert_ok(&stack.exec("lms", &uv_sync), "uv sync --frozen after watch");
     stack.recreate_service("lms");
     prepare_lms();
     let before = stdout(&stack.exec("lms", CONSUMER_STATE));
