@@ -940,6 +940,16 @@ fn uv_sync_frozen_installs_through_the_cache_with_locked_installs_and_disable_un
     );
     let upstream = stack.start_upstream(index.path());
     stack.start_service("lms");
+    // studio has no update-ca-certificates: the CA goes into the bundle itself.
+    stack.start_service("studio");
+    assert_ok(
+        &stack.exec(
+            "studio",
+            "mv /usr/sbin/update-ca-certificates /usr/sbin/hidden-update-ca-certificates",
+        ),
+        "hide update-ca-certificates in studio",
+    );
+    let studio_before = stdout(&stack.exec("studio", CONSUMER_STATE));
     // edx-platform's project and lock, its files on an https host that resolves nowhere,
     // and uv (the test image has none).
     let lock = platform_lock("files.upstream.test", &demo, &helper);
@@ -987,17 +997,28 @@ fn uv_sync_frozen_installs_through_the_cache_with_locked_installs_and_disable_un
     );
     assert_ok(&imported, "import demo");
     assert_eq!(stdout(&imported).trim(), "1.0");
-    // OpenSSL clients in the container trust it too (the CA is in the system store).
-    let fetched = stack.exec(
-        "lms",
-        &format!(
-            "python3 -c \"import hashlib, urllib.request; \
-             print(hashlib.sha256(urllib.request.urlopen('https://files.upstream.test/x/{}').read()).hexdigest())\"",
-            demo.filename
-        ),
+    // OpenSSL clients in the container trust it too (the CA is in the system store),
+    // and so in studio, whose file host is named and whose bundle holds the CA.
+    let fetch = format!(
+        "python3 -c \"import hashlib, urllib.request; \
+         print(hashlib.sha256(urllib.request.urlopen('https://files.upstream.test/x/{}').read()).hexdigest())\"",
+        demo.filename
     );
+    let fetched = stack.exec("lms", &fetch);
     assert_ok(&fetched, "python3 fetches the lock's URL");
     assert_eq!(stdout(&fetched).trim(), demo.sha256());
+    stack.said(&[
+        "enable",
+        "--locked-installs",
+        "--file-host",
+        "files.upstream.test",
+        "studio",
+    ]);
+    let fetched = stack.exec("studio", &fetch);
+    assert_ok(&fetched, "python3 in studio fetches the lock's URL");
+    assert_eq!(stdout(&fetched).trim(), demo.sha256());
+    stack.said(&["disable", "studio"]);
+    assert_eq!(studio_before, stdout(&stack.exec("studio", CONSUMER_STATE)));
     // The cache answered both files from what warm cached.
     let cache_log = stdout(&docker(&["logs", &stack.container("devpi")]));
     for dist in [&demo, &helper] {
