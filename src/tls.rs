@@ -86,7 +86,8 @@ pub struct Issued {
 /// The second value says whether they were made now.
 pub fn issue(data_dir: &Path, hosts: &[String]) -> Result<(Issued, bool)> {
     let hosts = host_names(hosts)?;
-    if let Some(existing) = load(data_dir)?
+    // One that cannot be read (a file of it removed) is made again.
+    if let Ok(Some(existing)) = load(data_dir)
         && existing.hosts == hosts
     {
         return Ok((existing, false));
