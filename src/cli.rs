@@ -50,8 +50,18 @@ Examples:
     )]
     Down(DownArgs),
     /// Wire services to the cache (and remember it).
-    #[command(after_help = "Examples:\n  devcache enable lms studio\n  devcache enable ecommerce")]
-    Enable(ServicesArgs),
+    #[command(after_help = "\
+Examples:
+  devcache enable lms studio
+  devcache enable ecommerce
+  devcache enable --locked-installs lms    # uv sync --frozen through the cache too
+  devcache enable --locked-installs --file-host files.example.org lms
+
+--locked-installs sends the hosts of the lock's file URLs (edx-platform's uv.lock) to the
+cache inside the service: /etc/hosts names the cache container for them, the cache's CA
+(name-constrained to those hosts; its key stays in the cache's volume) joins the system
+trust store, and uv.toml sets system-certs = true. `devcache disable` undoes all of it.")]
+    Enable(EnableArgs),
     /// Unwire services, giving back the pip.conf they had (and remember it).
     #[command(after_help = "Example:\n  devcache disable lms")]
     Disable(ServicesArgs),
@@ -132,11 +142,43 @@ Examples:
   devcache tutor disable"
     )]
     Tutor(TutorCommand),
+    /// The local CA of locked installs in a data directory: `devcache enable --locked-installs`
+    /// runs it in the cache container; a cache run with `serve --tls-port` needs it too.
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  devcache tls issue files.example.org --data-dir ~/.cache/devcache > devcache-ca.pem
+  devcache tls remove --data-dir ~/.cache/devcache"
+    )]
+    Tls(TlsCommand),
     /// Exit 0 when the cache answers; the container's health check.
     #[command(hide = true)]
     Health {
         #[arg(default_value = "http://127.0.0.1:3141/+status")]
         url: String,
+    },
+}
+
+/// `devcache tls ...`
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Make the CA (name-constrained to these hosts; its key stays in the data directory) and
+    /// the server's certificate, unless they exist for exactly these hosts; print the CA's
+    /// certificate, for the clients to trust.
+    Issue {
+        /// The file hosts of the lock's URLs, e.g. files.example.org
+        #[arg(required = true)]
+        hosts: Vec<String>,
+        /// The cache's data directory
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+    },
+    /// Remove the CA and the server's certificate: the cache answers no file host again.
+    Remove {
+        /// The cache's data directory
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
     },
 }
 
@@ -332,6 +374,19 @@ pub struct DownArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct EnableArgs {
+    /// Serve the services' locked installs (`uv sync --frozen`) from the cache too
+    #[arg(long)]
+    pub locked_installs: bool,
+    /// With --locked-installs: a file host of the lock's URLs (repeatable) [default: the hosts
+    /// of the service's uv.lock, found as `warm SERVICE` finds it]
+    #[arg(long, value_name = "HOST", requires = "locked_installs")]
+    pub file_host: Vec<String>,
+    #[command(flatten)]
+    pub services: ServicesArgs,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ServicesArgs {
     /// devstack services, e.g. lms studio ecommerce
     #[arg(required = true)]
@@ -407,6 +462,11 @@ pub struct ServeArgs {
     /// long [env: DEVCACHE_CLIENT_TIMEOUT] [default: 30]
     #[arg(long, value_name = "SECS")]
     pub client_timeout: Option<u64>,
+    /// Also answer locked installs' file hosts (those `devcache tls issue` made a certificate
+    /// for) over TLS on this port; the cache container uses 443 [env: DEVCACHE_TLS_PORT]
+    /// [default: none]
+    #[arg(long, value_name = "PORT")]
+    pub tls_port: Option<u16>,
     /// Configuration file [env: DEVCACHE_CONFIG] [default: ./devcache.yml, then the user's config directory]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -434,6 +494,7 @@ impl From<ServeArgs> for ServeSettings {
             max_page_mib: args.max_page_mib,
             max_file_mib: args.max_file_mib,
             client_timeout: args.client_timeout,
+            tls_port: args.tls_port,
             config: args.config,
         }
     }

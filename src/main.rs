@@ -13,6 +13,7 @@ mod metrics;
 mod server;
 mod stack;
 mod store;
+mod tls;
 mod transfer;
 mod tutor;
 mod upstream;
@@ -23,7 +24,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, TutorCommand};
+use cli::{Cli, Command, TlsCommand, TutorCommand};
 use config::{ServeConfig, process_env};
 
 fn main() -> ExitCode {
@@ -52,7 +53,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Up(args) => block_on(cmd::up::up(args.into())),
         Command::Down(args) => block_on(cmd::down::down(&args.stack.project, args.volumes)),
-        Command::Enable(args) => block_on(cmd::enable::enable(&args.stack.project, &args.services)),
+        Command::Enable(args) => block_on(cmd::enable::enable(
+            &args.services.stack.project,
+            &args.services.services,
+            args.locked_installs.then_some(args.file_host.as_slice()),
+        )),
         Command::Disable(args) => {
             block_on(cmd::enable::disable(&args.stack.project, &args.services))
         }
@@ -80,6 +85,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tutor(TutorCommand::Enable(args)) => block_on(tutor::cmd::enable(args.into())),
         Command::Tutor(TutorCommand::Disable) => tutor::cmd::disable(),
         Command::Tutor(TutorCommand::Status) => tutor::cmd::status(),
+        Command::Tls(TlsCommand::Issue { hosts, data_dir }) => {
+            tls::issue_command(&data_dir, &hosts)
+        }
+        Command::Tls(TlsCommand::Remove { data_dir }) => tls::remove_command(&data_dir),
         Command::Health { url } => block_on(cmd::health::health(&url)),
     }
 }

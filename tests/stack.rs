@@ -106,6 +106,33 @@ impl Devstack {
             .unwrap()
     }
 
+    /// Runs `devcache watch` while `meanwhile` happens, until watch says a line that
+    /// starts with `expected`; what it said.
+    fn watch_while(&self, meanwhile: impl FnOnce(), expected: &str) -> Vec<String> {
+        let mut watch = self.watch(Stdio::piped());
+        let watch_out = watch.stdout.take().unwrap();
+        let (said_tx, said_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(watch_out)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = said_tx.send(line);
+            }
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        meanwhile();
+        let mut said = Vec::new();
+        wait_for(&format!("watch to say {expected:?}"), || {
+            said.extend(said_rx.try_iter());
+            said.iter().any(|l| l.starts_with(expected))
+        });
+        watch.kill().unwrap();
+        watch.wait().unwrap();
+        said
+    }
+
     /// Runs devcache, which must succeed, and returns what it said on stdout.
     fn said(&self, args: &[&str]) -> String {
         let out = self.devcache(args);
@@ -125,6 +152,16 @@ impl Devstack {
     /// Runs a shell command in a service's container.
     fn exec(&self, service: &str, script: &str) -> Output {
         docker(&["exec", &self.container(service), "sh", "-c", script])
+    }
+
+    /// Copies the test venv's uv into a service's container (the test image has none).
+    fn copy_uv(&self, service: &str) {
+        let uv = support::venv_tool("uv");
+        let into = format!("{}:/usr/local/bin/uv", self.container(service));
+        assert_ok(
+            &docker(&["cp", uv.to_str().unwrap(), &into]),
+            &format!("copy uv into {service}"),
+        );
     }
 
     fn read(&self, service: &str, path: &str) -> String {
@@ -327,15 +364,7 @@ fn up_wires_lms_and_studio_and_pip_installs_through_the_cache_online_then_offlin
     assert!(studio["served"].is_null(), "{report}");
 
     // uv inside studio (the test venv's own binary) installs through the cache.
-    let uv = support::venv_tool("uv");
-    assert_ok(
-        &docker(&[
-            "cp",
-            uv.to_str().unwrap(),
-            &format!("{}:/usr/local/bin/uv", stack.container("studio")),
-        ]),
-        "copy uv into studio",
-    );
+    stack.copy_uv("studio");
     let uv_install = stack.exec(
         "studio",
         "uv pip install --no-cache --python python3 --target /tmp/uvsite demo \
@@ -498,27 +527,7 @@ fn the_devstack_loop(label: &str) {
     );
     assert!(said.contains("already up to date"), "{said}");
 
-    let mut watch = stack.watch(Stdio::piped());
-    let watch_out = watch.stdout.take().unwrap();
-    let (said_tx, said_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(watch_out)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = said_tx.send(line);
-        }
-    });
-    std::thread::sleep(Duration::from_secs(1));
-    stack.recreate_service(label);
-    let mut watch_said = Vec::new();
-    wait_for("watch to say it wired the recreated studio", || {
-        watch_said.extend(said_rx.try_iter());
-        watch_said.iter().any(|l| l.starts_with("studio: wired"))
-    });
-    watch.kill().unwrap();
-    watch.wait().unwrap();
+    let watch_said = stack.watch_while(|| stack.recreate_service(label), "studio: wired");
     assert!(
         stack
             .read(label, "/root/.pip/pip.conf")
@@ -841,6 +850,33 @@ fn warm_a_service_for_its_own_python_then_carry_the_cache_to_a_fresh_volume() {
     assert!(stdout(&out).contains("checked 3 files"), "{}", stdout(&out));
 }
 
+/// edx-platform's `uv.lock` as it is since its move to uv: the project (virtual) needs
+/// `demo`, which needs `helper`, their wheels at `https://<file_host>/packages/...`.
+fn platform_lock(
+    file_host: &str,
+    demo: &support::dists::Dist,
+    helper: &support::dists::Dist,
+) -> String {
+    let file = |dist: &support::dists::Dist| {
+        format!(
+            "{{ url = \"https://{file_host}/packages/a1/b2/{}\", hash = \"sha256:{}\" }}",
+            dist.filename,
+            dist.sha256()
+        )
+    };
+    format!(
+        "version = 1\nrevision = 3\nrequires-python = \">=3.11\"\n\n\
+         [[package]]\nname = \"demo\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
+         dependencies = [{{ name = \"helper\" }}]\nwheels = [{}]\n\n\
+         [[package]]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\n\
+         dependencies = [{{ name = \"demo\" }}]\n\n[package.metadata]\nrequires-dist = [{{ name = \"demo\" }}]\n\n\
+         [[package]]\nname = \"helper\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
+         wheels = [{}]\n",
+        file(demo),
+        file(helper)
+    )
+}
+
 #[test]
 fn warm_lms_prefers_the_platform_lock_to_its_requirement_exports() {
     let stack = Devstack::new();
@@ -861,24 +897,7 @@ fn warm_lms_prefers_the_platform_lock_to_its_requirement_exports() {
     stack.start_service("cms");
     // edx-platform as it is since its move to uv: the lock at the repository root, and
     // an export beside it. The lock names files on a host the cache never sees.
-    let file = |dist: &support::dists::Dist| {
-        format!(
-            "{{ url = \"https://files.example.invalid/p/{}\", hash = \"sha256:{}\" }}",
-            dist.filename,
-            dist.sha256()
-        )
-    };
-    let lock = format!(
-        "version = 1\nrevision = 3\nrequires-python = \">=3.11\"\n\n\
-         [[package]]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nsource = {{ virtual = \".\" }}\n\
-         dependencies = [{{ name = \"demo\" }}]\n\n\
-         [[package]]\nname = \"demo\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
-         dependencies = [{{ name = \"helper\" }}]\nwheels = [{}]\n\n\
-         [[package]]\nname = \"helper\"\nversion = \"1.0\"\nsource = {{ registry = \"https://index.example.invalid/simple\" }}\n\
-         wheels = [{}]\n",
-        file(&demo),
-        file(&helper)
-    );
+    let lock = platform_lock("files.example.invalid", &demo, &helper);
     let repo = "/edx/app/edxapp/edx-platform";
     assert_ok(
         &stack.exec(
@@ -901,4 +920,134 @@ fn warm_lms_prefers_the_platform_lock_to_its_requirement_exports() {
         upstream_log.contains(&demo.filename) && !upstream_log.contains("exported-1.0"),
         "{upstream_log}"
     );
+}
+
+/// What devcache may change in a consumer, to compare before and after: the hosts file,
+/// the trust store, devcache's directory, and pip's and uv's config files.
+const CONSUMER_STATE: &str = "sha256sum /etc/hosts /etc/ssl/certs/ca-certificates.crt; \
+    ls -A /etc/ssl/certs /usr/local/share/ca-certificates /var/lib; \
+    cat /root/.pip/pip.conf /root/.config/uv/uv.toml 2>/dev/null | sha256sum";
+
+#[test]
+fn uv_sync_frozen_installs_through_the_cache_with_locked_installs_and_disable_undoes_it() {
+    let stack = Devstack::new();
+    let index = tempfile::tempdir().unwrap();
+    let demo = wheel("demo", "1.0", &["helper"]);
+    let helper = wheel("helper", "1.0", &[]);
+    static_index(
+        index.path(),
+        &[("demo", demo.clone()), ("helper", helper.clone())],
+    );
+    let upstream = stack.start_upstream(index.path());
+    stack.start_service("lms");
+    // studio has no update-ca-certificates: the CA goes into the bundle itself.
+    stack.start_service("studio");
+    assert_ok(
+        &stack.exec(
+            "studio",
+            "mv /usr/sbin/update-ca-certificates /usr/sbin/hidden-update-ca-certificates",
+        ),
+        "hide update-ca-certificates in studio",
+    );
+    let studio_before = stdout(&stack.exec("studio", CONSUMER_STATE));
+    // edx-platform's project and lock, its files on an https host that resolves nowhere,
+    // and uv (the test image has none).
+    let lock = platform_lock("files.upstream.test", &demo, &helper);
+    let pyproject = "[project]\nname = \"edx-platform\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\n\
+                     dependencies = [\"demo\"]\n\n[tool.uv]\npackage = false\n";
+    let repo = "/edx/app/edxapp/edx-platform";
+    let prepare_lms = || {
+        stack.copy_uv("lms");
+        assert_ok(
+            &stack.exec(
+                "lms",
+                &format!(
+                    "mkdir -p {repo} && cat > {repo}/uv.lock <<'LOCK'\n{lock}LOCK\n\
+                     cat > {repo}/pyproject.toml <<'PROJECT'\n{pyproject}PROJECT\n"
+                ),
+            ),
+            "write edx-platform's project and lock",
+        );
+    };
+    prepare_lms();
+    let uv_sync = format!(
+        "cd {repo} && UV_PYTHON_DOWNLOADS=never uv sync --frozen --no-cache --python /usr/bin/python3 2>&1"
+    );
+    // Without locked installs, the lock's host is not reached: uv fails.
+    let said = stack.up_and_warm_lms(&upstream);
+    assert!(said.contains("2 projects, 2 files"), "{said}");
+    let direct = stack.exec("lms", &uv_sync);
+    assert!(!direct.status.success(), "{}", stdout(&direct));
+
+    let enabled = stack.said(&["enable", "--locked-installs", "lms"]);
+    assert!(
+        enabled.contains("locked installs from files.upstream.test are served by the cache"),
+        "{enabled}"
+    );
+    let status = stack.said(&["status"]);
+    assert!(
+        status.contains("locked installs from files.upstream.test"),
+        "{status}"
+    );
+    let synced = stack.exec("lms", &uv_sync);
+    assert_ok(&synced, "uv sync --frozen");
+    let imported = stack.exec(
+        "lms",
+        &format!("{repo}/.venv/bin/python -c 'import demo, helper; print(demo.VERSION)'"),
+    );
+    assert_ok(&imported, "import demo");
+    assert_eq!(stdout(&imported).trim(), "1.0");
+    // OpenSSL clients in the container trust it too (the CA is in the system store),
+    // and so in studio, whose file host is named and whose bundle holds the CA.
+    let fetch = format!(
+        "python3 -c \"import hashlib, urllib.request; \
+         print(hashlib.sha256(urllib.request.urlopen('https://files.upstream.test/x/{}').read()).hexdigest())\"",
+        demo.filename
+    );
+    let fetched = stack.exec("lms", &fetch);
+    assert_ok(&fetched, "python3 fetches the lock's URL");
+    assert_eq!(stdout(&fetched).trim(), demo.sha256());
+    stack.said(&[
+        "enable",
+        "--locked-installs",
+        "--file-host",
+        "files.upstream.test",
+        "studio",
+    ]);
+    let fetched = stack.exec("studio", &fetch);
+    assert_ok(&fetched, "python3 in studio fetches the lock's URL");
+    assert_eq!(stdout(&fetched).trim(), demo.sha256());
+    stack.said(&["disable", "studio"]);
+    assert_eq!(studio_before, stdout(&stack.exec("studio", CONSUMER_STATE)));
+    // The cache answered both files from what warm cached.
+    let cache_log = stdout(&docker(&["logs", &stack.container("devpi")]));
+    for dist in [&demo, &helper] {
+        assert!(
+            cache_log
+                .lines()
+                .any(|l| l.contains(&dist.filename) && l.contains(" hit")),
+            "{cache_log}"
+        );
+    }
+    // A recreated container gets it all again from `watch`, and from `up`.
+    let said = stack.watch_while(|| stack.recreate_service("lms"), "lms: wired");
+    assert!(
+        stack
+            .read("lms", "/etc/hosts")
+            .contains("files.upstream.test"),
+        "{said:?}"
+    );
+    prepare_lms();
+    assert_ok(&stack.exec("lms", &uv_sync), "uv sync --frozen after watch");
+    stack.recreate_service("lms");
+    prepare_lms();
+    let before = stdout(&stack.exec("lms", CONSUMER_STATE));
+    stack.said(&["up"]);
+    assert_ok(&stack.exec("lms", &uv_sync), "uv sync --frozen after up");
+
+    // disable leaves the container as it was before devcache touched it.
+    let disabled = stack.said(&["disable", "lms"]);
+    assert!(disabled.contains("lms: disabled"), "{disabled}");
+    let after = stdout(&stack.exec("lms", CONSUMER_STATE));
+    assert_eq!(before, after);
 }

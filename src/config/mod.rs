@@ -27,6 +27,8 @@ pub struct ServeSettings {
     pub max_page_mib: Option<u64>,
     pub max_file_mib: Option<u64>,
     pub client_timeout: Option<u64>,
+    /// The port to answer locked installs' file hosts on, over TLS.
+    pub tls_port: Option<u16>,
     /// devcache.yml's path, instead of looking for it.
     pub config: Option<PathBuf>,
 }
@@ -80,6 +82,8 @@ pub struct ServeConfig {
     pub max_file_mib: Setting<u64>,
     /// Seconds a client has to send a request's headers; idle connections close after as long.
     pub client_timeout: Setting<u64>,
+    /// The port locked installs' file hosts are answered on, over TLS; `None`: not at all.
+    pub tls_port: Setting<Option<u16>>,
 }
 
 /// Default page cap: the largest real project pages (nightly builds with tens of
@@ -110,6 +114,7 @@ pub struct FileConfig {
     max_page_mib: Option<u64>,
     max_file_mib: Option<u64>,
     client_timeout: Option<u64>,
+    tls_port: Option<u16>,
 }
 
 /// The process environment, as a function so tests can give their own.
@@ -188,6 +193,12 @@ impl ServeConfig {
             file.client_timeout.map(|v| (v, from_file())),
             || 30,
         );
+        let tls_port = pick(
+            args.tls_port.map(Some),
+            env_value::<u16>(env, "DEVCACHE_TLS_PORT")?.map(|(port, source)| (Some(port), source)),
+            file.tls_port.map(|v| (Some(v), from_file())),
+            || None,
+        );
         let upstream = match resolve_upstream(args, env, file.upstream.clone(), from_file()) {
             Ok(Setting { value, source }) => Setting {
                 value: Some(value),
@@ -211,6 +222,7 @@ impl ServeConfig {
             max_page_mib,
             max_file_mib,
             client_timeout,
+            tls_port,
         })
     }
 
@@ -268,6 +280,13 @@ impl ServeConfig {
                 "client_timeout",
                 format!("{}s", self.client_timeout.value),
                 &self.client_timeout.source,
+            ),
+            (
+                "tls_port",
+                self.tls_port
+                    .value
+                    .map_or("(none: no locked installs)".to_string(), |p| p.to_string()),
+                &self.tls_port.source,
             ),
         ];
         rows.iter()

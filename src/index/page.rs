@@ -108,19 +108,52 @@ fn derive_versions(name: &ProjectName, files: &[DistFile]) -> Vec<String> {
         .collect()
 }
 
+/// The suffixes of source distributions, longest first where one ends another.
+const SDIST_SUFFIXES: &[&str] = &[".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tar"];
+
 /// The version a distribution's file name carries: the second field of a wheel
 /// name, or what follows the project's name in an sdist name.
 pub fn version_in_filename(name: &ProjectName, filename: &str) -> Option<String> {
     if let Some(stem) = filename.strip_suffix(".whl") {
         return stem.split('-').nth(1).map(str::to_string);
     }
-    let stem = [".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tar"]
+    let stem = SDIST_SUFFIXES
         .iter()
         .find_map(|ext| filename.strip_suffix(ext))?;
     stem.match_indices('-').find_map(|(at, _)| {
         let prefix = ProjectName::parse(&stem[..at]).ok()?;
         (prefix == *name).then(|| stem[at + 1..].to_string())
     })
+}
+
+/// The projects a distribution's file name may belong to, most likely first: a wheel's
+/// first field; for an sdist, the name before its version (at the last `-`, as current
+/// sdists are named), then each shorter prefix (older sdists kept `-` in the name).
+/// Nothing for a name that is neither.
+pub fn projects_in_filename(filename: &str) -> Vec<ProjectName> {
+    if let Some(stem) = filename.strip_suffix(".whl") {
+        return stem
+            .split('-')
+            .next()
+            .and_then(|name| ProjectName::parse(name).ok())
+            .into_iter()
+            .collect();
+    }
+    let Some(stem) = SDIST_SUFFIXES
+        .iter()
+        .find_map(|ext| filename.strip_suffix(ext))
+    else {
+        return Vec::new();
+    };
+    let mut names: Vec<ProjectName> = Vec::new();
+    for (at, _) in stem.rmatch_indices('-') {
+        if let Ok(name) = ProjectName::parse(&stem[..at])
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+    }
+    names
 }
 
 #[cfg(test)]
@@ -148,6 +181,20 @@ mod tests {
             Some("6.0")
         );
         assert_eq!(version_in_filename(&zope, "README.txt"), None);
+    }
+
+    #[test]
+    fn projects_are_read_from_file_names_most_likely_first() {
+        assert_eq!(
+            projects_in_filename("Django-4.2.1-py3-none-any.whl"),
+            vec![name("django")]
+        );
+        assert_eq!(
+            projects_in_filename("zope-interface-6.0.tar.gz"),
+            vec![name("zope-interface"), name("zope")]
+        );
+        assert!(projects_in_filename("README.txt").is_empty());
+        assert!(projects_in_filename("../x.whl").is_empty());
     }
 
     #[test]

@@ -27,6 +27,15 @@ use crate::api::{FILES_PATH, INDEX_PATH, METRICS_PATH, OUTCOME_HEADER, SIMPLE_PA
 use crate::metrics::{Route, metrics};
 
 pub async fn log(state: State, request: Request, next: Next) -> Response {
+    logged(state, request, next, false).await
+}
+
+/// The same for locked installs' file hosts, whose every request is for a file.
+pub async fn log_file_host(state: State, request: Request, next: Next) -> Response {
+    logged(state, request, next, true).await
+}
+
+async fn logged(state: State, request: Request, next: Next, file_host: bool) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();
@@ -72,6 +81,7 @@ pub async fn log(state: State, request: Request, next: Next) -> Response {
         bytes: 0,
         client,
         user_agent,
+        file_host,
         state: state.0.clone(),
     };
     Response::from_parts(parts, Body::new(body))
@@ -90,6 +100,8 @@ struct LoggedBody {
     finished: bool,
     client: Option<IpAddr>,
     user_agent: Option<String>,
+    /// Asked of a locked install's file host: a file, whatever its path.
+    file_host: bool,
     state: Arc<AppState>,
 }
 
@@ -117,7 +129,11 @@ fn route_of(path: &str) -> Route {
 impl Drop for LoggedBody {
     fn drop(&mut self) {
         metrics().request(
-            route_of(&self.path),
+            if self.file_host {
+                Route::File
+            } else {
+                route_of(&self.path)
+            },
             self.outcome.map(Outcome::as_str),
             self.bytes,
         );

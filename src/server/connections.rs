@@ -5,6 +5,8 @@
 //! keep-alive connection is closed after as long, so half-sent requests cannot pile
 //! up. On stop, no new connection is accepted and those open get a bounded time to
 //! finish: whatever they do, the process ends within the stop grace period.
+//! The same loop serves TLS (locked installs' file hosts): the handshake, too, must
+//! finish within `client_timeout`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,14 +18,16 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-/// Serves `app` on `listener` until `stop` completes, then gives the open
-/// connections up to `grace` to finish and returns. Answers already under way that
-/// outlast it are cut.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop` completes,
+/// then gives the open connections up to `grace` to finish and returns. Answers already
+/// under way that outlast it are cut.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<TlsAcceptor>,
     client_timeout: Duration,
     stop: impl Future<Output = ()>,
     grace: Duration,
@@ -60,12 +64,33 @@ pub async fn serve(
                 request.map(axum::body::Body::new)
             },
         );
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let service = TowerToHyperService::new(service);
+            let ended = match tls {
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(client_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, %peer, "connection ended");
             }
         });

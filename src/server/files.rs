@@ -29,12 +29,25 @@ pub async fn file(
     let (Ok(name), Some(key)) = (ProjectName::parse(&project), BlobKey::parse(&key)) else {
         return not_found("no such file");
     };
+    answer(&state, &method, &name, key, &filename, &headers).await
+}
+
+/// Answers a request for the file `filename` (or its `.metadata`) of project `name`,
+/// stored as `key`: the one answer of the file routes, whichever URL named the file.
+pub async fn answer(
+    state: &State,
+    method: &Method,
+    name: &ProjectName,
+    key: BlobKey,
+    filename: &str,
+    headers: &HeaderMap,
+) -> Response {
     let (dist_filename, metadata) = match filename.strip_suffix(METADATA_SUFFIX) {
         Some(dist) if !dist.is_empty() => (dist, true),
-        _ => (filename.as_str(), false),
+        _ => (filename, false),
     };
     let request = FileRequest {
-        project: &name,
+        project: name,
         key: &key,
         dist_filename,
         metadata,
@@ -44,9 +57,9 @@ pub async fn file(
     let want = if method == Method::HEAD {
         Want::Head
     } else {
-        match header_str(&headers, header::RANGE) {
+        match header_str(headers, header::RANGE) {
             // If-Range with another validator means the client's copy differs: send it all.
-            Some(range) if header_str(&headers, header::IF_RANGE).is_none_or(|v| v == etag) => {
+            Some(range) if header_str(headers, header::IF_RANGE).is_none_or(|v| v == etag) => {
                 Want::Range(range)
             }
             _ => Want::Body,
@@ -54,14 +67,14 @@ pub async fn file(
     };
     let (answer, outcome) = match state.cache.file(request, want).await {
         Ok(found) => found,
-        Err(e) => return file_error(&name, e),
+        Err(e) => return file_error(name, e),
     };
     let response = match answer {
-        FileAnswer::Cached(cached) => serve_cached(&cached, &filename, &headers),
+        FileAnswer::Cached(cached) => serve_cached(&cached, filename, headers),
         FileAnswer::Filling { fill, length } => {
             let mut response = Response::new(Body::from_stream(fill.stream()));
             let response_headers = response.headers_mut();
-            insert_file_headers(response_headers, &key, &filename);
+            insert_file_headers(response_headers, &key, filename);
             if let Some(length) = length {
                 response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
             }
@@ -70,7 +83,7 @@ pub async fn file(
         FileAnswer::Described { length } => {
             let mut response = Response::new(Body::empty());
             let response_headers = response.headers_mut();
-            insert_file_headers(response_headers, &key, &filename);
+            insert_file_headers(response_headers, &key, filename);
             if let Some(length) = length {
                 response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
             }
@@ -80,7 +93,7 @@ pub async fn file(
             let mut response = Response::new(Body::from_stream(part.body));
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
             let response_headers = response.headers_mut();
-            insert_file_headers(response_headers, &key, &filename);
+            insert_file_headers(response_headers, &key, filename);
             response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(part.length));
             if let Ok(value) = HeaderValue::from_str(&part.content_range) {
                 response_headers.insert(header::CONTENT_RANGE, value);

@@ -6,12 +6,14 @@
 //! /root/pypi/+f/<project>/<key>/<filename>[.metadata]   files (files.rs)
 //! /+status  /                      counters as JSON, and a page for people (status.rs)
 //! /metrics                          Prometheus text (metrics.rs)
+//! https://<file host>/.../<filename>  with --tls-port: locked installs (locked.rs)
 //! ```
 
 mod access_log;
 mod clients;
 mod connections;
 mod files;
+mod locked;
 mod metrics;
 mod negotiate;
 mod simple;
@@ -52,10 +54,17 @@ struct AppState {
 
 type State = axum::extract::State<Arc<AppState>>;
 
+/// The routes of a server: the index, and locked installs' file hosts.
+struct Apps {
+    index: Router,
+    file_hosts: Router,
+    cache: Cache,
+}
+
 /// Builds the application for a configuration: the store opened and the upstream
 /// client made (none when offline). The server that owns the data directory removes
 /// what a previous run left in `tmp/`.
-fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
+fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<Apps> {
     let store = Store::open(&config.data_dir.value)?;
     store.check_writable()?;
     if owns_data_dir {
@@ -83,6 +92,13 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
         clients: clients::Clients::default(),
         started: Instant::now(),
     });
+    let file_hosts = Router::new()
+        .fallback(locked::file)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access_log::log_file_host,
+        ))
+        .with_state(state.clone());
     let routes = Router::new()
         .route("/", get(status::home))
         .route(STATUS_PATH, get(status::json))
@@ -107,7 +123,11 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     // The path is normalised before routing, so that step wraps the routes rather than
     // being a layer of them.
     let normalised = axum::middleware::map_request(decode_plus).layer(routes);
-    Ok((Router::new().fallback_service(normalised), cache))
+    Ok(Apps {
+        index: Router::new().fallback_service(normalised),
+        file_hosts,
+        cache,
+    })
 }
 
 /// The caps are set in MiB.
@@ -120,17 +140,47 @@ const STOP_GRACE: Duration = Duration::from_secs(8);
 /// Runs `devcache serve` until Ctrl-C or SIGTERM, then lets answers and downloads under
 /// way finish, within [`STOP_GRACE`].
 pub async fn run(config: ServeConfig) -> Result<()> {
-    let (app, cache) = app(&config, true)?;
+    let Apps {
+        index,
+        file_hosts,
+        cache,
+    } = app(&config, true)?;
     let listener = bind(&config.host.value, config.port.value).await?;
     let addr = listener.local_addr()?;
-    announce(&config, addr);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stopped| *stopped).await;
+    };
+    let client_timeout = Duration::from_secs(config.client_timeout.value);
+    let tls = match config.tls_port.value {
+        Some(port) => {
+            let tls_listener = bind(&config.host.value, port).await?;
+            let tls_addr = tls_listener.local_addr()?;
+            let presenter = Arc::new(crate::tls::Presenter::new(&config.data_dir.value));
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(presenter.server_config()));
+            let serving = tokio::spawn(connections::serve(
+                tls_listener,
+                file_hosts,
+                Some(acceptor),
+                client_timeout,
+                stopped(stop_rx.clone()),
+                STOP_GRACE,
+            ));
+            Some((serving, tls_addr))
+        }
+        None => None,
+    };
+    announce(&config, addr, tls.as_ref().map(|(_, addr)| *addr));
     let stopping = std::sync::OnceLock::new();
     let stop = async {
         shutdown_signal().await;
         let _ = stopping.set(Instant::now());
+        let _ = stop_tx.send(true);
     };
-    let client_timeout = Duration::from_secs(config.client_timeout.value);
-    connections::serve(listener, app, client_timeout, stop, STOP_GRACE).await;
+    connections::serve(listener, index, None, client_timeout, stop, STOP_GRACE).await;
+    if let Some((serving, _)) = tls {
+        let _ = serving.await;
+    }
     let left = STOP_GRACE.saturating_sub(stopping.get().map_or(Duration::ZERO, Instant::elapsed));
     let running = cache.downloads_running();
     if running > 0 {
@@ -199,13 +249,14 @@ impl LocalServer {
 /// for commands that fill a cache through its HTTP API (`warm --data-dir`).
 pub async fn spawn_local(config: &ServeConfig) -> Result<LocalServer> {
     // Another devcache may be serving this directory: its downloads in tmp/ stay.
-    let (app, cache) = app(config, false)?;
+    let Apps { index, cache, .. } = app(config, false)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     let client_timeout = Duration::from_secs(config.client_timeout.value);
     tokio::spawn(connections::serve(
         listener,
-        app,
+        index,
+        None,
         client_timeout,
         std::future::pending(),
         STOP_GRACE,
@@ -214,7 +265,7 @@ pub async fn spawn_local(config: &ServeConfig) -> Result<LocalServer> {
 }
 
 /// Prints where the server listens and the index URL to give pip.
-fn announce(config: &ServeConfig, addr: SocketAddr) {
+fn announce(config: &ServeConfig, addr: SocketAddr, tls: Option<SocketAddr>) {
     let shown = if addr.ip().is_unspecified() {
         format!("localhost:{}", addr.port())
     } else {
@@ -231,6 +282,10 @@ fn announce(config: &ServeConfig, addr: SocketAddr) {
         env!("CARGO_PKG_VERSION"),
         config.data_dir.value.display()
     );
+    let tls = tls.map_or(String::new(), |tls| {
+        format!("locked installs: TLS on {tls} for the file hosts `devcache tls issue` names\n")
+    });
+    let text = format!("{text}{tls}");
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
 }
 

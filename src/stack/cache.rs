@@ -29,6 +29,8 @@ use crate::api::{STATUS_PATH, Status, human_bytes};
 const PROJECT_LABEL: &str = "devcache.project";
 /// The compose service devcache's Tutor plugin runs the cache as.
 pub const TUTOR_SERVICE: &str = "devcache";
+/// The port the cache answers locked installs' file hosts on, as https URLs name them.
+const TLS_PORT: u16 = 443;
 /// Host variables the cache needs to reach an upstream behind a proxy.
 const PASSED_ENV: &[&str] = &[
     "HTTPS_PROXY",
@@ -150,6 +152,11 @@ fn setting_of(container: &ContainerInspectResponse, flag: &str, var: &str) -> Op
     })
 }
 
+/// Whether the container's devcache answers locked installs (TLS on 443).
+pub fn answers_tls(container: &ContainerInspectResponse) -> bool {
+    setting_of(container, "--tls-port", "DEVCACHE_TLS_PORT") == Some(TLS_PORT.to_string())
+}
+
 /// The disk budget the container's devcache serves with.
 fn max_size_of(container: &ContainerInspectResponse) -> Option<u64> {
     setting_of(container, "--max-size", "DEVCACHE_MAX_SIZE")
@@ -186,6 +193,11 @@ async fn differences(
             "its upstream is {}, not {}",
             upstream.as_deref().unwrap_or("unset"),
             wanted.upstream
+        ));
+    }
+    if !answers_tls(existing) {
+        differences.push(format!(
+            "it does not answer locked installs (TLS on {TLS_PORT})"
         ));
     }
     let max_size = max_size_of(existing);
@@ -536,6 +548,8 @@ fn container_body(project: &Project, wanted: &Wanted) -> ContainerCreateBody {
                 "/data",
                 "--upstream",
                 &wanted.upstream,
+                "--tls-port",
+                &TLS_PORT.to_string(),
             ]
             .map(String::from)
             .into_iter()

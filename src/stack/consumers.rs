@@ -17,6 +17,7 @@ use super::engine::{is_not_found, message};
 use super::exec::script;
 use super::files;
 use super::installer_config;
+use super::locked::ForConsumer;
 use super::names::{CACHE_HOST, Project, cache_index_url, spellings};
 
 const MARKER: &str = "# Written by devcache";
@@ -27,15 +28,16 @@ struct ConfigFile {
     name: &'static str,
     /// The comment lines that open it.
     template: &'static str,
-    /// The user's file (if any) pointed at the cache, after a header.
-    merge: fn(header: &str, users: Option<&str>) -> String,
+    /// The user's file (if any) pointed at the cache, after a header; `locked`: the
+    /// consumer has locked installs (see locked.rs).
+    merge: fn(header: &str, users: Option<&str>, locked: bool) -> String,
 }
 
 const PIP_CONF: ConfigFile = ConfigFile {
     dir: "/root/.pip",
     name: "pip.conf",
     template: include_str!("../../templates/pip.conf"),
-    merge: |header, users| {
+    merge: |header, users, _| {
         installer_config::pip_conf(header, users, &cache_index_url(), CACHE_HOST)
     },
 };
@@ -44,7 +46,9 @@ const UV_TOML: ConfigFile = ConfigFile {
     dir: "/root/.config/uv",
     name: "uv.toml",
     template: include_str!("../../templates/uv.toml"),
-    merge: |header, users| installer_config::uv_toml(header, users, &cache_index_url()),
+    merge: |header, users, locked| {
+        installer_config::uv_toml(header, users, &cache_index_url(), locked)
+    },
 };
 
 impl ConfigFile {
@@ -56,10 +60,10 @@ impl ConfigFile {
         format!("{}.devcache-saved", self.path())
     }
 
-    fn render(&self, service: &str, users: Option<&[u8]>) -> String {
+    fn render(&self, service: &str, users: Option<&[u8]>, locked: bool) -> String {
         let header = self.template.replace("{service}", service);
         let users = users.map(String::from_utf8_lossy);
-        (self.merge)(&header, users.as_deref())
+        (self.merge)(&header, users.as_deref(), locked)
     }
 }
 
@@ -169,8 +173,13 @@ pub struct Wiring {
     pub saved_users_file: bool,
 }
 
-/// Writes pip.conf and uv.toml into a running consumer.
-pub async fn wire(docker: &Docker, consumer: &Consumer) -> Result<Wiring> {
+/// Writes pip.conf and uv.toml into a running consumer, and with `locked` sends its
+/// lock's file hosts to the cache (locked.rs).
+pub async fn wire(
+    docker: &Docker,
+    consumer: &Consumer,
+    locked: Option<&ForConsumer>,
+) -> Result<Wiring> {
     let mut wiring = Wiring::default();
     for file in [PIP_CONF, UV_TOML] {
         let current = files::read(docker, &consumer.container, &file.path()).await?;
@@ -181,7 +190,7 @@ pub async fn wire(docker: &Docker, consumer: &Consumer) -> Result<Wiring> {
             }
             other => other.clone(),
         };
-        let wanted = file.render(&consumer.service, users.as_deref());
+        let wanted = file.render(&consumer.service, users.as_deref(), locked.is_some());
         if current.as_deref() == Some(wanted.as_bytes()) {
             continue;
         }
@@ -203,6 +212,9 @@ pub async fn wire(docker: &Docker, consumer: &Consumer) -> Result<Wiring> {
         .await?;
         wiring.changed = true;
     }
+    if let Some(locked) = locked {
+        wiring.changed |= super::locked::install(docker, consumer, locked).await?;
+    }
     Ok(wiring)
 }
 
@@ -213,9 +225,13 @@ pub struct Unwiring {
     pub restored_users_file: bool,
 }
 
-/// Takes devcache's files out of a running consumer and gives back the user's.
+/// Takes devcache's files (and locked installs') out of a running consumer and gives
+/// back the user's.
 pub async fn unwire(docker: &Docker, consumer: &Consumer) -> Result<Unwiring> {
-    let mut unwiring = Unwiring::default();
+    let mut unwiring = Unwiring {
+        removed: super::locked::remove(docker, consumer).await?,
+        ..Default::default()
+    };
     for file in [PIP_CONF, UV_TOML] {
         let said = script(
             docker,

@@ -75,11 +75,17 @@ pub fn pip_conf(header: &str, users: Option<&str>, index_url: &str, host: &str) 
 /// The user's uv.toml (if any) with the cache as its one default index: `index-url`
 /// (top level and under `[pip]`) removed, no other `[[index]]` marked default. A file
 /// that does not parse is replaced by devcache's alone (it is kept aside all the same).
-pub fn uv_toml(header: &str, users: Option<&str>, index_url: &str) -> String {
+/// With `system_certs` (locked installs), uv trusts the system's store, where the cache's
+/// CA is.
+pub fn uv_toml(header: &str, users: Option<&str>, index_url: &str, system_certs: bool) -> String {
     let mut document = users
         .and_then(|text| text.parse::<DocumentMut>().ok())
         .unwrap_or_default();
     document.remove("index-url");
+    if system_certs {
+        document.remove("native-tls");
+        document["system-certs"] = value(true);
+    }
     if let Some(pip) = document.get_mut("pip").and_then(Item::as_table_like_mut) {
         pip.remove("index-url");
     }
@@ -132,9 +138,17 @@ mod tests {
     }
 
     #[test]
+    fn uv_trusts_the_system_store_for_locked_installs() {
+        let merged = uv_toml("# h\n", Some("native-tls = false\n"), URL, true);
+        let parsed: DocumentMut = merged.parse().unwrap();
+        assert_eq!(parsed["system-certs"].as_bool(), Some(true));
+        assert!(parsed.get("native-tls").is_none());
+    }
+
+    #[test]
     fn uv_keeps_the_users_settings_and_makes_the_cache_the_default_index() {
         let users = "# mine\nnative-tls = true\nindex-url = \"https://mine.example/simple/\"\n\n[pip]\nindex-url = \"https://x.example/\"\ncompile-bytecode = true\n\n[[index]]\nname = \"private\"\nurl = \"https://private.example/simple/\"\ndefault = true\n";
-        let merged = uv_toml("# Written by devcache\n", Some(users), URL);
+        let merged = uv_toml("# Written by devcache\n", Some(users), URL, false);
         let parsed: DocumentMut = merged.parse().unwrap();
         assert_eq!(parsed["native-tls"].as_bool(), Some(true));
         assert!(parsed.get("index-url").is_none());

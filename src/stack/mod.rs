@@ -10,6 +10,7 @@
 //! files.rs      files into and out of containers (tar archives, made by the tar crate)
 //! consumers.rs  finding lms, studio, ... and wiring pip.conf and uv.toml into them
 //! installer_config.rs  those files: the user's own settings, pointed at the cache
+//! locked.rs     locked installs: a lock's file hosts sent to the cache, its CA trusted
 //! state.rs      which consumers are enabled or disabled, remembered per project
 //! cmd/          the subcommands, one file per command family, each saying plainly what it did
 //! ```
@@ -22,5 +23,6 @@ pub mod exec;
 pub mod files;
 pub mod image;
 pub mod installer_config;
+pub mod locked;
 pub mod names;
 pub mod state;

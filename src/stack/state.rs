@@ -3,7 +3,7 @@
 //! `watch` wire the same set again after containers are recreated, and the upstream
 //! of the last `up`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -23,6 +23,9 @@ pub struct Choices {
     /// Services never to wire, defaults included.
     #[serde(default)]
     pub disabled: BTreeSet<String>,
+    /// Services with locked installs, and their locks' file hosts (`enable --locked-installs`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub locked: BTreeMap<String, BTreeSet<String>>,
     /// Services devcache.yml names (`services:`): wired like the defaults.
     #[serde(skip)]
     configured: BTreeSet<String>,
@@ -68,6 +71,7 @@ impl Choices {
 
     pub fn disable(&mut self, service: &str) {
         self.enabled.remove(service);
+        self.locked.remove(service);
         self.disabled.insert(service.to_string());
     }
 

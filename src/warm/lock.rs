@@ -21,6 +21,46 @@ pub fn is_lock(path: &str) -> bool {
     name == "uv.lock" || (name.starts_with("pylock.") && name.ends_with(".toml"))
 }
 
+/// The hosts of the https file URLs of a lock's packages from an index (uv.lock's
+/// `sdist` and `wheels`, pylock.toml's `sdist` and `wheels`), sorted, each once.
+pub fn file_hosts(text: &str) -> anyhow::Result<BTreeSet<String>> {
+    let table: toml::Table = toml::from_str(text)
+        .map_err(|e| anyhow::anyhow!("not TOML: {}", first_line(&e.to_string())))?;
+    let packages = table
+        .get("package")
+        .or_else(|| table.get("packages"))
+        .and_then(toml::Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut hosts = BTreeSet::new();
+    for package in packages.iter().filter_map(toml::Value::as_table) {
+        let from_index = package
+            .get("source")
+            .and_then(toml::Value::as_table)
+            .is_some_and(|source| source.contains_key("registry"))
+            || package.contains_key("index");
+        if !from_index {
+            continue;
+        }
+        let sdist = package.get("sdist").into_iter();
+        let wheels = package
+            .get("wheels")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten();
+        for file in sdist.chain(wheels) {
+            let url = file.get("url").and_then(toml::Value::as_str);
+            if let Some(url) = url.and_then(|u| url::Url::parse(u).ok())
+                && url.scheme() == "https"
+                && let Some(host) = url.host_str()
+            {
+                hosts.insert(host.to_ascii_lowercase());
+            }
+        }
+    }
+    Ok(hosts)
+}
+
 /// Reads the lock at `path` and lists what the target installs from it.
 pub async fn read(
     reader: &dyn FileReader,
@@ -364,6 +404,22 @@ mod tests {
              {sdist}wheels = [{}]\n{more}",
             wheels.join(", ")
         )
+    }
+
+    #[test]
+    fn file_hosts_are_those_of_index_packages_files() {
+        let lock = "version = 1\n\n[[package]]\nname = \"app\"\nversion = \"0.1\"\nsource = { virtual = \".\" }\n\n\
+            [[package]]\nname = \"demo\"\nversion = \"1.0\"\nsource = { registry = \"https://index.example.invalid/simple\" }\n\
+            sdist = { url = \"https://files.example.invalid/p/demo-1.0.tar.gz\", hash = \"sha256:00\" }\n\
+            wheels = [{ url = \"https://Wheels.example.invalid/p/demo-1.0-py3-none-any.whl\", hash = \"sha256:00\" }]\n\n\
+            [[package]]\nname = \"direct\"\nversion = \"1.0\"\nsource = { url = \"https://direct.example.invalid/direct-1.0.tar.gz\" }\n\
+            sdist = { url = \"https://direct.example.invalid/direct-1.0.tar.gz\", hash = \"sha256:00\" }\n";
+        let hosts: Vec<String> = file_hosts(lock).unwrap().into_iter().collect();
+        assert_eq!(
+            hosts,
+            vec!["files.example.invalid", "wheels.example.invalid"]
+        );
+        assert!(file_hosts("[[package]\n").is_err());
     }
 
     #[tokio::test]

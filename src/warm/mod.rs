@@ -109,6 +109,70 @@ async fn tutor_mode(files: &ContainerFiles<'_>, project: &Project) -> Option<Tut
     })
 }
 
+/// The lock or requirement files `warm SERVICE` reads in the service's container:
+/// devcache.yml's, else its lock when it has one, else its requirement files.
+async fn service_roots(
+    files: &ContainerFiles<'_>,
+    project: &Project,
+    service: &str,
+    configured: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Vec<String>> {
+    // devcache.yml may key a service by any of its names (`cms:` is `studio:`).
+    let configured_roots = configured
+        .iter()
+        .find(|(key, _)| names::service(key).ok().as_deref() == Some(service))
+        .map(|(_, files)| files.clone());
+    if let Some(roots) = configured_roots {
+        return Ok(roots);
+    }
+    let tutor = tutor_mode(files, project).await;
+    let lock = default_lock(service, tutor);
+    Ok(
+        match files::read(files.docker, &files.container, &lock).await? {
+            Some(_) => vec![lock],
+            None => default_requirement_files(service, tutor),
+        },
+    )
+}
+
+/// The hosts of the file URLs in a running service's lock (found as `warm SERVICE`
+/// finds it), for locked installs.
+pub async fn lock_file_hosts(
+    docker: &Docker,
+    project: &Project,
+    service: &str,
+    container: &str,
+) -> Result<Vec<String>> {
+    let files = ContainerFiles {
+        docker,
+        container: container.to_string(),
+    };
+    let configured = file_config(None, &process_env)?.warm;
+    let locks: Vec<String> = service_roots(&files, project, service, &configured)
+        .await?
+        .into_iter()
+        .filter(|path| lock::is_lock(path))
+        .collect();
+    if locks.is_empty() {
+        bail!(
+            "{service} has no uv.lock where devcache looks ({}): name the file hosts with --file-host HOST",
+            default_lock(service, None)
+        );
+    }
+    let mut hosts = Vec::new();
+    for path in &locks {
+        let text = files.read(path).await?;
+        hosts.extend(lock::file_hosts(&text).with_context(|| format!("in {path}"))?);
+    }
+    if hosts.is_empty() {
+        bail!(
+            "{} names no https file URL of an index: there is nothing to serve for it",
+            locks.join(", ")
+        );
+    }
+    Ok(hosts)
+}
+
 /// What `warm` is asked to fill, and for which interpreter.
 pub struct WarmOptions {
     /// Requirement files on this host (or else `services`).
@@ -216,22 +280,7 @@ pub async fn command(options: WarmOptions) -> Result<()> {
                 docker: &docker,
                 container: consumer.container.clone(),
             };
-            // devcache.yml may key a service by any of its names (`cms:` is `studio:`).
-            let configured_roots = configured
-                .iter()
-                .find(|(key, _)| names::service(key).ok().as_deref() == Some(service.as_str()))
-                .map(|(_, files)| files.clone());
-            let roots = match configured_roots {
-                Some(roots) => roots,
-                None => {
-                    let tutor = tutor_mode(&files, &project).await;
-                    let lock = default_lock(&service, tutor);
-                    match files::read(&docker, &consumer.container, &lock).await? {
-                        Some(_) => vec![lock],
-                        None => default_requirement_files(&service, tutor),
-                    }
-                }
-            };
+            let roots = service_roots(&files, &project, &service, &configured).await?;
             println!("{service}: reading {}", roots.join(", "));
             let (locks, requirement_files): (Vec<String>, Vec<String>) =
                 roots.into_iter().partition(|path| lock::is_lock(path));

@@ -31,6 +31,7 @@ use anyhow::{Result, bail};
 use bollard::Docker;
 
 use super::consumers;
+use super::locked::Prepared;
 use super::names::{self, Project};
 
 /// The services named on the command line, in devstack's spelling.
@@ -73,13 +74,20 @@ impl Wired {
 }
 
 /// Wires one consumer: a running one now, an absent one skipped; a stopped one is an
-/// error that says how to start it.
-async fn wire_one(docker: &Docker, project: &Project, service: &str) -> Result<Wired> {
+/// error that says how to start it. `locked`: the locked installs of every service
+/// that has them.
+async fn wire_one(
+    docker: &Docker,
+    project: &Project,
+    service: &str,
+    locked: Option<&Prepared>,
+) -> Result<Wired> {
     if consumers::find(docker, project, service).await?.is_none() {
         return Ok(Wired::Absent);
     }
     let consumer = consumers::find_running(docker, project, service).await?;
-    let wiring = consumers::wire(docker, &consumer).await?;
+    let for_service = locked.and_then(|l| l.for_service(service));
+    let wiring = consumers::wire(docker, &consumer, for_service.as_ref()).await?;
     Ok(if wiring.changed {
         Wired::Now {
             kept_users_file: wiring.saved_users_file,

@@ -39,6 +39,9 @@ pub struct ConsumerReport {
     /// What the cache served this container (matched by its address on the network),
     /// all its installers together; `user_agent` lists them, busiest first.
     pub served: Option<ClientStats>,
+    /// The file hosts of its lock the cache answers (`enable --locked-installs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub locked_installs: Vec<String>,
 }
 
 impl StatusReport {
@@ -102,8 +105,12 @@ impl StatusReport {
                     human_bytes(s.bytes_fetched),
                 )
             });
+            let locked = match consumer.locked_installs.as_slice() {
+                [] => String::new(),
+                hosts => format!("; locked installs from {}", hosts.join(", ")),
+            };
             out.push_str(&format!(
-                "{:<9} {} ({running}, {enabled}): {}{served}\n",
+                "{:<9} {} ({running}, {enabled}): {}{locked}{served}\n",
                 consumer.service,
                 consumer.container.as_deref().unwrap_or("-"),
                 consumer.pip

@@ -79,6 +79,11 @@ pub async fn status(project: &str, json: bool) -> Result<()> {
         };
         consumer_reports.push(ConsumerReport {
             served,
+            locked_installs: choices
+                .locked
+                .get(&service)
+                .map(|hosts| hosts.iter().cloned().collect())
+                .unwrap_or_default(),
             enabled: choices.is_enabled(&service),
             disabled: choices.disabled.contains(&service),
             running: found.as_ref().is_some_and(|c| c.running),

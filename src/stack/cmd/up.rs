@@ -9,10 +9,10 @@ use bollard::Docker;
 use super::{fail_with, services, wire_one};
 use crate::config::{ServeConfig, ServeSettings, Source, process_env};
 use crate::stack::cache::{self, Change, Found, Owner, Wanted};
-use crate::stack::engine;
 use crate::stack::image::{self, Made};
 use crate::stack::names::{Project, cache_index_url};
 use crate::stack::state::Choices;
+use crate::stack::{engine, locked};
 
 /// What `up` is asked to do.
 pub struct UpOptions {
@@ -81,8 +81,15 @@ pub async fn up(options: UpOptions) -> Result<()> {
         services
     };
     let mut failures = Vec::new();
+    // Services are wired even when locked installs cannot be set up; that is reported.
+    let locked = locked::prepare(&docker, &project, &choices.locked)
+        .await
+        .unwrap_or_else(|e| {
+            failures.push(format!("locked installs: {e:#}"));
+            None
+        });
     for service in &consumers {
-        match wire_one(&docker, &project, service).await {
+        match wire_one(&docker, &project, service, locked.as_ref()).await {
             Ok(wired) => {
                 changed |= wired.changed();
                 println!("{service}: {}", wired.said(&project, service));

@@ -10,10 +10,10 @@ use bollard::query_parameters::EventsOptions;
 use futures::StreamExt;
 
 use super::wire_one;
-use crate::stack::cache;
 use crate::stack::engine::{self, message};
 use crate::stack::names::{self, Project};
 use crate::stack::state::Choices;
+use crate::stack::{cache, locked};
 
 /// `devcache watch`: wires enabled consumers whenever they start.
 pub async fn watch(project: &str) -> Result<()> {
@@ -56,7 +56,16 @@ pub async fn watch(project: &str) -> Result<()> {
 }
 
 async fn report_wiring(docker: &Docker, project: &Project, service: &str) {
-    match wire_one(docker, project, service).await {
+    let locked = match Choices::load(project, None) {
+        Ok(choices) => locked::prepare(docker, project, &choices.locked).await,
+        Err(e) => Err(e),
+    };
+    // The service is wired even when locked installs cannot be set up; that is reported.
+    let locked = locked.unwrap_or_else(|e| {
+        eprintln!("devcache: locked installs: {e:#}");
+        None
+    });
+    match wire_one(docker, project, service, locked.as_ref()).await {
         Ok(wired) => println!("{service}: {}", wired.said(project, service)),
         Err(e) => eprintln!("devcache: {service}: {e:#}"),
     }
