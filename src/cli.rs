@@ -405,6 +405,11 @@ pub struct ServeArgs {
     /// long [env: DEVCACHE_CLIENT_TIMEOUT] [default: 30]
     #[arg(long, value_name = "SECS")]
     pub client_timeout: Option<u64>,
+    /// Seconds a stopping server (SIGTERM, Ctrl-C) gives answers and downloads under way
+    /// to finish; idle and half-sent connections are closed at once
+    /// [env: DEVCACHE_STOP_GRACE] [default: 8]
+    #[arg(long, value_name = "SECS")]
+    pub stop_grace: Option<u64>,
     /// Configuration file [env: DEVCACHE_CONFIG] [default: ./devcache.yml, then the user's config directory]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -432,6 +437,7 @@ impl From<ServeArgs> for ServeSettings {
             max_page_mib: args.max_page_mib,
             max_file_mib: args.max_file_mib,
             client_timeout: args.client_timeout,
+            stop_grace: args.stop_grace,
             config: args.config,
         }
     }

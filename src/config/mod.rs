@@ -27,6 +27,7 @@ pub struct ServeSettings {
     pub max_page_mib: Option<u64>,
     pub max_file_mib: Option<u64>,
     pub client_timeout: Option<u64>,
+    pub stop_grace: Option<u64>,
     /// devcache.yml's path, instead of looking for it.
     pub config: Option<PathBuf>,
 }
@@ -80,7 +81,12 @@ pub struct ServeConfig {
     pub max_file_mib: Setting<u64>,
     /// Seconds a client has to send a request's headers; idle connections close after as long.
     pub client_timeout: Setting<u64>,
+    /// Seconds a stopping server gives answers and downloads under way to finish.
+    pub stop_grace: Setting<u64>,
 }
+
+/// Default stop grace: docker stop allows 10 s before it kills.
+pub const DEFAULT_STOP_GRACE: u64 = 8;
 
 /// Default page cap: the largest real project pages (nightly builds with tens of
 /// thousands of files) are a few tens of MiB as JSON.
@@ -110,6 +116,7 @@ pub struct FileConfig {
     max_page_mib: Option<u64>,
     max_file_mib: Option<u64>,
     client_timeout: Option<u64>,
+    stop_grace: Option<u64>,
 }
 
 /// The process environment, as a function so tests can give their own.
@@ -188,6 +195,12 @@ impl ServeConfig {
             file.client_timeout.map(|v| (v, from_file())),
             || 30,
         );
+        let stop_grace = pick(
+            args.stop_grace,
+            env_value(env, "DEVCACHE_STOP_GRACE")?,
+            file.stop_grace.map(|v| (v, from_file())),
+            || DEFAULT_STOP_GRACE,
+        );
         let upstream = match resolve_upstream(args, env, file.upstream.clone(), from_file()) {
             Ok(Setting { value, source }) => Setting {
                 value: Some(value),
@@ -211,6 +224,7 @@ impl ServeConfig {
             max_page_mib,
             max_file_mib,
             client_timeout,
+            stop_grace,
         })
     }
 
@@ -268,6 +282,11 @@ impl ServeConfig {
                 "client_timeout",
                 format!("{}s", self.client_timeout.value),
                 &self.client_timeout.source,
+            ),
+            (
+                "stop_grace",
+                format!("{}s", self.stop_grace.value),
+                &self.stop_grace.source,
             ),
         ];
         rows.iter()

@@ -113,12 +113,8 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
 /// The caps are set in MiB.
 const MIB: u64 = 1 << 20;
 
-/// How long a stopping server takes at most, for its connections to finish and its
-/// downloads under way to be saved; docker stop allows 10 s before it kills.
-const STOP_GRACE: Duration = Duration::from_secs(8);
-
 /// Runs `devcache serve` until Ctrl-C or SIGTERM, then lets answers and downloads under
-/// way finish, within [`STOP_GRACE`].
+/// way finish, within `--stop-grace` (docker stop allows 10 s before it kills).
 pub async fn run(config: ServeConfig) -> Result<()> {
     let (app, cache) = app(&config, true)?;
     let listener = bind(&config.host.value, config.port.value).await?;
@@ -130,8 +126,9 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         let _ = stopping.set(Instant::now());
     };
     let client_timeout = Duration::from_secs(config.client_timeout.value);
-    connections::serve(listener, app, client_timeout, stop, STOP_GRACE).await;
-    let left = STOP_GRACE.saturating_sub(stopping.get().map_or(Duration::ZERO, Instant::elapsed));
+    let grace = Duration::from_secs(config.stop_grace.value);
+    connections::serve(listener, app, client_timeout, stop, grace).await;
+    let left = grace.saturating_sub(stopping.get().map_or(Duration::ZERO, Instant::elapsed));
     let running = cache.downloads_running();
     if running > 0 {
         tracing::info!("waiting for {running} download(s) under way to be saved");
@@ -208,7 +205,7 @@ pub async fn spawn_local(config: &ServeConfig) -> Result<LocalServer> {
         app,
         client_timeout,
         std::future::pending(),
-        STOP_GRACE,
+        Duration::from_secs(config.stop_grace.value),
     ));
     Ok(LocalServer { addr, cache })
 }
