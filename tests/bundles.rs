@@ -278,3 +278,85 @@ fn an_interrupted_import_completes_when_run_again() {
         assert_eq!(&std::fs::read(data.join(&name.0)).unwrap(), c);
     }
 }
+
+/// Imports `bundle` into a data directory on a tmpfs of its own (mounted in a mount
+/// namespace of the import alone, with `options`), and says what the import printed
+/// and what its data directory's `tmp/` and `files/` hold after it.
+fn import_onto_tmpfs(dir: &Path, bundle: &Path, options: &str) -> (Output, String) {
+    let mount = dir.join("disk");
+    std::fs::create_dir_all(&mount).unwrap();
+    let binary = env!("CARGO_BIN_EXE_devcache");
+    let script = format!(
+        "mount -t tmpfs -o {options} tmpfs '{m}' || exit 99
+         '{binary}' import '{b}' --data-dir '{m}/data' >&2
+         code=$?
+         echo \"tmp $(ls -A '{m}/data/tmp' | wc -l) files $(find '{m}/data/files' -type f | wc -l)\"
+         exit $code",
+        m = mount.display(),
+        b = bundle.display()
+    );
+    // The environment devcache_command gives, around unshare.
+    let devcache = devcache_command(dir);
+    let mut command = std::process::Command::new("unshare");
+    command.args(["-m", "sh", "-c", &script]).current_dir(dir);
+    for (key, value) in devcache.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let out = command.output().unwrap();
+    assert_ne!(out.status.code(), Some(99), "cannot mount a tmpfs");
+    let left = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out, left)
+}
+
+/// `count` small distinct files, stored by hash, as a bundle's manifest and contents.
+fn small_files(count: usize) -> (Vec<(String, String)>, Vec<Vec<u8>>) {
+    let contents: Vec<Vec<u8>> = (0..count)
+        .map(|i| format!("small file {i}").into_bytes())
+        .collect();
+    let manifest = contents
+        .iter()
+        .map(|c| (file_path(&sha256(c)), sha256(c)))
+        .collect();
+    (manifest, contents)
+}
+
+fn bundle_of(path: &Path, manifest: &[(String, String)], contents: &[Vec<u8>]) {
+    let entries: Vec<Entry> = manifest
+        .iter()
+        .zip(contents)
+        .map(|((name, _), c)| Entry::File(name.clone(), c))
+        .collect();
+    write_bundle(path, manifest, &entries);
+}
+
+#[test]
+fn a_bundle_larger_than_the_disk_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 3,000 files of a few bytes: tiny as declared, but each takes a whole 4 KiB page
+    // of an 8 MiB tmpfs, about 12 MiB in all.
+    let (manifest, contents) = small_files(3000);
+    let bundle = tmp.path().join("many.tar");
+    bundle_of(&bundle, &manifest, &contents);
+    let (out, left) = import_onto_tmpfs(tmp.path(), &bundle, "size=8m");
+    let line = refused(&out, "MiB free");
+    assert!(line.contains("nothing was imported"), "{line}");
+    assert_eq!(left, "tmp 0 files 0", "{line}");
+}
+
+#[test]
+fn a_disk_that_fills_during_an_import_stops_it_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Room for the bytes, but not for as many files: the disk fills while the entries
+    // are written, after the check of their sizes.
+    let (manifest, contents) = small_files(200);
+    let bundle = tmp.path().join("many.tar");
+    bundle_of(&bundle, &manifest, &contents);
+    let (out, left) = import_onto_tmpfs(tmp.path(), &bundle, "size=8m,nr_inodes=64");
+    let line = refused(&out, "cannot write entry files/");
+    assert!(line.contains("nothing was imported"), "{line}");
+    assert!(line.contains("free some space"), "{line}");
+    assert_eq!(left, "tmp 0 files 0", "{line}");
+}
