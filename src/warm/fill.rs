@@ -170,10 +170,7 @@ fn select<'a>(
                 .is_some_and(|v| v == pin.version)
         })
         .filter(|file| {
-            pin.sha256.is_empty()
-                || file
-                    .sha256()
-                    .is_some_and(|d| pin.sha256.iter().any(|h| h == d))
+            pin.sha256.is_empty() || file.sha256().is_some_and(|d| pin.sha256.contains(&d))
         })
         .collect();
     if of_version.is_empty() {
