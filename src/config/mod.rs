@@ -11,6 +11,8 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use url::Url;
 
+use crate::upstream::Caps;
+
 /// The settings a command gives (from its flags); `None` leaves a setting to the
 /// `DEVCACHE_*` environment, devcache.yml and the defaults, in that order.
 #[derive(Debug, Clone, Default)]
@@ -177,18 +179,7 @@ impl ServeConfig {
                 .transpose()?,
             || None,
         );
-        let max_page_mib = pick(
-            args.max_page_mib,
-            env_value(env, "DEVCACHE_MAX_PAGE_MIB")?,
-            file.max_page_mib.map(|v| (v, from_file())),
-            || DEFAULT_MAX_PAGE_MIB,
-        );
-        let max_file_mib = pick(
-            args.max_file_mib,
-            env_value(env, "DEVCACHE_MAX_FILE_MIB")?,
-            file.max_file_mib.map(|v| (v, from_file())),
-            || DEFAULT_MAX_FILE_MIB,
-        );
+        let (max_page_mib, max_file_mib) = cap_settings(args, env, &file, &from_file)?;
         let client_timeout = pick(
             args.client_timeout,
             env_value(env, "DEVCACHE_CLIENT_TIMEOUT")?,
@@ -292,6 +283,53 @@ impl ServeConfig {
         rows.iter()
             .map(|(key, value, source)| format!("{key:<17} {value:<45} ({source})\n"))
             .collect()
+    }
+}
+
+/// The page and file caps (MiB), from flag, `DEVCACHE_*`, devcache.yml or the defaults.
+fn cap_settings(
+    args: &ServeSettings,
+    env: Env,
+    file: &FileConfig,
+    from_file: &dyn Fn() -> Source,
+) -> Result<(Setting<u64>, Setting<u64>)> {
+    let page = pick(
+        args.max_page_mib,
+        env_value(env, "DEVCACHE_MAX_PAGE_MIB")?,
+        file.max_page_mib.map(|v| (v, from_file())),
+        || DEFAULT_MAX_PAGE_MIB,
+    );
+    let file = pick(
+        args.max_file_mib,
+        env_value(env, "DEVCACHE_MAX_FILE_MIB")?,
+        file.max_file_mib.map(|v| (v, from_file())),
+        || DEFAULT_MAX_FILE_MIB,
+    );
+    Ok((page, file))
+}
+
+/// The caps on what devcache reads from a server, as `serve` takes them, for the
+/// commands that read from a cache without serving one (`warm --url`, `status`): they
+/// need no upstream configured.
+pub fn caps(args: &ServeSettings, env: Env) -> Result<Caps> {
+    let (file, file_path) = read_file_config(args.config.as_deref(), env)?;
+    let from_file = || Source::File(file_path.clone().unwrap_or_default());
+    let (page, file) = cap_settings(args, env, &file, &from_file)?;
+    Ok(mib_caps(page.value, file.value))
+}
+
+fn mib_caps(page_mib: u64, file_mib: u64) -> Caps {
+    const MIB: u64 = 1 << 20;
+    Caps {
+        page: page_mib.saturating_mul(MIB),
+        file: file_mib.saturating_mul(MIB),
+    }
+}
+
+impl ServeConfig {
+    /// The caps in bytes.
+    pub fn caps(&self) -> Caps {
+        mib_caps(self.max_page_mib.value, self.max_file_mib.value)
     }
 }
 

@@ -33,7 +33,7 @@ use crate::cache::Cache;
 pub use crate::cache::Outcome;
 use crate::config::ServeConfig;
 use crate::store::Store;
-use crate::upstream::{Caps, Upstream};
+use crate::upstream::Upstream;
 pub use access_log::ACCESS as ACCESS_TARGET;
 
 #[derive(Default)]
@@ -67,10 +67,7 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
         (Some(url), false) => Some(Upstream::new(
             url.clone(),
             Duration::from_secs(config.upstream_timeout.value),
-            Caps {
-                page: config.max_page_mib.value.saturating_mul(MIB),
-                file: config.max_file_mib.value.saturating_mul(MIB),
-            },
+            config.caps(),
         )?),
         _ => None,
     };
@@ -109,9 +106,6 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<(Router, Cache)> {
     let normalised = axum::middleware::map_request(decode_plus).layer(routes);
     Ok((Router::new().fallback_service(normalised), cache))
 }
-
-/// The caps are set in MiB.
-const MIB: u64 = 1 << 20;
 
 /// Runs `devcache serve` until Ctrl-C or SIGTERM, then lets answers and downloads under
 /// way finish, within `--stop-grace` (docker stop allows 10 s before it kills).
