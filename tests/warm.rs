@@ -483,26 +483,26 @@ async fn warm_from_a_hostile_url_stops_at_the_caps() {
     hostile.fault_file(&dist.filename, Some(Fault::Endless(256 << 20)));
     let cache_url = hostile.index_url().replace("/simple/", "/");
     let req = tmp.path().join("requirements.txt");
+    // Whether warm succeeded, and all it said.
     let warm = |req: &std::path::Path| {
-        devcache_command(tmp.path())
+        let out = devcache_command(tmp.path())
             .args(["warm", "-r", req.to_str().unwrap(), "--url", &cache_url])
             .env("DEVCACHE_MAX_PAGE_MIB", "1")
             .output()
-            .unwrap()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said)
     };
 
     std::fs::write(&req, "longer==1.0\n").unwrap();
-    let out = warm(&req);
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{said}");
+    let (succeeded, said) = warm(&req);
+    assert!(!succeeded, "{said}");
     assert!(said.contains("sent more than 4096 bytes"), "{said}");
 
     hostile.fault_pages(Some(Fault::Endless(256 << 20)));
-    let out = warm(&req);
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{said}");
+    let (succeeded, said) = warm(&req);
+    assert!(!succeeded, "{said}");
     assert!(
         said.contains("the page cap (DEVCACHE_MAX_PAGE_MIB)"),
         "{said}"

@@ -111,7 +111,6 @@ impl<'de> Visitor<'de> for FilesSeed<'_> {
         while let Some(file) = seq.next_element::<UpstreamFile>()? {
             files.extend(dist_file(file, self.page_url));
         }
-        files.shrink_to_fit();
         Ok(files)
     }
 }

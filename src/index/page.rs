@@ -66,7 +66,9 @@ impl CoreMetadata {
 
 impl ProjectPage {
     /// Builds a page, deriving versions from file names when the upstream gave none.
-    pub fn new(name: ProjectName, files: Vec<DistFile>, versions: Vec<String>) -> Self {
+    pub fn new(name: ProjectName, mut files: Vec<DistFile>, versions: Vec<String>) -> Self {
+        // Kept as long as the page is: no spare capacity.
+        files.shrink_to_fit();
         let versions = if versions.is_empty() {
             derive_versions(&name, &files)
         } else {
