@@ -141,10 +141,18 @@ async fn idle_and_half_sent_connections_do_not_hold_the_stop_and_a_download_unde
             std::time::Duration::from_millis(120),
         )),
     );
-    // A grace far longer than the test waits: only connections with work may use it.
+    // A grace and a client timeout far longer than the test waits: only connections
+    // with work may use the grace, and the half-sent ones are not timed out meanwhile.
     let mut cache = Devcache::start(
         &tmp.path().join("data"),
-        &["--upstream", &upstream.index_url(), "--stop-grace", "600"],
+        &[
+            "--upstream",
+            &upstream.index_url(),
+            "--stop-grace",
+            "600",
+            "--client-timeout",
+            "600",
+        ],
     );
     let mut streams = Vec::new();
     for _ in 0..300 {
@@ -183,7 +191,7 @@ async fn idle_and_half_sent_connections_do_not_hold_the_stop_and_a_download_unde
     .unwrap();
     assert!(
         exited.is_some(),
-        "still running 60 s after SIGTERM (its grace is 600 s): idle or half-sent connections held the stop; log: {}",
+        "still running 60 s after SIGTERM (its grace and client timeout are 600 s): idle or half-sent connections held the stop; log: {}",
         cache.log()
     );
     let got = rest.await.unwrap().expect("the download under way was cut");
