@@ -467,6 +467,11 @@ pub struct ServeArgs {
     /// [default: none]
     #[arg(long, value_name = "PORT")]
     pub tls_port: Option<u16>,
+    /// Seconds a stopping server (SIGTERM, Ctrl-C) gives answers and downloads under way
+    /// to finish; idle and half-sent connections are closed at once
+    /// [env: DEVCACHE_STOP_GRACE] [default: 8]
+    #[arg(long, value_name = "SECS")]
+    pub stop_grace: Option<u64>,
     /// Configuration file [env: DEVCACHE_CONFIG] [default: ./devcache.yml, then the user's config directory]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -495,6 +500,7 @@ impl From<ServeArgs> for ServeSettings {
             max_file_mib: args.max_file_mib,
             client_timeout: args.client_timeout,
             tls_port: args.tls_port,
+            stop_grace: args.stop_grace,
             config: args.config,
         }
     }

@@ -191,24 +191,11 @@ impl Upstream {
     /// A page's body, read as it arrives and refused once it passes the page cap: an
     /// endless or huge answer costs at most the cap in memory.
     async fn capped_body(&self, response: reqwest::Response) -> Result<Bytes, UpstreamError> {
-        let limit = self.caps.page;
-        let too_large = UpstreamError::TooLarge {
-            what: "the page cap (--max-page-mib)",
-            limit,
-        };
-        if response.content_length().is_some_and(|len| len > limit) {
-            return Err(too_large);
+        let body = read_capped(response, self.caps.page, "the page cap (--max-page-mib)").await;
+        if let Err(UpstreamError::Transport(_)) = &body {
+            self.reachable.store(false, Ordering::Relaxed);
         }
-        let mut body = Vec::new();
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
-            let chunk = self.note(chunk)?;
-            if (body.len() + chunk.len()) as u64 > limit {
-                return Err(too_large);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(body))
+        body
     }
 
     /// The length of a file, as the upstream's answer to `HEAD` gives it.
@@ -295,6 +282,33 @@ impl Upstream {
             _ => Ok(response),
         }
     }
+}
+
+/// A body read as it arrives and refused once it passes `limit` bytes (`what` names
+/// the setting that raises it): an endless or huge answer costs at most the limit in
+/// memory. For every body devcache holds whole from a server it does not control: the
+/// upstream's pages, and a cache's pages read by `warm --url` or `status`.
+pub async fn read_capped(
+    response: reqwest::Response,
+    limit: u64,
+    what: &'static str,
+) -> Result<Bytes, UpstreamError> {
+    let too_large = UpstreamError::TooLarge { what, limit };
+    if response.content_length().is_some_and(|len| len > limit) {
+        return Err(too_large);
+    }
+    // Sized once when the length is given: a growing buffer can take twice the page.
+    let announced = response.content_length().unwrap_or(0).min(limit);
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk?;
+        if (body.len() + chunk.len()) as u64 > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
 }
 
 fn parse_page(

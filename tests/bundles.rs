@@ -73,6 +73,22 @@ fn write_bundle(path: &Path, manifest: &[(String, String)], entries: &[Entry]) {
     tar.finish().unwrap();
 }
 
+/// Writes a sound bundle of `contents`, each a file stored by its sha256; its manifest
+/// (path to sha256) is returned.
+fn bundle_of_files(path: &Path, contents: &[Vec<u8>]) -> Vec<(String, String)> {
+    let manifest: Vec<(String, String)> = contents
+        .iter()
+        .map(|c| (file_path(&sha256(c)), sha256(c)))
+        .collect();
+    let entries: Vec<Entry> = manifest
+        .iter()
+        .zip(contents)
+        .map(|((name, _), c)| Entry::File(name.clone(), c))
+        .collect();
+    write_bundle(path, &manifest, &entries);
+    manifest
+}
+
 fn append<W: Write>(tar: &mut tar::Builder<W>, name: &str, bytes: &[u8]) {
     let mut header = tar::Header::new_gnu();
     header.set_size(bytes.len() as u64);
@@ -243,17 +259,8 @@ fn a_text_file_named_tar_is_one_line() {
 fn an_interrupted_import_completes_when_run_again() {
     let tmp = tempfile::tempdir().unwrap();
     let contents: Vec<Vec<u8>> = (0..3).map(|i| format!("wheel {i}").into_bytes()).collect();
-    let manifest: Vec<(String, String)> = contents
-        .iter()
-        .map(|c| (file_path(&sha256(c)), sha256(c)))
-        .collect();
-    let entries: Vec<Entry> = manifest
-        .iter()
-        .zip(&contents)
-        .map(|((name, _), c)| Entry::File(name.clone(), c))
-        .collect();
     let bundle = tmp.path().join("cache.tar");
-    write_bundle(&bundle, &manifest, &entries);
+    let manifest = bundle_of_files(&bundle, &contents);
     let data = tmp.path().join("data");
     let out = import(tmp.path(), &bundle, &data);
     assert!(
@@ -277,4 +284,70 @@ fn an_interrupted_import_completes_when_run_again() {
     for (name, c) in manifest.iter().zip(&contents) {
         assert_eq!(&std::fs::read(data.join(&name.0)).unwrap(), c);
     }
+}
+
+/// Imports `bundle` into a data directory on a tmpfs of its own (mounted in a mount
+/// namespace of the import alone, with `options`), and says what the import printed
+/// and what its data directory's `tmp/` and `files/` hold after it.
+fn import_onto_tmpfs(dir: &Path, bundle: &Path, options: &str) -> (Output, String) {
+    let mount = dir.join("disk");
+    std::fs::create_dir_all(&mount).unwrap();
+    let binary = env!("CARGO_BIN_EXE_devcache");
+    let script = format!(
+        "mount -t tmpfs -o {options} tmpfs '{m}' || exit 99
+         '{binary}' import '{b}' --data-dir '{m}/data' >&2
+         code=$?
+         echo \"tmp $(ls -A '{m}/data/tmp' | wc -l) files $(find '{m}/data/files' -type f | wc -l)\"
+         exit $code",
+        m = mount.display(),
+        b = bundle.display()
+    );
+    // The environment devcache_command gives, around unshare.
+    let devcache = devcache_command(dir);
+    let mut command = std::process::Command::new("unshare");
+    command.args(["-m", "sh", "-c", &script]).current_dir(dir);
+    for (key, value) in devcache.get_envs() {
+        match value {
+            Some(value) => command.env(key, value),
+            None => command.env_remove(key),
+        };
+    }
+    let out = command.output().unwrap();
+    assert_ne!(out.status.code(), Some(99), "cannot mount a tmpfs");
+    let left = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out, left)
+}
+
+/// Imports a bundle of `count` small distinct files (stored by hash) onto a tmpfs
+/// mounted with `options`, as `import_onto_tmpfs` does.
+fn small_files_onto_tmpfs(dir: &Path, count: usize, options: &str) -> (Output, String) {
+    let contents: Vec<Vec<u8>> = (0..count)
+        .map(|i| format!("small file {i}").into_bytes())
+        .collect();
+    let bundle = dir.join("many.tar");
+    bundle_of_files(&bundle, &contents);
+    import_onto_tmpfs(dir, &bundle, options)
+}
+
+#[test]
+fn a_bundle_larger_than_the_disk_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 3,000 files of a few bytes: tiny as declared, but each takes a whole 4 KiB page
+    // of an 8 MiB tmpfs, about 12 MiB in all.
+    let (out, left) = small_files_onto_tmpfs(tmp.path(), 3000, "size=8m");
+    let line = refused(&out, "MiB free");
+    assert!(line.contains("nothing was imported"), "{line}");
+    assert_eq!(left, "tmp 0 files 0", "{line}");
+}
+
+#[test]
+fn a_disk_that_fills_during_an_import_stops_it_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Room for the bytes, but not for as many files: the disk fills while the entries
+    // are written, after the check of their sizes.
+    let (out, left) = small_files_onto_tmpfs(tmp.path(), 200, "size=8m,nr_inodes=64");
+    let line = refused(&out, "cannot write entry files/");
+    assert!(line.contains("nothing was imported"), "{line}");
+    assert!(line.contains("free some space"), "{line}");
+    assert_eq!(left, "tmp 0 files 0", "{line}");
 }

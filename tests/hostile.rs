@@ -119,18 +119,79 @@ async fn a_half_sent_request_is_timed_out() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn half_sent_requests_do_not_stop_sigterm_from_ending_the_server() {
+async fn idle_and_half_sent_connections_do_not_hold_the_stop_and_a_download_under_way_finishes() {
+    use futures::StreamExt;
     let tmp = tempfile::tempdir().unwrap();
-    // The default client timeout (30 s) is longer than docker stop's grace (10 s).
-    let mut cache = Devcache::start(&tmp.path().join("data"), &["--offline"]);
+    let upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
+    let dist = blob("slow-1.0.tar.gz", 512 * 1024);
+    upstream.add("slow", dist.clone());
+    // About 2 s of transfer: still under way when the stop comes.
+    upstream.fault_file(
+        &dist.filename,
+        Some(Fault::SlowBody(
+            32 * 1024,
+            std::time::Duration::from_millis(120),
+        )),
+    );
+    // A grace and a client timeout far longer than the test waits: only connections
+    // with work may use the grace, and the half-sent ones are not timed out meanwhile.
+    let mut cache = Devcache::start(
+        &tmp.path().join("data"),
+        &[
+            "--upstream",
+            &upstream.index_url(),
+            "--stop-grace",
+            "600",
+            "--client-timeout",
+            "600",
+        ],
+    );
     let mut streams = Vec::new();
-    for _ in 0..50 {
+    for _ in 0..300 {
         streams.push(half_sent(&cache).await);
     }
-    let status = cache.terminate(std::time::Duration::from_secs(20));
+    // An idle keep-alive connection too.
+    let client = http();
+    let status = client
+        .get(format!("{}/+status", cache.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), StatusCode::OK);
+    status.bytes().await.unwrap();
+
+    let response = client
+        .get(cache.file_url("slow", &dist))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.bytes_stream();
+    let mut got = body.next().await.unwrap().unwrap().to_vec();
+    let rest = tokio::spawn(async move {
+        while let Some(chunk) = body.next().await {
+            got.extend_from_slice(&chunk.map_err(|e| e.to_string())?);
+        }
+        Ok::<_, String>(got)
+    });
+
+    let (exited, cache) = tokio::task::spawn_blocking(move || {
+        let exited = cache.terminate(std::time::Duration::from_secs(60));
+        (exited, cache)
+    })
+    .await
+    .unwrap();
     assert!(
-        status.is_some(),
-        "still running after SIGTERM with half-sent requests open"
+        exited.is_some(),
+        "still running 60 s after SIGTERM (its grace and client timeout are 600 s): idle or half-sent connections held the stop; log: {}",
+        cache.log()
+    );
+    let got = rest.await.unwrap().expect("the download under way was cut");
+    assert!(
+        got == dist.bytes,
+        "the download under way got {} bytes of {}",
+        got.len(),
+        dist.bytes.len()
     );
     drop(streams);
 }

@@ -1051,3 +1051,50 @@ fn uv_sync_frozen_installs_through_the_cache_with_locked_installs_and_disable_un
     let after = stdout(&stack.exec("lms", CONSUMER_STATE));
     assert_eq!(before, after);
 }
+
+/// A service's container is not devcache's to trust: what warm reads of it, a
+/// command's output or a requirement file, stops at a cap, with one line saying so.
+#[test]
+fn warm_reads_no_more_of_a_container_than_its_caps() {
+    let stack = Devstack::new();
+    let index = tempfile::tempdir().unwrap();
+    static_index(index.path(), &[("demo", wheel("demo", "1.0", &[]))]);
+    let upstream = stack.start_upstream(index.path());
+    stack.start_service("lms");
+    assert_ok(
+        &stack.devcache(&["up", "--upstream", &upstream, "--port", "0"]),
+        "devcache up",
+    );
+
+    // An interpreter that never stops printing.
+    assert_ok(
+        &stack.exec(
+            "lms",
+            "printf '#!/bin/sh\\nexec yes\\n' > /usr/local/bin/python3 && chmod +x /usr/local/bin/python3",
+        ),
+        "a chatty python3",
+    );
+    let out = stack.devcache(&["warm", "lms"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let said = stderr(&out);
+    assert!(said.contains("printed more than 64 MiB"), "{said}");
+    assert_eq!(said.trim().lines().count(), 1, "{said}");
+
+    // A requirement file far larger than any.
+    assert_ok(
+        &stack.exec(
+            "lms",
+            "rm /usr/local/bin/python3 && truncate -s 100M /srv-big.txt",
+        ),
+        "a huge requirement file",
+    );
+    std::fs::write(
+        stack.home.path().join("devcache.yml"),
+        "warm:\n  lms: [/srv-big.txt]\n",
+    )
+    .unwrap();
+    let out = stack.devcache(&["warm", "lms"]);
+    let said = stdout(&out) + &stderr(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("is larger than 64 MiB"), "{said}");
+}

@@ -4,7 +4,7 @@
 mod support;
 
 use support::dists::{blob, wheel};
-use support::upstream::{Links, PageFormat, TestUpstream};
+use support::upstream::{Fault, Links, PageFormat, TestUpstream};
 use support::{Devcache, assert_ok, devcache_command, pip_install_args};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,4 +451,43 @@ async fn a_uv_lock_and_its_pylock_warm_by_hash_whatever_host_they_name() {
     assert_eq!(support::installed_version(&site, "demo"), "2.0");
     assert_eq!(support::installed_version(&site, "helper"), "1.0");
     assert_eq!(upstream.total_requests(), before, "the upstream was asked");
+}
+
+/// `warm --url` reads from a server the user named: a hostile one gets no more than
+/// devcache's caps, an endless page stops at the page cap and a file longer than its
+/// page says stops at that size, each reported, and warm ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_from_a_hostile_url_stops_at_the_caps() {
+    let tmp = tempfile::tempdir().unwrap();
+    // It stands in for a cache; its JSON pages give each file's size.
+    let hostile = TestUpstream::start(PageFormat::Json, Links::Absolute).await;
+    let dist = blob("longer-1.0.tar.gz", 4096);
+    hostile.add("longer", dist.clone());
+    hostile.fault_file(&dist.filename, Some(Fault::Endless(256 << 20)));
+    let cache_url = hostile.index_url().replace("/simple/", "/");
+    let req = tmp.path().join("requirements.txt");
+    // Whether warm succeeded, and all it said.
+    let warm = |req: &std::path::Path| {
+        let out = devcache_command(tmp.path())
+            .args(["warm", "-r", req.to_str().unwrap(), "--url", &cache_url])
+            .env("DEVCACHE_MAX_PAGE_MIB", "1")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), said)
+    };
+
+    std::fs::write(&req, "longer==1.0\n").unwrap();
+    let (succeeded, said) = warm(&req);
+    assert!(!succeeded, "{said}");
+    assert!(said.contains("sent more than 4096 bytes"), "{said}");
+
+    hostile.fault_pages(Some(Fault::Endless(256 << 20)));
+    let (succeeded, said) = warm(&req);
+    assert!(!succeeded, "{said}");
+    assert!(
+        said.contains("the page cap (DEVCACHE_MAX_PAGE_MIB)"),
+        "{said}"
+    );
 }

@@ -11,6 +11,8 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use url::Url;
 
+use crate::upstream::Caps;
+
 /// The settings a command gives (from its flags); `None` leaves a setting to the
 /// `DEVCACHE_*` environment, devcache.yml and the defaults, in that order.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +31,8 @@ pub struct ServeSettings {
     pub client_timeout: Option<u64>,
     /// The port to answer locked installs' file hosts on, over TLS.
     pub tls_port: Option<u16>,
+    /// Seconds a stopping server gives answers under way to finish.
+    pub stop_grace: Option<u64>,
     /// devcache.yml's path, instead of looking for it.
     pub config: Option<PathBuf>,
 }
@@ -84,7 +88,12 @@ pub struct ServeConfig {
     pub client_timeout: Setting<u64>,
     /// The port locked installs' file hosts are answered on, over TLS; `None`: not at all.
     pub tls_port: Setting<Option<u16>>,
+    /// Seconds a stopping server gives answers and downloads under way to finish.
+    pub stop_grace: Setting<u64>,
 }
+
+/// Default stop grace: docker stop allows 10 s before it kills.
+pub const DEFAULT_STOP_GRACE: u64 = 8;
 
 /// Default page cap: the largest real project pages (nightly builds with tens of
 /// thousands of files) are a few tens of MiB as JSON.
@@ -115,6 +124,7 @@ pub struct FileConfig {
     max_file_mib: Option<u64>,
     client_timeout: Option<u64>,
     tls_port: Option<u16>,
+    stop_grace: Option<u64>,
 }
 
 /// The process environment, as a function so tests can give their own.
@@ -175,18 +185,7 @@ impl ServeConfig {
                 .transpose()?,
             || None,
         );
-        let max_page_mib = pick(
-            args.max_page_mib,
-            env_value(env, "DEVCACHE_MAX_PAGE_MIB")?,
-            file.max_page_mib.map(|v| (v, from_file())),
-            || DEFAULT_MAX_PAGE_MIB,
-        );
-        let max_file_mib = pick(
-            args.max_file_mib,
-            env_value(env, "DEVCACHE_MAX_FILE_MIB")?,
-            file.max_file_mib.map(|v| (v, from_file())),
-            || DEFAULT_MAX_FILE_MIB,
-        );
+        let (max_page_mib, max_file_mib) = cap_settings(args, env, &file, &from_file)?;
         let client_timeout = pick(
             args.client_timeout,
             env_value(env, "DEVCACHE_CLIENT_TIMEOUT")?,
@@ -198,6 +197,12 @@ impl ServeConfig {
             env_value::<u16>(env, "DEVCACHE_TLS_PORT")?.map(|(port, source)| (Some(port), source)),
             file.tls_port.map(|v| (Some(v), from_file())),
             || None,
+        );
+        let stop_grace = pick(
+            args.stop_grace,
+            env_value(env, "DEVCACHE_STOP_GRACE")?,
+            file.stop_grace.map(|v| (v, from_file())),
+            || DEFAULT_STOP_GRACE,
         );
         let upstream = match resolve_upstream(args, env, file.upstream.clone(), from_file()) {
             Ok(Setting { value, source }) => Setting {
@@ -223,6 +228,7 @@ impl ServeConfig {
             max_file_mib,
             client_timeout,
             tls_port,
+            stop_grace,
         })
     }
 
@@ -288,10 +294,62 @@ impl ServeConfig {
                     .map_or("(none: no locked installs)".to_string(), |p| p.to_string()),
                 &self.tls_port.source,
             ),
+            (
+                "stop_grace",
+                format!("{}s", self.stop_grace.value),
+                &self.stop_grace.source,
+            ),
         ];
         rows.iter()
             .map(|(key, value, source)| format!("{key:<17} {value:<45} ({source})\n"))
             .collect()
+    }
+}
+
+/// The page and file caps (MiB), from flag, `DEVCACHE_*`, devcache.yml or the defaults.
+fn cap_settings(
+    args: &ServeSettings,
+    env: Env,
+    file: &FileConfig,
+    from_file: &dyn Fn() -> Source,
+) -> Result<(Setting<u64>, Setting<u64>)> {
+    let page = pick(
+        args.max_page_mib,
+        env_value(env, "DEVCACHE_MAX_PAGE_MIB")?,
+        file.max_page_mib.map(|v| (v, from_file())),
+        || DEFAULT_MAX_PAGE_MIB,
+    );
+    let file = pick(
+        args.max_file_mib,
+        env_value(env, "DEVCACHE_MAX_FILE_MIB")?,
+        file.max_file_mib.map(|v| (v, from_file())),
+        || DEFAULT_MAX_FILE_MIB,
+    );
+    Ok((page, file))
+}
+
+/// The caps on what devcache reads from a server, as `serve` takes them, for the
+/// commands that read from a cache without serving one (`warm --url`, `status`): they
+/// need no upstream configured.
+pub fn caps(args: &ServeSettings, env: Env) -> Result<Caps> {
+    let (file, file_path) = read_file_config(args.config.as_deref(), env)?;
+    let from_file = || Source::File(file_path.clone().unwrap_or_default());
+    let (page, file) = cap_settings(args, env, &file, &from_file)?;
+    Ok(mib_caps(page.value, file.value))
+}
+
+fn mib_caps(page_mib: u64, file_mib: u64) -> Caps {
+    const MIB: u64 = 1 << 20;
+    Caps {
+        page: page_mib.saturating_mul(MIB),
+        file: file_mib.saturating_mul(MIB),
+    }
+}
+
+impl ServeConfig {
+    /// The caps in bytes.
+    pub fn caps(&self) -> Caps {
+        mib_caps(self.max_page_mib.value, self.max_file_mib.value)
     }
 }
 

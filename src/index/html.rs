@@ -1,12 +1,11 @@
 //! The HTML simple API (PEP 503 with PEP 592, 658 and 714 attributes): parsing
 //! upstream pages and rendering pages for clients.
 
-use std::collections::BTreeMap;
-
 use url::Url;
 
+use super::hashes::Hashes;
 use super::name::ProjectName;
-use super::page::{CoreMetadata, DistFile, ProjectPage, normal_digest};
+use super::page::{CoreMetadata, DistFile, ProjectPage};
 
 pub const CONTENT_TYPE: &str = "application/vnd.pypi.simple.v1+html";
 
@@ -40,11 +39,9 @@ fn dist_file(anchor: &Tag, base: &Url) -> Option<DistFile> {
     if !matches!(url.scheme(), "http" | "https") {
         return None;
     }
-    let mut hashes = BTreeMap::new();
-    if let Some((algorithm, digest)) = url.fragment().and_then(|f| f.split_once('='))
-        && let Some(digest) = normal_digest(digest)
-    {
-        hashes.insert(algorithm.to_ascii_lowercase(), digest);
+    let mut hashes = Hashes::default();
+    if let Some((algorithm, digest)) = url.fragment().and_then(|f| f.split_once('=')) {
+        hashes.insert(algorithm, digest);
     }
     url.set_fragment(None);
     let text = anchor.text.trim();
@@ -85,11 +82,9 @@ fn core_metadata(value: &str) -> Option<CoreMetadata> {
     if value == "false" {
         return None;
     }
-    let mut hashes = BTreeMap::new();
-    if let Some((algorithm, digest)) = value.split_once('=')
-        && let Some(digest) = normal_digest(digest)
-    {
-        hashes.insert(algorithm.to_ascii_lowercase(), digest);
+    let mut hashes = Hashes::default();
+    if let Some((algorithm, digest)) = value.split_once('=') {
+        hashes.insert(algorithm, digest);
     }
     Some(CoreMetadata { hashes })
 }
@@ -105,7 +100,7 @@ pub fn render(page: &ProjectPage, link: impl Fn(&DistFile) -> String) -> String 
     ));
     for file in &page.files {
         let mut href = link(file);
-        if let Some((algorithm, digest)) = file.fragment_hash() {
+        if let Some((algorithm, digest)) = file.hashes.preferred() {
             href.push_str(&format!("#{algorithm}={digest}"));
         }
         out.push_str(&format!("<a href=\"{}\"", escape(&href)));
@@ -113,8 +108,8 @@ pub fn render(page: &ProjectPage, link: impl Fn(&DistFile) -> String) -> String 
             out.push_str(&format!(" data-requires-python=\"{}\"", escape(requires)));
         }
         if let Some(metadata) = &file.core_metadata {
-            let value = match metadata.sha256() {
-                Some(digest) => format!("sha256={digest}"),
+            let value = match metadata.hashes.preferred() {
+                Some((algorithm, digest)) => format!("{algorithm}={digest}"),
                 None => "true".to_string(),
             };
             // PEP 714 allows the old attribute beside the new one in HTML (never in
@@ -132,6 +127,7 @@ pub fn render(page: &ProjectPage, link: impl Fn(&DistFile) -> String) -> String 
         out.push_str(&format!(">{}</a><br/>\n", escape(&file.filename)));
     }
     out.push_str("</body>\n</html>\n");
+    out.shrink_to_fit();
     out
 }
 
@@ -342,15 +338,16 @@ mod tests {
 
     #[test]
     fn reads_every_attribute_clients_use() {
-        let page = page(
-            r#"<!DOCTYPE html><html><body>
+        let body = r#"<!DOCTYPE html><html><body>
             <!-- <a href="commented-out.whl">no</a> -->
             <A HREF="../../files/demo-1.0-py3-none-any.whl#sha256=ABCD" data-requires-python="&gt;=3.8"
-               data-dist-info-metadata="sha256=beef" data-yanked="broken &amp; bad">demo-1.0-py3-none-any.whl</A><br/>
+               data-dist-info-metadata="sha256=BEEF" data-yanked="broken &amp; bad">demo-1.0-py3-none-any.whl</A><br/>
             <a href='https://other.test/demo-1.0.tar.gz#md5=0f' data-core-metadata=true>demo-1.0.tar.gz</a>
             <a href=demo-2.0.zip data-yanked>demo-2.0.zip</a>
-            </body></html>"#,
-        );
+            </body></html>"#
+            .replace("ABCD", &"AB".repeat(32))
+            .replace("BEEF", &"be".repeat(32));
+        let page = page(&body);
         assert_eq!(page.files.len(), 3);
         let wheel = &page.files[0];
         assert_eq!(wheel.filename, "demo-1.0-py3-none-any.whl");
@@ -358,12 +355,15 @@ mod tests {
             wheel.url,
             "https://index.test/files/demo-1.0-py3-none-any.whl"
         );
-        assert_eq!(wheel.sha256(), Some("abcd"));
+        assert_eq!(wheel.sha256(), Some("ab".repeat(32)));
         assert_eq!(wheel.requires_python.as_deref(), Some(">=3.8"));
         assert_eq!(wheel.yanked.as_deref(), Some("broken & bad"));
-        assert_eq!(wheel.core_metadata.as_ref().unwrap().sha256(), Some("beef"));
+        assert_eq!(
+            wheel.core_metadata.as_ref().unwrap().sha256(),
+            Some("be".repeat(32))
+        );
         let sdist = &page.files[1];
-        assert_eq!(sdist.hashes.get("md5").map(String::as_str), Some("0f"));
+        assert_eq!(sdist.hashes.preferred(), Some(("md5", "0f".to_string())));
         assert_eq!(sdist.core_metadata, Some(CoreMetadata::default()));
         assert_eq!(sdist.yanked, None);
         let zip = &page.files[2];

@@ -1,6 +1,7 @@
 //! Python packaging types: project names, simple-API pages in both formats,
 //! and wheels' core metadata.
 
+pub mod hashes;
 pub mod html;
 pub mod json;
 pub mod name;

@@ -4,10 +4,9 @@
 //! and rendered again in the format a client asks for. Keeping one model is what
 //! lets an HTML-only upstream answer JSON clients and the reverse.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
+use super::hashes::Hashes;
 use super::name::ProjectName;
 
 /// One project's files, as the upstream listed them.
@@ -28,9 +27,8 @@ pub struct DistFile {
     /// Absolute upstream URL, without fragment. Only this server reads it: clients get
     /// links into devcache instead.
     pub url: String,
-    /// Hash name (lowercase) to lowercase hex digest.
     #[serde(default)]
-    pub hashes: BTreeMap<String, String>,
+    pub hashes: Hashes,
     #[serde(default)]
     pub requires_python: Option<String>,
     /// `None`: not yanked; `Some("")`: yanked without a reason (PEP 592).
@@ -51,39 +49,26 @@ pub struct DistFile {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct CoreMetadata {
     #[serde(default)]
-    pub hashes: BTreeMap<String, String>,
+    pub hashes: Hashes,
 }
 
 impl DistFile {
-    pub fn sha256(&self) -> Option<&str> {
-        self.hashes.get("sha256").map(String::as_str)
-    }
-
-    /// The hash a client sees in an HTML link fragment: sha256 when known.
-    pub fn fragment_hash(&self) -> Option<(&str, &str)> {
-        let (name, digest) = self
-            .hashes
-            .get_key_value("sha256")
-            .or_else(|| self.hashes.iter().next())?;
-        Some((name.as_str(), digest.as_str()))
+    pub fn sha256(&self) -> Option<String> {
+        self.hashes.sha256()
     }
 }
 
 impl CoreMetadata {
-    pub fn sha256(&self) -> Option<&str> {
-        self.hashes.get("sha256").map(String::as_str)
+    pub fn sha256(&self) -> Option<String> {
+        self.hashes.sha256()
     }
-}
-
-/// A hex digest as pages write it: lowercase, only hex digits.
-pub fn normal_digest(digest: &str) -> Option<String> {
-    let lower = digest.trim().to_ascii_lowercase();
-    (!lower.is_empty() && lower.bytes().all(|b| b.is_ascii_hexdigit())).then_some(lower)
 }
 
 impl ProjectPage {
     /// Builds a page, deriving versions from file names when the upstream gave none.
-    pub fn new(name: ProjectName, files: Vec<DistFile>, versions: Vec<String>) -> Self {
+    pub fn new(name: ProjectName, mut files: Vec<DistFile>, versions: Vec<String>) -> Self {
+        // Kept as long as the page is: no spare capacity.
+        files.shrink_to_fit();
         let versions = if versions.is_empty() {
             derive_versions(&name, &files)
         } else {
@@ -195,12 +180,5 @@ mod tests {
         );
         assert!(projects_in_filename("README.txt").is_empty());
         assert!(projects_in_filename("../x.whl").is_empty());
-    }
-
-    #[test]
-    fn digests_are_lowercased_and_checked() {
-        assert_eq!(normal_digest("ABCdef01").as_deref(), Some("abcdef01"));
-        assert_eq!(normal_digest("xyz"), None);
-        assert_eq!(normal_digest(""), None);
     }
 }

@@ -35,7 +35,7 @@ use crate::cache::Cache;
 pub use crate::cache::Outcome;
 use crate::config::ServeConfig;
 use crate::store::Store;
-use crate::upstream::{Caps, Upstream};
+use crate::upstream::Upstream;
 pub use access_log::ACCESS as ACCESS_TARGET;
 
 #[derive(Default)]
@@ -76,10 +76,7 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<Apps> {
         (Some(url), false) => Some(Upstream::new(
             url.clone(),
             Duration::from_secs(config.upstream_timeout.value),
-            Caps {
-                page: config.max_page_mib.value.saturating_mul(MIB),
-                file: config.max_file_mib.value.saturating_mul(MIB),
-            },
+            config.caps(),
         )?),
         _ => None,
     };
@@ -130,16 +127,10 @@ fn app(config: &ServeConfig, owns_data_dir: bool) -> Result<Apps> {
     })
 }
 
-/// The caps are set in MiB.
-const MIB: u64 = 1 << 20;
-
-/// How long a stopping server takes at most, for its connections to finish and its
-/// downloads under way to be saved; docker stop allows 10 s before it kills.
-const STOP_GRACE: Duration = Duration::from_secs(8);
-
 /// Runs `devcache serve` until Ctrl-C or SIGTERM, then lets answers and downloads under
-/// way finish, within [`STOP_GRACE`].
+/// way finish, within `--stop-grace` (docker stop allows 10 s before it kills).
 pub async fn run(config: ServeConfig) -> Result<()> {
+    return_large_buffers();
     let Apps {
         index,
         file_hosts,
@@ -152,6 +143,7 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         let _ = rx.wait_for(|stopped| *stopped).await;
     };
     let client_timeout = Duration::from_secs(config.client_timeout.value);
+    let grace = Duration::from_secs(config.stop_grace.value);
     let tls = match config.tls_port.value {
         Some(port) => {
             let tls_listener = bind(&config.host.value, port).await?;
@@ -164,7 +156,7 @@ pub async fn run(config: ServeConfig) -> Result<()> {
                 Some(acceptor),
                 client_timeout,
                 stopped(stop_rx.clone()),
-                STOP_GRACE,
+                grace,
             ));
             Some((serving, tls_addr))
         }
@@ -177,11 +169,11 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         let _ = stopping.set(Instant::now());
         let _ = stop_tx.send(true);
     };
-    connections::serve(listener, index, None, client_timeout, stop, STOP_GRACE).await;
+    connections::serve(listener, index, None, client_timeout, stop, grace).await;
     if let Some((serving, _)) = tls {
         let _ = serving.await;
     }
-    let left = STOP_GRACE.saturating_sub(stopping.get().map_or(Duration::ZERO, Instant::elapsed));
+    let left = grace.saturating_sub(stopping.get().map_or(Duration::ZERO, Instant::elapsed));
     let running = cache.downloads_running();
     if running > 0 {
         tracing::info!("waiting for {running} download(s) under way to be saved");
@@ -190,6 +182,20 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Has the allocator give buffers of 1 MiB and more back to the system when they are
+/// freed. glibc otherwise raises that threshold to the largest buffer freed so far (up
+/// to 32 MiB), so that the transient buffers of a page of many links (its upstream body,
+/// lists while they grow) end up in the heap, where the process keeps their memory:
+/// about 25 MiB of a page of 100,000 links.
+fn return_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of the allocator, before any large
+    // allocation of the server.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 /// Listens on `host:port`, saying plainly which of the two is wrong when it cannot.
@@ -248,6 +254,7 @@ impl LocalServer {
 /// Serves a data directory on a free port of 127.0.0.1 for the rest of this process,
 /// for commands that fill a cache through its HTTP API (`warm --data-dir`).
 pub async fn spawn_local(config: &ServeConfig) -> Result<LocalServer> {
+    return_large_buffers();
     // Another devcache may be serving this directory: its downloads in tmp/ stay.
     let Apps { index, cache, .. } = app(config, false)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
@@ -259,7 +266,7 @@ pub async fn spawn_local(config: &ServeConfig) -> Result<LocalServer> {
         None,
         client_timeout,
         std::future::pending(),
-        STOP_GRACE,
+        Duration::from_secs(config.stop_grace.value),
     ));
     Ok(LocalServer { addr, cache })
 }

@@ -500,11 +500,16 @@ pub async fn status(port: u16, timeout: Duration) -> Result<Status> {
     if !response.status().is_success() {
         bail!("it answered {}", response.status());
     }
-    response
-        .json()
+    // Whatever listens on the port may not be devcache: its answer is capped.
+    let body = crate::upstream::read_capped(response, STATUS_CAP, "the status document's cap")
         .await
+        .map_err(|e| anyhow::anyhow!("{url}: {}", e.to_string().replace("the upstream", "it")))?;
+    serde_json::from_slice(&body)
         .with_context(|| format!("{url} is not devcache's status document"))
 }
+
+/// The most of `/+status` read: a few KiB, a line per client address and installer.
+const STATUS_CAP: u64 = 16 << 20;
 
 fn status_url(port: u16) -> String {
     format!("http://127.0.0.1:{port}{STATUS_PATH}")

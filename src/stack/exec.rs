@@ -17,6 +17,11 @@ pub struct Ran {
     pub stderr: String,
 }
 
+/// The most of each of a command's outputs kept: the commands devcache runs print a
+/// few lines (an interpreter's version) to a line per cached file (`gc`, `verify`), and
+/// a container's programs are not devcache's to trust.
+const OUTPUT_CAP: u64 = 64 << 20;
+
 /// Runs `cmd` in a running container and waits for it.
 pub async fn run(docker: &Docker, container: &str, cmd: &[&str]) -> Result<Ran> {
     let exec = docker
@@ -39,14 +44,18 @@ pub async fn run(docker: &Docker, container: &str, cmd: &[&str]) -> Result<Ran> 
     if let StartExecResults::Attached { mut output, .. } = docker.start_exec(&exec.id, None).await?
     {
         while let Some(chunk) = output.next().await {
-            match chunk? {
-                LogOutput::StdErr { message } => {
-                    ran.stderr.push_str(&String::from_utf8_lossy(&message))
-                }
-                other => ran
-                    .stdout
-                    .push_str(&String::from_utf8_lossy(&other.into_bytes())),
+            let (stream, bytes) = match chunk? {
+                LogOutput::StdErr { message } => (&mut ran.stderr, message),
+                other => (&mut ran.stdout, other.into_bytes()),
+            };
+            if (stream.len() + bytes.len()) as u64 > OUTPUT_CAP {
+                bail!(
+                    "{} in {container} printed more than {} MiB, more than devcache reads of a command's output",
+                    cmd[0],
+                    OUTPUT_CAP >> 20
+                );
             }
+            stream.push_str(&String::from_utf8_lossy(&bytes));
         }
     }
     ran.code = docker.inspect_exec(&exec.id).await?.exit_code.unwrap_or(-1);

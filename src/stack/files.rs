@@ -22,10 +22,15 @@ use super::exec::script;
 /// The size of the pieces a large file is copied in.
 const CHUNK: usize = 256 * 1024;
 
+/// The most `read` takes of a file, archive included: the files read whole are
+/// configuration, requirement and lock files, kilobytes to a few MiB (edx-platform's
+/// uv.lock is under 2 MiB); a container's huge file costs at most this in memory.
+const READ_CAP: u64 = 64 << 20;
+
 /// A file's bytes, or `None` when it does not exist.
 pub async fn read(docker: &Docker, container: &str, path: &str) -> Result<Option<Vec<u8>>> {
     let mut archive = Vec::new();
-    if !download(docker, container, path, &mut archive).await? {
+    if !download(docker, container, path, &mut archive, READ_CAP).await? {
         return Ok(None);
     }
     let mut bytes = Vec::new();
@@ -41,7 +46,8 @@ pub async fn copy_out(docker: &Docker, container: &str, path: &str, dest: &Path)
     let mut out = tokio::fs::File::create(&archive)
         .await
         .with_context(|| format!("cannot write {}", archive.display()))?;
-    let downloaded = download(docker, container, path, &mut out).await;
+    // Written to disk as it comes (a bundle), so not capped in memory.
+    let downloaded = download(docker, container, path, &mut out, u64::MAX).await;
     drop(out);
     let unpacked = match downloaded {
         Ok(true) => {
@@ -180,12 +186,14 @@ async fn upload(
         .map_err(|e| anyhow!("cannot write {dir}/{name} in {container}: {}", message(&e)))
 }
 
-/// Writes the Engine's archive of `path` to `sink`; `false` when there is no such path.
+/// Writes the Engine's archive of `path` to `sink`, refusing it past `limit` bytes;
+/// `false` when there is no such path.
 async fn download(
     docker: &Docker,
     container: &str,
     path: &str,
     sink: &mut (impl AsyncWrite + Unpin),
+    limit: u64,
 ) -> Result<bool> {
     let mut stream = docker.download_from_container(
         container,
@@ -193,9 +201,19 @@ async fn download(
             path: path.to_string(),
         }),
     );
+    let mut written = 0u64;
     while let Some(chunk) = stream.next().await {
         match chunk {
-            Ok(bytes) => sink.write_all(&bytes).await?,
+            Ok(bytes) => {
+                written += bytes.len() as u64;
+                if written > limit {
+                    bail!(
+                        "{path} in {container} is larger than {} MiB, more than devcache reads of a configuration, requirement or lock file",
+                        limit >> 20
+                    );
+                }
+                sink.write_all(&bytes).await?;
+            }
             Err(e) if is_not_found(&e) => return Ok(false),
             Err(e) => bail!("cannot copy {path} out of {container}: {}", message(&e)),
         }

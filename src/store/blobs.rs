@@ -162,10 +162,12 @@ mod tests {
 
     #[test]
     fn a_file_without_sha256_is_keyed_by_url_and_not_verified() {
+        let mut hashes = crate::index::hashes::Hashes::default();
+        hashes.insert("md5", "00");
         let file = DistFile {
             filename: "x-1.0.tar.gz".into(),
             url: "https://files.test/x-1.0.tar.gz".into(),
-            hashes: [("md5".to_string(), "00".to_string())].into(),
+            hashes,
             requires_python: None,
             yanked: None,
             core_metadata: None,

@@ -145,22 +145,25 @@ pub fn import(store: &Store, bundle: &Path, pin: Option<&str>) -> Result<Counts>
 }
 
 fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
-    let mut file =
-        std::fs::File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
-    let mut magic = [0u8; 4];
-    let compressed = file.read_exact(&mut magic).is_ok() && magic == ZSTD_MAGIC;
-    let file = std::fs::File::open(bundle)?;
-    let source: Box<dyn Read> = if compressed {
-        Box::new(zstd::Decoder::new(file)?)
-    } else {
-        Box::new(std::io::BufReader::new(file))
-    };
     let refuse = |why: String| {
         anyhow::anyhow!(
             "{} is refused: {why}; nothing was imported",
             bundle.display()
         )
     };
+    // Every entry must fit in what the disk has free, as the headers declare, before
+    // a byte of any is written.
+    let tmp = store.root().join("tmp");
+    let disk = free_space(&tmp)?;
+    if let Some((needed, path)) = first_past(bundle, &disk)? {
+        return Err(refuse(format!(
+            "its entries up to {path} need {} MiB, and {} has {} MiB free",
+            needed.div_ceil(1 << 20),
+            store.root().display(),
+            disk.free >> 20
+        )));
+    }
+    let (source, _) = open(bundle)?;
     let not_a_bundle = || refuse("it is not a devcache bundle (not a tar archive)".into());
     let mut archive = tar::Archive::new(source);
     let mut entries = archive.entries().map_err(|_| not_a_bundle())?;
@@ -195,10 +198,6 @@ fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
     }
 
     let mut seen = std::collections::HashSet::new();
-    // Staged entries are written to tmp/ before any is published: each must fit in
-    // what the disk has free, as its header declares, before a byte of it is written.
-    let free = free_space(&store.root().join("tmp"))?;
-    let mut declared = 0u64;
     for entry in entries {
         let mut entry = entry.map_err(|e| {
             refuse(format!(
@@ -234,17 +233,17 @@ fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
         if !seen.insert(path.clone()) {
             return Err(refuse(format!("entry {path} appears twice")));
         }
-        declared = declared.saturating_add(entry.header().size().unwrap_or(0));
-        if declared > free {
-            return Err(refuse(format!(
-                "its entries up to {path} need {} MiB, and {} has {} MiB free",
-                declared.div_ceil(1 << 20),
-                store.root().display(),
-                free >> 20
-            )));
-        }
+        // The disk can still fill while entries are written (another writer, or more
+        // files than it has inodes for): the import stops there, with its tmp/ files
+        // removed by the caller.
+        let full = |e: std::io::Error| {
+            refuse(format!(
+                "cannot write entry {path} to {} ({e}); free some space and import again",
+                tmp.display()
+            ))
+        };
         let temp = store.temp_path();
-        let mut out = std::fs::File::create(&temp)?;
+        let mut out = std::fs::File::create(&temp).map_err(full)?;
         staged.push(Staged {
             temp: temp.clone(),
             path: path.clone(),
@@ -261,7 +260,7 @@ fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
                 break;
             }
             hasher.update(&buffer[..n]);
-            out.write_all(&buffer[..n])?;
+            out.write_all(&buffer[..n]).map_err(full)?;
             size += n as u64;
         }
         if entry.header().size().is_ok_and(|declared| declared != size) {
@@ -292,7 +291,7 @@ fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
             serde_json::from_slice::<StoredPage>(&bytes)
                 .map_err(|e| refuse(format!("entry {path} is not a page ({e})")))?;
         }
-        out.sync_all()?;
+        out.sync_all().map_err(full)?;
         if let Some(last) = staged.last_mut() {
             last.size = size;
         }
@@ -325,11 +324,76 @@ fn kind_name(kind: tar::EntryType) -> &'static str {
     }
 }
 
-/// Bytes free for devcache under `dir`.
-fn free_space(dir: &Path) -> Result<u64> {
+/// Room on the disk that holds `tmp/`.
+struct Disk {
+    /// Bytes free for devcache.
+    free: u64,
+    /// A file takes whole blocks of this size.
+    block: u64,
+}
+
+impl Disk {
+    /// What a file of `size` bytes takes on this disk.
+    fn takes(&self, size: u64) -> u64 {
+        size.div_ceil(self.block).saturating_mul(self.block)
+    }
+}
+
+fn free_space(dir: &Path) -> Result<Disk> {
     let stat = rustix::fs::statvfs(dir)
         .with_context(|| format!("cannot tell how much room {} has", dir.display()))?;
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    Ok(Disk {
+        free: stat.f_bavail.saturating_mul(stat.f_frsize),
+        block: stat.f_frsize.max(1),
+    })
+}
+
+/// The bundle's contents (decompressed when it is zstd), and whether it was compressed.
+fn open(bundle: &Path) -> Result<(Box<dyn Read>, bool)> {
+    let mut file =
+        std::fs::File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
+    let mut magic = [0u8; 4];
+    let compressed = file.read_exact(&mut magic).is_ok() && magic == ZSTD_MAGIC;
+    let file = std::fs::File::open(bundle)?;
+    Ok(if compressed {
+        (Box::new(zstd::Decoder::new(file)?), true)
+    } else {
+        (Box::new(std::io::BufReader::new(file)), false)
+    })
+}
+
+/// Where the bundle's entries, as their headers declare them, stop fitting on `disk`:
+/// the room needed up to that entry, and its path; `None` when they all fit. Only the
+/// headers are read (an uncompressed bundle's data is skipped by seeking); an entry
+/// that cannot be read ends the count, and the import proper names it.
+fn first_past(bundle: &Path, disk: &Disk) -> Result<Option<(u64, String)>> {
+    let (source, compressed) = open(bundle)?;
+    if compressed {
+        return Ok(past(tar::Archive::new(source).entries().ok(), disk));
+    }
+    let file = std::fs::File::open(bundle)?;
+    Ok(past(
+        tar::Archive::new(std::io::BufReader::new(file))
+            .entries_with_seek()
+            .ok(),
+        disk,
+    ))
+}
+
+fn past<R: Read>(entries: Option<tar::Entries<'_, R>>, disk: &Disk) -> Option<(u64, String)> {
+    let mut needed = 0u64;
+    for entry in entries?.skip(1) {
+        let entry = entry.ok()?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        needed = needed.saturating_add(disk.takes(entry.header().size().ok()?));
+        if needed > disk.free {
+            let path = entry.path().ok()?.to_string_lossy().into_owned();
+            return Some((needed, path));
+        }
+    }
+    None
 }
 
 /// Only `pages/<project>.json` and `files/<ab>/<key>`, with names devcache itself would

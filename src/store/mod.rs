@@ -209,10 +209,25 @@ impl Store {
 
     /// Writes `bytes` to `dest` through a temp file and a rename.
     fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_atomically_with(dest, |out| std::io::Write::write_all(out, bytes))
+    }
+
+    /// Like `write_atomically`, with the contents written by `write` as they are made
+    /// (a page of many links is not held in memory as text besides).
+    fn write_atomically_with(
+        &self,
+        dest: &Path,
+        write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        use std::io::Write;
         let temp = self.temp_path();
         let result = (|| {
-            std::fs::write(&temp, bytes)?;
-            std::fs::File::open(&temp)?.sync_all()?;
+            let file = std::fs::File::create(&temp)?;
+            let mut out = std::io::BufWriter::new(&file);
+            write(&mut out)?;
+            out.flush()?;
+            drop(out);
+            file.sync_all()?;
             std::fs::rename(&temp, dest)
         })();
         if result.is_err() {

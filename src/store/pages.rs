@@ -56,8 +56,9 @@ impl Store {
             .root()
             .join("pages")
             .join(format!("{}.json", stored.page.name));
-        let bytes = serde_json::to_vec(stored).map_err(std::io::Error::other)?;
-        self.write_atomically(&path, &bytes)
+        self.write_atomically_with(&path, |out| {
+            serde_json::to_writer(out, stored).map_err(std::io::Error::other)
+        })
     }
 
     /// Every project with a cached page, sorted.

@@ -14,6 +14,7 @@ use super::target::Target;
 use crate::api::{INDEX_PATH, OUTCOME_HEADER, PIN_HEADER};
 use crate::index::page::version_in_filename;
 use crate::index::{DistFile, ProjectName, ProjectPage, json};
+use crate::upstream::{Caps, read_capped};
 
 /// What a warm-up did.
 #[derive(Debug, Default)]
@@ -29,17 +30,21 @@ pub struct Summary {
 
 /// Fetches, through the cache at `cache` (its root URL), the pages of the pinned
 /// projects and the files of each pinned version that `target` installs, asking the
-/// cache to record the files in the pin set `pin`.
+/// cache to record the files in the pin set `pin`. The cache may be any server the user
+/// named (`--url`), so what it sends is capped as the upstream's answers are: pages at
+/// `caps.page`, files at the size their page gives, else at `caps.file`.
 pub async fn warm(
     cache: &Url,
     pins: &[Pin],
     target: &Target,
     jobs: usize,
     pin: Option<&str>,
+    caps: Caps,
 ) -> anyhow::Result<Summary> {
     let client = reqwest::Client::builder()
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
         .build()?;
     let mut summary = Summary::default();
 
@@ -49,15 +54,16 @@ pub async fn warm(
     let pages: Vec<(ProjectName, Result<ProjectPage, String>)> = futures::stream::iter(names)
         .map(|name| {
             let client = &client;
-            async move { (name.clone(), fetch_page(client, cache, name).await) }
+            async move { (name.clone(), fetch_page(client, cache, name, caps).await) }
         })
         .buffer_unordered(jobs)
         .collect()
         .await;
     summary.projects = pages.iter().filter(|(_, page)| page.is_ok()).count();
 
-    let mut wanted: Vec<String> = Vec::new();
-    let mut metadata: Vec<String> = Vec::new();
+    // Each URL with the most that may be read of it.
+    let mut wanted: Vec<(String, u64)> = Vec::new();
+    let mut metadata: Vec<(String, u64)> = Vec::new();
     for pin in pins {
         let page = pages
             .iter()
@@ -75,9 +81,9 @@ pub async fn warm(
                             .as_ref()
                             .is_some_and(|m| m.sha256().is_some())
                         {
-                            metadata.push(format!("{}.metadata", file.url));
+                            metadata.push((format!("{}.metadata", file.url), caps.file));
                         }
-                        wanted.push(file.url.clone());
+                        wanted.push((file.url.clone(), file.size.unwrap_or(caps.file)));
                     }
                 }
                 Err(why) => summary.not_found.push(format!("{shown}: {why}")),
@@ -100,11 +106,11 @@ pub async fn warm(
     let bytes = AtomicU64::new(0);
     // Distributions first, then their metadata, which the cache then reads from the
     // wheels it holds rather than from the upstream.
-    let fetch_all = |urls: Vec<String>| {
+    let fetch_all = |urls: Vec<(String, u64)>| {
         let (client, progress, bytes) = (&client, &progress, &bytes);
         futures::stream::iter(urls)
-            .map(move |url| async move {
-                let result = fetch_file(client, &url, bytes, pin).await;
+            .map(move |(url, limit)| async move {
+                let result = fetch_file(client, &url, limit, bytes, pin).await;
                 progress.inc(1);
                 progress.set_message(format!(
                     "{} fetched",
@@ -135,6 +141,7 @@ async fn fetch_page(
     client: &reqwest::Client,
     cache: &Url,
     name: &ProjectName,
+    caps: Caps,
 ) -> Result<ProjectPage, String> {
     let url = cache
         .join(&format!("{}{name}/", INDEX_PATH.trim_start_matches('/')))
@@ -150,7 +157,9 @@ async fn fetch_page(
         status if !status.is_success() => return Err(format!("the cache answered {status}")),
         _ => {}
     }
-    let body = response.bytes().await.map_err(|e| e.to_string())?;
+    let body = read_capped(response, caps.page, "the page cap (DEVCACHE_MAX_PAGE_MIB)")
+        .await
+        .map_err(|e| e.to_string().replace("the upstream", "the cache"))?;
     json::parse(name.clone(), &body, &url).map_err(|e| format!("unreadable page: {e}"))
 }
 
@@ -170,10 +179,7 @@ fn select<'a>(
                 .is_some_and(|v| v == pin.version)
         })
         .filter(|file| {
-            pin.sha256.is_empty()
-                || file
-                    .sha256()
-                    .is_some_and(|d| pin.sha256.iter().any(|h| h == d))
+            pin.sha256.is_empty() || file.sha256().is_some_and(|d| pin.sha256.contains(&d))
         })
         .collect();
     if of_version.is_empty() {
@@ -206,10 +212,12 @@ fn select<'a>(
     Ok(sdists)
 }
 
-/// Reads a file through the cache; `true` when the cache already had it.
+/// Reads a file through the cache, at most `limit` bytes of it; `true` when the cache
+/// already had it.
 async fn fetch_file(
     client: &reqwest::Client,
     url: &str,
+    limit: u64,
     bytes: &AtomicU64,
     pin: Option<&str>,
 ) -> Result<bool, String> {
@@ -226,8 +234,15 @@ async fn fetch_file(
         .get(OUTCOME_HEADER)
         .is_some_and(|v| v == "hit");
     let mut body = response.bytes_stream();
+    let mut read = 0u64;
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| format!("download broke off: {e}"))?;
+        read += chunk.len() as u64;
+        if read > limit {
+            return Err(format!(
+                "the cache sent more than {limit} bytes (the size its page gives, else DEVCACHE_MAX_FILE_MIB); stopped there"
+            ));
+        }
         if !was_cached {
             bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }

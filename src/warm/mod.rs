@@ -367,7 +367,16 @@ async fn warm_and_report(
             }
         }
     }
-    let summary = fill::warm(cache, &found.pins, target, options.jobs, pin.as_deref()).await?;
+    let caps = crate::config::caps(&options.serve, &process_env)?;
+    let summary = fill::warm(
+        cache,
+        &found.pins,
+        target,
+        options.jobs,
+        pin.as_deref(),
+        caps,
+    )
+    .await?;
     println!(
         "warmed for Python {}.{} on {}: {} projects, {} files ({} already cached), {} fetched",
         target.python.0,

@@ -243,6 +243,8 @@ impl TestUpstream {
         self.addr = listener.local_addr().unwrap();
         let app = Router::new()
             .route("/simple/{project}/", get(page))
+            // devcache's own layout, so it can stand in for a cache (`warm --url`).
+            .route("/root/pypi/+simple/{project}/", get(page))
             .route("/files/{filename}", get(file))
             .with_state((self.shared.clone(), self.format, self.links));
         let (tx, rx) = oneshot::channel::<()>();
