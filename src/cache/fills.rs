@@ -348,6 +348,21 @@ impl Fill {
         seen.outcome.expect("waited for an outcome")
     }
 
+    /// Waits until every byte is written and matches the upstream's sha256, and gives
+    /// the file, which may not be synced and published yet.
+    pub async fn verified_file(&self) -> Result<Arc<std::fs::File>, FillError> {
+        let mut progress = self.progress.clone();
+        let seen = progress
+            .wait_for(|p| p.verified || p.outcome.is_some())
+            .await
+            .map_err(|_| FillError::Disk("fill task ended".into()))?
+            .clone();
+        match seen.outcome {
+            Some(Err(e)) => Err(e),
+            _ => Ok(self.file.clone()),
+        }
+    }
+
     /// The file's bytes from the start, as they become available. Ends with an error
     /// (so the client's connection breaks) if the fill fails.
     pub fn stream(self: Arc<Self>) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
+use super::saves::Saves;
 use super::{Outcome, metadata};
 use crate::api::FILES_PATH;
 use crate::index::wheel;
@@ -79,16 +80,23 @@ pub struct Pages {
     store: Store,
     upstream: Option<Upstream>,
     ttl: Duration,
+    saves: Saves,
     memo: Arc<Mutex<Memo>>,
     fetching: Arc<Mutex<HashMap<ProjectName, SharedFetch>>>,
 }
 
 impl Pages {
-    pub fn new(store: Store, upstream: Option<Upstream>, ttl: Duration) -> Self {
+    pub(super) fn new(
+        store: Store,
+        upstream: Option<Upstream>,
+        ttl: Duration,
+        saves: Saves,
+    ) -> Self {
         Self {
             store,
             upstream,
             ttl,
+            saves,
             memo: Arc::new(Mutex::new(Memo::default())),
             fetching: Arc::default(),
         }
@@ -175,19 +183,17 @@ impl Pages {
             }
             (Err(e), None) => return Err(PageError::Unavailable(e)),
         };
-        // Saved and made ready on the blocking pool, without a copy: a page of many
-        // thousands of links takes a while, and its copies are what memory peaks on.
-        let store = self.store.clone();
-        let project = name.clone();
-        let ready = tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.save_page(&stored) {
-                tracing::warn!(%project, error = %e, "cannot save the page; serving it uncached");
-            }
-            ready_page(stored)
-        })
-        .await
-        .map_err(|e| PageError::Unavailable(UpstreamError::BadPage(e.to_string())))?;
+        // Made ready on the blocking pool, without a copy: a page of many thousands of
+        // links takes a while, and its copies are what memory peaks on. It is saved
+        // after it is answered (see `saves`).
+        let ready = tokio::task::spawn_blocking(move || ready_page(stored))
+            .await
+            .map_err(|e| PageError::Unavailable(UpstreamError::BadPage(e.to_string())))?;
         let ready = Arc::new(ready);
+        let (store, saved) = (self.store.clone(), ready.clone());
+        self.saves.spawn(format!("the page of {name}"), move || {
+            store.save_page(&saved.stored)
+        });
         self.memo
             .lock()
             .expect("memo lock")
