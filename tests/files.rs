@@ -311,3 +311,41 @@ async fn offline_a_cached_wheel_answers_for_its_metadata() {
         demo.metadata.as_deref().unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_cached_file_is_served_whole_and_in_ranges_across_its_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
+    // Larger than the files mapped whole (8 MiB): read a MiB at a time.
+    let dist = blob("large-1.0.tar.gz", 9 * 1024 * 1024 + 12_345);
+    upstream.add("large", dist.clone());
+    let cache = Devcache::caching(tmp.path(), &upstream);
+    let url = file_url(&cache, "large", &dist);
+
+    let filled = http().get(&url).send().await.unwrap();
+    assert_eq!(filled.bytes().await.unwrap().as_ref(), &dist.bytes[..]);
+    wait_for_blob(&cache, &dist).await;
+    let cached = http().get(&url).send().await.unwrap();
+    assert_eq!(cached.headers()["x-devcache-cache"], "hit");
+    assert_eq!(cached.bytes().await.unwrap().as_ref(), &dist.bytes[..]);
+    let len = dist.bytes.len();
+    for (range, start, end) in [
+        ("bytes=1048000-3146000", 1_048_000, 3_146_001),
+        ("bytes=-20000", len - 20_000, len),
+        ("bytes=9437180-", 9_437_180, len),
+    ] {
+        let part = get_range(&url, range).await;
+        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            part.headers()["content-range"],
+            format!("bytes {start}-{}/{len}", end - 1).as_str()
+        );
+        assert_eq!(
+            part.bytes().await.unwrap().as_ref(),
+            &dist.bytes[start..end],
+            "{range}"
+        );
+    }
+    let path = format!("/files/{}", dist.filename);
+    assert_eq!(upstream.downloads(&path), 1);
+}

@@ -29,6 +29,7 @@ use super::{Cache, Outcome};
 use crate::index::wheel::{self, WheelError};
 use crate::index::{DistFile, ProjectPage};
 use crate::store::BlobKey;
+use crate::store::mapped::FileBytes;
 use crate::upstream::Upstream;
 
 /// Renders the page as clients see it, where every wheel offers core metadata: the
@@ -165,7 +166,7 @@ impl Cache {
 /// Derived metadata answered from memory, as it will be cached.
 fn in_memory(key: &BlobKey, bytes: Bytes) -> FileAnswer {
     FileAnswer::Cached(CachedFile {
-        bytes,
+        bytes: FileBytes::Whole(bytes),
         modified: Some(std::time::SystemTime::now()),
         key: key.clone(),
     })
