@@ -73,6 +73,10 @@ pub enum PageError {
     Unavailable(UpstreamError),
 }
 
+/// Pages of at most this many files are rendered on the async worker that fetched them
+/// (tens of microseconds); longer ones on the blocking pool.
+const RENDERED_IN_PLACE: usize = 500;
+
 type SharedFetch = Shared<BoxFuture<'static, Result<(Arc<ReadyPage>, Outcome), PageError>>>;
 
 #[derive(Clone)]
@@ -183,12 +187,16 @@ impl Pages {
             }
             (Err(e), None) => return Err(PageError::Unavailable(e)),
         };
-        // Made ready on the blocking pool, without a copy: a page of many thousands of
-        // links takes a while, and its copies are what memory peaks on. It is saved
-        // after it is answered (see `saves`).
-        let ready = tokio::task::spawn_blocking(move || ready_page(stored))
-            .await
-            .map_err(|e| PageError::Unavailable(UpstreamError::BadPage(e.to_string())))?;
+        // Made ready without a copy: a page of many thousands of links takes a while
+        // (on the blocking pool), and its copies are what memory peaks on; a short one
+        // takes less than the trip there. It is saved after it is answered (see `saves`).
+        let ready = if stored.page.files.len() <= RENDERED_IN_PLACE {
+            ready_page(stored)
+        } else {
+            tokio::task::spawn_blocking(move || ready_page(stored))
+                .await
+                .map_err(|e| PageError::Unavailable(UpstreamError::BadPage(e.to_string())))?
+        };
         let ready = Arc::new(ready);
         let (store, saved) = (self.store.clone(), ready.clone());
         self.saves.spawn(format!("the page of {name}"), move || {
