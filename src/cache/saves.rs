@@ -1,9 +1,9 @@
 //! Saves that no answer waits for: a page or a wheel's derived metadata is answered
 //! from memory while it is written (temp file, `fsync`, rename) on the blocking pool.
 //!
-//! An `fsync` costs several milliseconds on a disk with a journal, and a cold page or
-//! `.metadata` paid it before its first byte: under uv's dozens of concurrent requests
-//! those waits made a cold resolution through the cache slower than going direct.
+//! An `fsync` costs from half a millisecond to several on a disk with a journal (more
+//! when other writers share it), and every cold page and `.metadata` of a resolution
+//! paid it before its first byte.
 //! What is being saved is held here, so a second request for it is answered from
 //! memory too, and [`Saves::settled`] lets a stopping process finish the writes, as
 //! fills do for the files their clients were given.
