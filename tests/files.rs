@@ -4,7 +4,7 @@
 mod support;
 
 use reqwest::StatusCode;
-use support::dists::{blob, wheel};
+use support::dists::{blob, wheel, wheel_with_data};
 use support::upstream::{Fault, Links, PageFormat, TestUpstream};
 use support::{Devcache, assert_ok, get, get_range, http, installed_version, pip, pip_install, uv};
 
@@ -132,9 +132,14 @@ async fn upstream_without_metadata() -> TestUpstream {
     let upstream = TestUpstream::start(PageFormat::Json, Links::Absolute).await;
     upstream.without_metadata();
     upstream.add("demo", wheel("demo", "1.0", &[]));
-    upstream.add("demo", wheel("demo", "2.0", &["helper>=1.0"]));
+    upstream.add("demo", demo_2());
     upstream.add("helper", wheel("helper", "1.0", &[]));
     upstream
+}
+
+/// A wheel larger than the first ranged read of its end (16 KiB).
+fn demo_2() -> support::dists::Dist {
+    wheel_with_data("demo", "2.0", &["helper>=1.0"], 64 * 1024)
 }
 
 fn uv_compile(home: &std::path::Path, cache: &Devcache) -> String {
@@ -196,24 +201,39 @@ async fn resolvers_get_core_metadata_for_wheels_the_upstream_gives_none_for() {
         said.contains("demo-2.0") && said.contains("helper-1.0"),
         "{said}"
     );
-    for dist in [
-        wheel("demo", "2.0", &["helper>=1.0"]),
-        wheel("helper", "1.0", &[]),
-    ] {
-        let path = format!("/files/{}", dist.filename);
-        assert_eq!(
-            upstream.downloads(&path),
-            0,
-            "{} downloaded whole",
-            dist.filename
-        );
-        assert!(
-            upstream.range_requests(&path) > 0,
-            "{} read by ranges",
-            dist.filename
-        );
-        assert!(!cache.has_blob(&dist.sha256()), "{} stored", dist.filename);
-    }
+    // A larger wheel is read by ranges, never whole, and not stored.
+    let demo = demo_2();
+    let path = format!("/files/{}", demo.filename);
+    assert_eq!(
+        upstream.downloads(&path),
+        0,
+        "{} downloaded whole",
+        demo.filename
+    );
+    assert!(
+        upstream.range_requests(&path) > 0,
+        "{} read by ranges",
+        demo.filename
+    );
+    assert!(!cache.has_blob(&demo.sha256()), "{} stored", demo.filename);
+    // A wheel no longer than the first ranged read would be is downloaded whole, once,
+    // and kept, so installing it later needs no upstream.
+    let helper = wheel("helper", "1.0", &[]);
+    let path = format!("/files/{}", helper.filename);
+    assert!(helper.bytes.len() < 16 * 1024);
+    assert_eq!(
+        upstream.downloads(&path),
+        1,
+        "{} downloaded whole",
+        helper.filename
+    );
+    assert_eq!(
+        upstream.range_requests(&path),
+        0,
+        "{} read by ranges",
+        helper.filename
+    );
+    wait_for_blob(&cache, &helper).await;
 
     // The metadata is cached: resolving again needs no upstream.
     upstream.stop().await;
@@ -235,14 +255,23 @@ async fn without_ranges_either_the_wheel_is_downloaded_once_for_its_metadata_and
     );
     assert_eq!(installed_version(&target, "demo"), "2.0");
     assert_eq!(installed_version(&target, "helper"), "1.0");
-    for dist in [
-        wheel("demo", "2.0", &["helper>=1.0"]),
-        wheel("helper", "1.0", &[]),
-    ] {
+    for dist in [demo_2(), wheel("helper", "1.0", &[])] {
         let path = format!("/files/{}", dist.filename);
         assert_eq!(upstream.downloads(&path), 1, "{}", dist.filename);
         assert!(cache.has_blob(&dist.sha256()));
     }
+}
+
+/// Waits for `dist` to be in the cache: the last byte may reach a client just before
+/// the file is published.
+async fn wait_for_blob(cache: &Devcache, dist: &support::dists::Dist) {
+    for _ in 0..100 {
+        if cache.has_blob(&dist.sha256()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(cache.has_blob(&dist.sha256()), "{} cached", dist.filename);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,14 +285,7 @@ async fn offline_a_cached_wheel_answers_for_its_metadata() {
     // The wheel alone is fetched (as a browser or curl would), not its metadata.
     let whole = get(&file_url(&cache, "demo", &demo)).await;
     assert_eq!(whole.bytes().await.unwrap().as_ref(), &demo.bytes[..]);
-    // The last byte may reach the client just before the file is published.
-    for _ in 0..100 {
-        if cache.has_blob(&demo.sha256()) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    assert!(cache.has_blob(&demo.sha256()));
+    wait_for_blob(&cache, &demo).await;
     cache.kill9();
     upstream.stop().await;
 
@@ -280,4 +302,42 @@ async fn offline_a_cached_wheel_answers_for_its_metadata() {
         metadata.bytes().await.unwrap().as_ref(),
         demo.metadata.as_deref().unwrap()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_cached_file_is_served_whole_and_in_ranges_across_its_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
+    // Larger than the files mapped whole (8 MiB): read a MiB at a time.
+    let dist = blob("large-1.0.tar.gz", 9 * 1024 * 1024 + 12_345);
+    upstream.add("large", dist.clone());
+    let cache = Devcache::caching(tmp.path(), &upstream);
+    let url = file_url(&cache, "large", &dist);
+
+    let filled = http().get(&url).send().await.unwrap();
+    assert_eq!(filled.bytes().await.unwrap().as_ref(), &dist.bytes[..]);
+    wait_for_blob(&cache, &dist).await;
+    let cached = http().get(&url).send().await.unwrap();
+    assert_eq!(cached.headers()["x-devcache-cache"], "hit");
+    assert_eq!(cached.bytes().await.unwrap().as_ref(), &dist.bytes[..]);
+    let len = dist.bytes.len();
+    for (range, start, end) in [
+        ("bytes=1048000-3146000", 1_048_000, 3_146_001),
+        ("bytes=-20000", len - 20_000, len),
+        ("bytes=9437180-", 9_437_180, len),
+    ] {
+        let part = get_range(&url, range).await;
+        assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(
+            part.headers()["content-range"],
+            format!("bytes {start}-{}/{len}", end - 1).as_str()
+        );
+        assert_eq!(
+            part.bytes().await.unwrap().as_ref(),
+            &dist.bytes[start..end],
+            "{range}"
+        );
+    }
+    let path = format!("/files/{}", dist.filename);
+    assert_eq!(upstream.downloads(&path), 1);
 }

@@ -23,6 +23,7 @@ use super::{Cache, Fill, FillError, Outcome, PageError};
 use crate::index::ProjectName;
 use crate::metrics::metrics;
 use crate::store::BlobKey;
+use crate::store::mapped::FileBytes;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// The suffix of a distribution's core metadata file (PEP 658).
@@ -78,7 +79,7 @@ pub struct PartialBody {
 
 /// A cached file's bytes (they never change) and when it was cached.
 pub struct CachedFile {
-    pub bytes: Bytes,
+    pub bytes: FileBytes,
     pub modified: Option<std::time::SystemTime>,
     pub key: BlobKey,
 }

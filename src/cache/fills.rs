@@ -325,12 +325,7 @@ impl Drop for FillTask {
 impl Fill {
     /// Waits until the upstream has answered (or failed), and says what it said.
     pub async fn started(&self) -> Result<Progress, FillError> {
-        let mut progress = self.progress.clone();
-        let seen = progress
-            .wait_for(|p| p.started || p.outcome.is_some())
-            .await
-            .map_err(|_| FillError::Disk("fill task ended".into()))?
-            .clone();
+        let seen = self.wait_for(|p| p.started).await?;
         match &seen.outcome {
             Some(Err(e)) => Err(e.clone()),
             _ => Ok(seen),
@@ -339,13 +334,27 @@ impl Fill {
 
     /// Waits until the file is published.
     pub async fn finished(&self) -> Result<(), FillError> {
+        let seen = self.wait_for(|_| false).await?;
+        seen.outcome.expect("waited for an outcome")
+    }
+
+    /// Waits until every byte is written and matches the upstream's sha256, and gives
+    /// the file, which may not be synced and published yet.
+    pub async fn verified_file(&self) -> Result<Arc<std::fs::File>, FillError> {
+        match self.wait_for(|p| p.verified).await?.outcome {
+            Some(Err(e)) => Err(e),
+            _ => Ok(self.file.clone()),
+        }
+    }
+
+    /// The progress once `reached` holds or the fill has an outcome.
+    async fn wait_for(&self, reached: impl Fn(&Progress) -> bool) -> Result<Progress, FillError> {
         let mut progress = self.progress.clone();
         let seen = progress
-            .wait_for(|p| p.outcome.is_some())
+            .wait_for(|p| reached(p) || p.outcome.is_some())
             .await
-            .map_err(|_| FillError::Disk("fill task ended".into()))?
-            .clone();
-        seen.outcome.expect("waited for an outcome")
+            .map_err(|_| FillError::Disk("fill task ended".into()))?;
+        Ok(seen.clone())
     }
 
     /// The file's bytes from the start, as they become available. Ends with an error

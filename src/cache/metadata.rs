@@ -8,21 +8,28 @@
 //!    the wheel's `METADATA` matches (so a cached wheel is enough offline);
 //! 3. the upstream's own `.metadata`, when its page offers one;
 //! 4. ranged reads of the upstream's wheel (its zip directory, then the one member);
-//! 5. the whole wheel, downloaded into the cache, when the upstream refuses ranges.
+//! 5. the whole wheel, downloaded into the cache, when the upstream refuses ranges or
+//!    when the wheel is no longer than the first ranged read would be (so the bytes
+//!    fetched are the same, and a client that then downloads the wheel, as pip does,
+//!    gets it from the cache).
 //!
-//! What 2, 4 and 5 derive is cached under a key of its own. Metadata read through
+//! What 2, 4 and 5 derive is cached under a key of its own, answered from memory while
+//! it is saved (see `saves`). Metadata read through
 //! ranges cannot be checked against the wheel's sha256 (only the whole file can); it
 //! is what the upstream's file holds, checked by the zip's own CRC-32.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::files::{FileAnswer, FileError, gone, upstream_error};
+use super::files::{CachedFile, FileAnswer, FileError, gone, upstream_error};
 use super::fills::{FillRequest, Joined};
 use super::{Cache, Outcome};
 use crate::index::wheel::{self, WheelError};
 use crate::index::{DistFile, ProjectPage};
 use crate::store::BlobKey;
+use crate::store::mapped::FileBytes;
 use crate::upstream::Upstream;
 
 /// Renders the page as clients see it, where every wheel offers core metadata: the
@@ -56,6 +63,9 @@ impl Cache {
         if let Some(answer) = self.cached(key) {
             return Ok(Some((answer, Outcome::Hit)));
         }
+        if let Some(bytes) = self.saves.blob(key) {
+            return Ok(Some((in_memory(key, bytes), Outcome::Hit)));
+        }
         if !wheel::is_wheel(&dist.filename) {
             return Ok(None);
         }
@@ -66,7 +76,7 @@ impl Cache {
         let expected = dist.core_metadata.as_ref().and_then(|m| m.sha256());
         if let Some(bytes) = self.metadata_of_cached_wheel(dist, &wheel_key).await? {
             if expected.is_none_or(|digest| digest == hex::encode(Sha256::digest(&bytes))) {
-                return self.keep(key, &bytes, Outcome::Hit).await.map(Some);
+                return Ok(Some(self.keep(key, bytes, Outcome::Hit)));
             }
             tracing::warn!(
                 file = %dist.filename,
@@ -83,13 +93,19 @@ impl Cache {
                 dist.filename
             )));
         };
-        match by_ranges(upstream, dist).await {
-            Ok(bytes) => return self.keep(key, &bytes, Outcome::Miss).await.map(Some),
-            Err(e) => tracing::info!(
-                file = %dist.filename,
-                reason = %e,
-                "cannot read the wheel's metadata by ranges; downloading the wheel"
-            ),
+        // A wheel no longer than the first ranged read is read whole either way: it is
+        // downloaded into the cache instead, once and verified, so that a client that
+        // then asks for the wheel itself (pip does) gets it from the cache.
+        let whole = dist.size.is_some_and(|size| size <= wheel::FIRST_TAIL_READ);
+        if !whole {
+            match by_ranges(upstream, dist).await {
+                Ok(bytes) => return Ok(Some(self.keep(key, bytes, Outcome::Miss))),
+                Err(e) => tracing::info!(
+                    file = %dist.filename,
+                    reason = %e,
+                    "cannot read the wheel's metadata by ranges; downloading the wheel"
+                ),
+            }
         }
         let request = FillRequest {
             key: wheel_key.clone(),
@@ -100,11 +116,16 @@ impl Cache {
             .fills
             .start_or_join(&self.store, upstream, request)
             .map_err(FileError::Disk)?;
-        if let Joined::Fill(fill) = joined {
-            fill.finished().await.map_err(FileError::Download)?;
-        }
-        match self.metadata_of_cached_wheel(dist, &wheel_key).await? {
-            Some(bytes) => self.keep(key, &bytes, Outcome::Miss).await.map(Some),
+        let bytes = match joined {
+            // Read once verified, without waiting for the file's sync and publication.
+            Joined::Fill(fill) => {
+                let file = fill.verified_file().await.map_err(FileError::Download)?;
+                Some(self.metadata_of_file(dist, file).await?)
+            }
+            Joined::Cached => self.metadata_of_cached_wheel(dist, &wheel_key).await?,
+        };
+        match bytes {
+            Some(bytes) => Ok(Some(self.keep(key, bytes, Outcome::Miss))),
             None => Err(gone(&wheel_key)),
         }
     }
@@ -115,32 +136,40 @@ impl Cache {
         dist: &DistFile,
         wheel_key: &BlobKey,
     ) -> Result<Option<Bytes>, FileError> {
-        let Some(file) = self.store.open_blob(wheel_key) else {
-            return Ok(None);
-        };
+        match self.store.open_blob(wheel_key) {
+            Some(file) => self.metadata_of_file(dist, Arc::new(file)).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The `METADATA` of a whole, verified wheel, read on the blocking pool.
+    async fn metadata_of_file(
+        &self,
+        dist: &DistFile,
+        file: Arc<std::fs::File>,
+    ) -> Result<Bytes, FileError> {
         let filename = dist.filename.clone();
         let read =
             tokio::task::spawn_blocking(move || wheel::core_metadata_of_file(&filename, &file))
                 .await
                 .map_err(|e| FileError::Disk(std::io::Error::other(e)))?;
-        read.map(Some).map_err(|e| unreadable(dist, e))
+        read.map_err(|e| unreadable(dist, e))
     }
 
-    /// Caches derived metadata and answers with it.
-    async fn keep(
-        &self,
-        key: &BlobKey,
-        bytes: &Bytes,
-        outcome: Outcome,
-    ) -> Result<(FileAnswer, Outcome), FileError> {
-        let (store, key_to_save, bytes) = (self.store.clone(), key.clone(), bytes.clone());
-        tokio::task::spawn_blocking(move || store.save_blob(&key_to_save, &bytes))
-            .await
-            .map_err(|e| FileError::Disk(std::io::Error::other(e)))?
-            .map_err(FileError::Disk)?;
-        let answer = self.cached(key).ok_or_else(|| gone(key))?;
-        Ok((answer, outcome))
+    /// Caches derived metadata and answers with it, without waiting for the write.
+    fn keep(&self, key: &BlobKey, bytes: Bytes, outcome: Outcome) -> (FileAnswer, Outcome) {
+        self.saves.save_blob(&self.store, key, &bytes);
+        (in_memory(key, bytes), outcome)
     }
+}
+
+/// Derived metadata answered from memory, as it will be cached.
+fn in_memory(key: &BlobKey, bytes: Bytes) -> FileAnswer {
+    FileAnswer::Cached(CachedFile {
+        bytes: FileBytes::Whole(bytes),
+        modified: Some(std::time::SystemTime::now()),
+        key: key.clone(),
+    })
 }
 
 /// The wheel's `METADATA`, read through ranges of the upstream's file.

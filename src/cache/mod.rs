@@ -8,6 +8,7 @@
 //!           files.rs  the decision for a file request
 //!           metadata.rs  core metadata for every wheel, derived when the upstream has none
 //!           budget.rs  eviction in the background when the files exceed --max-size
+//!           saves.rs  pages and derived metadata written after they are answered
 //! store/    disk only                            (below)
 //! upstream  network only                         (below)
 //! ```
@@ -20,6 +21,7 @@ mod files;
 mod fills;
 mod metadata;
 mod pages;
+mod saves;
 
 pub use files::{CachedFile, FileAnswer, FileError, FileRequest, Want};
 pub use fills::{Fill, FillError};
@@ -33,6 +35,7 @@ use crate::store::Store;
 use crate::upstream::Upstream;
 use fills::Fills;
 use pages::Pages;
+use saves::Saves;
 
 /// How a request was answered, for the access log and the hit counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,7 @@ pub struct Cache {
     store: Store,
     pages: Pages,
     fills: Fills,
+    saves: Saves,
     upstream: Option<Upstream>,
 }
 
@@ -71,9 +75,11 @@ impl Cache {
     /// A cache of `store`; pages younger than `index_ttl` are served without asking
     /// `upstream`, and with no upstream only what is cached is served.
     pub fn new(store: Store, upstream: Option<Upstream>, index_ttl: Duration) -> Self {
+        let saves = Saves::default();
         Self {
-            pages: Pages::new(store.clone(), upstream.clone(), index_ttl),
+            pages: Pages::new(store.clone(), upstream.clone(), index_ttl, saves.clone()),
             fills: Fills::default(),
+            saves,
             store,
             upstream,
         }
@@ -100,9 +106,16 @@ impl Cache {
         self.fills.running()
     }
 
-    /// Waits until every file a client was given is saved: a client may have had every
-    /// byte of a file before its download was synced and published.
+    /// How many downloads and saves of answered pages and metadata are under way.
+    pub fn writes_running(&self) -> usize {
+        self.fills.running() + self.saves.running()
+    }
+
+    /// Waits until everything a client was given is saved: a client may have had every
+    /// byte of a file before its download was synced and published, and pages and
+    /// derived metadata are answered before they are written.
     pub async fn settled(&self) {
         self.fills.settled().await;
+        self.saves.settled().await;
     }
 }

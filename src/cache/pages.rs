@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
+use super::saves::Saves;
 use super::{Outcome, metadata};
 use crate::api::FILES_PATH;
 use crate::index::wheel;
@@ -73,6 +74,10 @@ pub enum PageError {
     Unavailable(UpstreamError),
 }
 
+/// Pages of at most this many files are rendered on the async worker that fetched them
+/// (tens of microseconds); longer ones on the blocking pool.
+const RENDERED_IN_PLACE: usize = 500;
+
 type SharedFetch = Shared<BoxFuture<'static, Result<(Arc<ReadyPage>, Outcome), PageError>>>;
 
 #[derive(Clone)]
@@ -80,16 +85,23 @@ pub struct Pages {
     store: Store,
     upstream: Option<Upstream>,
     ttl: Duration,
+    saves: Saves,
     memo: Arc<Mutex<Memo>>,
     fetching: Arc<Mutex<HashMap<ProjectName, SharedFetch>>>,
 }
 
 impl Pages {
-    pub fn new(store: Store, upstream: Option<Upstream>, ttl: Duration) -> Self {
+    pub(super) fn new(
+        store: Store,
+        upstream: Option<Upstream>,
+        ttl: Duration,
+        saves: Saves,
+    ) -> Self {
         Self {
             store,
             upstream,
             ttl,
+            saves,
             memo: Arc::new(Mutex::new(Memo::default())),
             fetching: Arc::default(),
         }
@@ -176,19 +188,21 @@ impl Pages {
             }
             (Err(e), None) => return Err(PageError::Unavailable(e)),
         };
-        // Saved and made ready on the blocking pool, without a copy: a page of many
-        // thousands of links takes a while, and its copies are what memory peaks on.
-        let store = self.store.clone();
-        let project = name.clone();
-        let ready = tokio::task::spawn_blocking(move || {
-            if let Err(e) = store.save_page(&stored) {
-                tracing::warn!(%project, error = %e, "cannot save the page; serving it uncached");
-            }
+        // Made ready without a copy: a page of many thousands of links takes a while
+        // (on the blocking pool), and its copies are what memory peaks on; a short one
+        // takes less than the trip there. It is saved after it is answered (see `saves`).
+        let ready = if stored.page.files.len() <= RENDERED_IN_PLACE {
             ready_page(stored)
-        })
-        .await
-        .map_err(|e| PageError::Unavailable(UpstreamError::BadPage(e.to_string())))?;
+        } else {
+            tokio::task::spawn_blocking(move || ready_page(stored))
+                .await
+                .map_err(|e| PageError::Unavailable(UpstreamError::BadPage(e.to_string())))?
+        };
         let ready = Arc::new(ready);
+        let (store, saved) = (self.store.clone(), ready.clone());
+        self.saves.spawn(format!("the page of {name}"), move || {
+            store.save_page(&saved.stored)
+        });
         self.memo
             .lock()
             .expect("memo lock")

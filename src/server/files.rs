@@ -12,6 +12,7 @@ use crate::api::PIN_HEADER;
 use crate::cache::{CachedFile, FileAnswer, FileError, FileRequest, FillError, Outcome, Want};
 use crate::index::ProjectName;
 use crate::store::BlobKey;
+use crate::store::mapped::{self, FileBytes};
 use crate::upstream::UpstreamError;
 
 const METADATA_SUFFIX: &str = ".metadata";
@@ -163,7 +164,7 @@ fn insert_file_headers(headers: &mut HeaderMap, key: &BlobKey, filename: &str) {
 
 /// Serves a cached file: whole, a range of it, or 304 for the client's own copy.
 fn serve_cached(cached: &CachedFile, filename: &str, request: &HeaderMap) -> Response {
-    let len = cached.bytes.len() as u64;
+    let len = cached.bytes.len();
     let etag = format!("\"{}\"", cached.key.as_str());
     let mut headers = HeaderMap::new();
     insert_file_headers(&mut headers, &cached.key, filename);
@@ -199,9 +200,14 @@ fn serve_cached(cached: &CachedFile, filename: &str, request: &HeaderMap) -> Res
         }
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    // A slice of the shared mapping: nothing is copied in user space.
-    let body = cached.bytes.slice(start as usize..end as usize);
-    (status, headers, Body::from(body)).into_response()
+    // Slices of mappings: nothing is copied in user space.
+    let body = match &cached.bytes {
+        FileBytes::Whole(bytes) => Body::from(bytes.slice(start as usize..end as usize)),
+        FileBytes::Windows { file, .. } => {
+            Body::from_stream(mapped::windows(file.clone(), start, end))
+        }
+    };
+    (status, headers, body).into_response()
 }
 
 #[derive(Debug, PartialEq, Eq)]

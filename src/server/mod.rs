@@ -174,9 +174,9 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         let _ = serving.await;
     }
     let left = grace.saturating_sub(stopping.get().map_or(Duration::ZERO, Instant::elapsed));
-    let running = cache.downloads_running();
+    let running = cache.writes_running();
     if running > 0 {
-        tracing::info!("waiting for {running} download(s) under way to be saved");
+        tracing::info!("waiting for {running} download(s) and save(s) under way to finish");
         if tokio::time::timeout(left, cache.settled()).await.is_err() {
             tracing::warn!("stopping with downloads unfinished; the next start discards them");
         }

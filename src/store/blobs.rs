@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::Store;
+use super::mapped::FileBytes;
 use crate::index::DistFile;
 
 /// The name of a cached file: its sha256 as the upstream page gave it, or for the rare
@@ -74,14 +74,14 @@ impl Store {
         std::fs::metadata(self.blob_path(key)).ok().map(|m| m.len())
     }
 
-    /// The cached file of `key` as bytes to send (a shared memory map) and when it was
-    /// cached, or `None` when it is not cached. Recorded as a use of the file.
-    pub fn blob_bytes(&self, key: &BlobKey) -> Option<(Bytes, Option<SystemTime>)> {
+    /// The cached file of `key` as bytes to send (see `mapped`) and when it was cached,
+    /// or `None` when it is not cached. Recorded as a use of the file.
+    pub fn blob_bytes(&self, key: &BlobKey) -> Option<(FileBytes, Option<SystemTime>)> {
         let path = self.blob_path(key);
         let file = std::fs::File::open(&path).ok()?;
         self.touch(&file);
         let modified = file.metadata().and_then(|m| m.modified()).ok();
-        match self.inner.maps.bytes(&path, &file) {
+        match self.inner.maps.bytes(&path, file) {
             Ok(bytes) => Some((bytes, modified)),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot map a cached file");

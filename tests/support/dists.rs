@@ -33,13 +33,19 @@ fn record_hash(bytes: &[u8]) -> String {
 
 /// A pure-Python wheel whose module `<name>` holds `VERSION = "<version>"`.
 pub fn wheel(name: &str, version: &str, requires: &[&str]) -> Dist {
+    wheel_with_data(name, version, requires, 0)
+}
+
+/// Like [`wheel`], with a module data file of `size` incompressible bytes (none for 0),
+/// for a wheel larger than a resolver's first ranged read.
+pub fn wheel_with_data(name: &str, version: &str, requires: &[&str], size: usize) -> Dist {
     let module = name.replace('-', "_");
     let dist_info = format!("{module}-{version}.dist-info");
     let mut metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
     for requirement in requires {
         metadata.push_str(&format!("Requires-Dist: {requirement}\n"));
     }
-    let files = vec![
+    let mut files = vec![
         (
             format!("{module}/__init__.py"),
             format!("VERSION = \"{version}\"\n").into_bytes(),
@@ -51,6 +57,12 @@ pub fn wheel(name: &str, version: &str, requires: &[&str]) -> Dist {
                 .to_vec(),
         ),
     ];
+    if size > 0 {
+        files.insert(
+            1,
+            (format!("{module}/data.bin"), blob("data.bin", size).bytes),
+        );
+    }
     let mut record = String::new();
     for (path, bytes) in &files {
         record.push_str(&format!("{path},{},{}\n", record_hash(bytes), bytes.len()));
