@@ -56,15 +56,17 @@ def get(port: int, path: str, headers=None, timeout=30.0) -> tuple[int, bytes, d
 # ---------------------------------------------------------------------------- upstream
 
 class Nginx:
-    """The upstream (and the static ceiling): nginx serving the generated tree."""
+    """The upstream (and the static ceiling): nginx serving the generated tree, on
+    127.0.0.1 and on each address of `also_listen` (e.g. a Docker bridge's gateway)."""
 
-    def __init__(self, work_dir: str, tree: str, port: int):
+    def __init__(self, work_dir: str, tree: str, port: int, also_listen: tuple = ()):
         self.dir = os.path.join(work_dir, "nginx")
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
         self.port = port
         self.log = os.path.join(self.dir, "logs", "access.log")
         self.conf = os.path.join(self.dir, "nginx.conf")
         user = "user root;" if os.geteuid() == 0 else ""
+        listen = "".join(f"\n        listen {address}:{port} reuseport backlog=4096;" for address in also_listen)
         with open(self.conf, "w") as fh:
             fh.write(f"""
 {user}
@@ -86,7 +88,7 @@ http {{
         default html;
     }}
     server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
+        listen 127.0.0.1:{port} reuseport backlog=4096;{listen}
         root {tree};
         location /simple/ {{
             try_files $uri/index.$simple_format ${{uri}}index.$simple_format =404;
