@@ -13,16 +13,16 @@ it; uv does not check them against an index):
   serves the same tree over TLS with a certificate from a bench CA (trusted in the
   container's system store, `UV_SYSTEM_CERTS`);
 - through the cache: `devcache up` for a project of its own, a `lms` container,
-  `devcache warm lms`, `devcache enable --locked-installs lms`, then both nginx servers
-  stopped.
-In both, the project and its lock are in a host directory mounted at edx-platform's root,
-as devstack mounts the checkout, and uv's cache is in it too: the container's own
-filesystem would time Docker's storage driver (fuse-overlayfs here) rather than the
-downloads. Each timed `uv sync --frozen` starts from an empty uv cache and no `.venv`;
-the table gives the median of `--repeat` runs. The phase runs by default when the Docker Engine
-answers, the test image (devcache-test/python:bookworm, made by `.ci/test-image`) exists
-and this runs as root (nginx binds port 443 on the gateway); `--docker` insists on it,
-`--no-docker` skips it. Every container, volume, network and image it makes is removed
+  `devcache warm lms`, `devcache enable --locked-installs lms`, then the upstream stopped.
+The two alternate, run for run, so that both meet the same load on a shared machine; the
+file host runs only during direct runs. In both, the project and its lock are in a host
+directory mounted at edx-platform's root, as devstack mounts the checkout, and uv's cache
+is in it too: the container's own filesystem would time Docker's storage driver
+(fuse-overlayfs here) rather than the downloads. Each timed `uv sync --frozen` starts
+from an empty uv cache and no `.venv`; the table gives the median of `--repeat` runs.
+The phase runs by default when the Docker Engine answers, the test image
+(devcache-test/python:bookworm, made by `.ci/test-image`) exists and this runs as root
+(nginx binds port 443 on the gateway); `--docker` insists on it, `--no-docker` skips it. Every container, volume, network and image it makes is removed
 at the end, also when a step fails.
 
     python3 bench/locks.py [--quick] [--uv PATH] [--python PATH] [--docker|--no-docker] [--repeat N]
@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -203,6 +204,7 @@ class TlsFileHost:
 
     def __init__(self, work_dir: str, tree: str, address: str, host: str, cert: str, key: str):
         self.dir = os.path.join(work_dir, "nginx-tls")
+        self.address, self.host = address, host
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
         self.conf = os.path.join(self.dir, "nginx.conf")
         user = "user root;" if os.geteuid() == 0 else ""
@@ -233,9 +235,17 @@ http {{
     def start(self):
         self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", self.conf], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True)
-        time.sleep(0.5)
-        if self.proc.poll() is not None:
-            sys.exit(f"locks: nginx for {FILE_HOST} did not start: {self.proc.stderr.read().decode()[-1000:]}")
+        deadline = time.monotonic() + 10
+        while True:
+            if self.proc.poll() is not None:
+                sys.exit(f"locks: nginx for {self.host} did not start: {self.proc.stderr.read().decode()[-1000:]}")
+            try:
+                socket.create_connection((self.address, 443), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    sys.exit(f"locks: nginx for {self.host} does not answer on {self.address}:443")
+                time.sleep(0.01)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -263,25 +273,20 @@ def mount_platform(work: str, service: str, project_dir: str) -> str:
     return f"{checkout}:{PLATFORM}"
 
 
-def median_container_sync(container: str, repeat: int, *env: str) -> float:
-    """The median of `repeat` runs of `uv sync --frozen` in edx-platform's root, each with
-    no `.venv` and an empty uv cache, timed inside the container. The uv cache is in the
-    mounted checkout too, so that both are on the host's filesystem and uv links files
-    from one to the other: the container's own (overlay) filesystem would time the
-    storage driver instead."""
+def container_sync(container: str, *env: str) -> float:
+    """Seconds of one `uv sync --frozen` in edx-platform's root, with no `.venv` and an
+    empty uv cache, timed inside the container. The uv cache is in the mounted checkout
+    too, so that both are on the host's filesystem and uv links files from one to the
+    other: the container's own (overlay) filesystem would time the storage driver instead."""
     script = (f"cd {PLATFORM} && rm -rf .venv .uv-cache && s=$(date +%s%N) && "
               "uv sync --frozen --python /usr/bin/python3 >/tmp/uv-sync.log 2>&1; rc=$?; e=$(date +%s%N); "
               '[ $rc = 0 ] || { cat /tmp/uv-sync.log; exit $rc; }; echo $((e - s))')
     flags = [arg for pair in zip(["-e"] * len(env), env) for arg in pair]
-    runs = []
-    for _ in range(repeat):
-        done = docker("exec", *flags, "-e", f"UV_CACHE_DIR={PLATFORM}/.uv-cache", "-e", "UV_PYTHON_DOWNLOADS=never",
-                      container, "sh", "-c", script, check=False)
-        if done.returncode != 0:
-            sys.exit(f"locks: uv sync --frozen in {container} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
-        runs.append(int(done.stdout.split()[-1]) / 1e9)
-    print(f"locks: uv sync --frozen in {container}: {', '.join(bench.fmt_s(r) for r in runs)}", file=sys.stderr)
-    return statistics.median(runs)
+    done = docker("exec", *flags, "-e", f"UV_CACHE_DIR={PLATFORM}/.uv-cache", "-e", "UV_PYTHON_DOWNLOADS=never",
+                  container, "sh", "-c", script, check=False)
+    if done.returncode != 0:
+        sys.exit(f"locks: uv sync --frozen in {container} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    return int(done.stdout.split()[-1]) / 1e9
 
 
 def file_requests(log: list[str]) -> tuple[int, int]:
@@ -293,7 +298,8 @@ def file_requests(log: list[str]) -> tuple[int, int]:
 def docker_rows(args, work: str, tree: str, project: str, files_base: str, upstream: str,
                 nginx: bench.Nginx, stack: BenchStack) -> list:
     """`uv sync --frozen` in a container, direct from the TLS file host and through the
-    warm cache with both nginx servers stopped."""
+    warm cache with the upstream and the file host stopped. The two alternate, run for
+    run, so that both meet the same load on a shared machine."""
     rows = []
     on_host = os.path.join(work, "app-on-file-host")
     os.makedirs(on_host)
@@ -304,33 +310,41 @@ def docker_rows(args, work: str, tree: str, project: str, files_base: str, upstr
         fh.write(lock)
     ca, cert, key = make_bench_ca(os.path.join(work, "bench-ca"), FILE_HOST)
     file_host = TlsFileHost(work, tree, stack.gateway, FILE_HOST, cert, key)
-    file_host.start()
-    nginx.start()
     try:
         direct = stack.start_consumer("direct", "--add-host", f"{FILE_HOST}:{stack.gateway}",
                                       "-v", mount_platform(work, "direct", on_host))
         docker("cp", args.uv, f"{direct}:/usr/local/bin/uv")
         docker("cp", ca, f"{direct}:/usr/local/share/ca-certificates/devcache-bench.crt")
         docker("exec", direct, "update-ca-certificates")
-        seconds = median_container_sync(direct, args.repeat, "UV_SYSTEM_CERTS=1")
-        rows.append((f"uv sync --frozen in a container, direct from the https file host "
-                     f"(median of {args.repeat})", seconds))
 
         lms = stack.start_consumer("lms", "-v", mount_platform(work, "lms", on_host))
         docker("cp", args.uv, f"{lms}:/usr/local/bin/uv")
+        nginx.start()
         stack.devcache("up", "--upstream", upstream, "--port", "0")
         rows.append(("devcache warm lms (the container's uv.lock, into the cache container), cold",
                      stack.devcache("warm", "lms")))
         stack.devcache("enable", "--locked-installs", "lms")
+        nginx.stop()  # from here on the upstream is gone
+
+        asked_before, hits_before = file_requests(stack.cache_log())
+        direct_runs, cache_runs = [], []
+        for _ in range(args.repeat):
+            file_host.start()
+            direct_runs.append(container_sync(direct, "UV_SYSTEM_CERTS=1"))
+            file_host.stop()
+            cache_runs.append(container_sync(lms))
+        asked, hits = file_requests(stack.cache_log())
     finally:
         file_host.stop()
         nginx.stop()
-    asked_before, hits_before = file_requests(stack.cache_log())
-    seconds = median_container_sync(lms, args.repeat)
-    asked, hits = file_requests(stack.cache_log())
+    def spread(runs: list) -> str:
+        return f"median of {len(runs)}, runs {bench.fmt_s(min(runs))} to {bench.fmt_s(max(runs))}"
+
+    rows.append((f"uv sync --frozen in a container, direct from the https file host ({spread(direct_runs)})",
+                 statistics.median(direct_runs)))
     rows.append((f"uv sync --frozen in a container, through the warm cache with `enable --locked-installs`, "
                  f"upstream and file host stopped ({hits - hits_before} of {asked - asked_before} file requests "
-                 f"cache hits; median of {args.repeat})", seconds))
+                 f"cache hits; {spread(cache_runs)})", statistics.median(cache_runs)))
     return rows
 
 
@@ -354,6 +368,7 @@ def main():
     if args.docker is None and missing:
         print(f"locks: no Docker phase: {missing}", file=sys.stderr)
 
+    load_before = os.getloadavg()[0]
     shutil.rmtree(args.work, ignore_errors=True)
     os.makedirs(args.work)
     stack = BenchStack(args.work) if with_docker else None
@@ -385,7 +400,8 @@ def main():
         if stack:
             stack.remove()
 
-    print(f"{len(wl.pinned)} locked packages")
+    print(f"{len(wl.pinned)} locked packages; load average {load_before:.1f} at the start, "
+          f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores")
     print("| step | time |\n|---|---|")
     for label, seconds in rows:
         print(f"| {label} | {bench.fmt_s(seconds)} |")
