@@ -57,9 +57,10 @@ def get(port: int, path: str, headers=None, timeout=30.0) -> tuple[int, bytes, d
 
 class Nginx:
     """The upstream (and the static ceiling): nginx serving the generated tree, on
-    127.0.0.1 and on each address of `also_listen` (e.g. a Docker bridge's gateway)."""
+    127.0.0.1 and on each address of `also_listen` (e.g. a Docker bridge's gateway),
+    with `extra_server` (a further server block, e.g. a TLS file host) beside it."""
 
-    def __init__(self, work_dir: str, tree: str, port: int, also_listen: tuple = ()):
+    def __init__(self, work_dir: str, tree: str, port: int, also_listen: tuple = (), extra_server: str = ""):
         self.dir = os.path.join(work_dir, "nginx")
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
         self.port = port
@@ -99,7 +100,7 @@ http {{
         location /files/ {{ }}
         # A download at a line rate (about 800 Mbit/s), as from a real index.
         location /line-rate/ {{ alias {tree}/files/; limit_rate {LINE_RATE}; }}
-    }}
+    }}{extra_server}
 }}
 """)
         self.proc = None

@@ -9,21 +9,24 @@ file against the lock's hashes.
 The Docker phase times `uv sync --frozen` itself in a devstack-shaped container, with the
 lock's file URLs on an https file host (`files.bench.test`, the lock's URLs rewritten to
 it; uv does not check them against an index):
-- direct: a container that resolves the file host to the bridge's gateway, where nginx
-  serves the same tree over TLS with a certificate from a bench CA (trusted in the
-  container's system store, `UV_SYSTEM_CERTS`);
+- direct: a container that resolves the file host to the bridge's gateway, where the
+  upstream's nginx also serves the same tree over TLS, with a certificate from a bench CA
+  (made with the openssl CLI, trusted in the container's system store, `UV_SYSTEM_CERTS`);
 - through the cache: `devcache up` for a project of its own, a `lms` container,
-  `devcache warm lms`, `devcache enable --locked-installs lms`, then the upstream stopped.
-The two alternate, run for run, so that both meet the same load on a shared machine; the
-file host runs only during direct runs. In both, the project and its lock are in a host
-directory mounted at edx-platform's root, as devstack mounts the checkout, and uv's cache
-is in it too: the container's own filesystem would time Docker's storage driver
-(fuse-overlayfs here) rather than the downloads. Each timed `uv sync --frozen` starts
-from an empty uv cache and no `.venv`; the table gives the median of `--repeat` runs.
+  `devcache warm lms`, `devcache enable --locked-installs lms`, then nginx stopped.
+The two alternate, run for run, so that both meet the same load on a shared machine;
+nginx (the upstream and the file host) runs only during direct runs. In both, the
+project and its lock are in a host directory mounted at edx-platform's root, as devstack
+mounts the checkout, and uv's cache is in it too: the container's own filesystem would
+time Docker's storage driver (fuse-overlayfs here) rather than the downloads. Each timed
+`uv sync --frozen` starts from an empty uv cache and no `.venv`; the table gives the
+median of `--repeat` runs.
+
 The phase runs by default when the Docker Engine answers, the test image
 (devcache-test/python:bookworm, made by `.ci/test-image`) exists and this runs as root
-(nginx binds port 443 on the gateway); `--docker` insists on it, `--no-docker` skips it. Every container, volume, network and image it makes is removed
-at the end, also when a step fails.
+(nginx binds port 443 on the gateway); `--docker` insists on it, `--no-docker` skips it.
+Every container, volume, network and image it makes is removed at the end, also when a
+step fails or the run is stopped.
 
     python3 bench/locks.py [--quick] [--uv PATH] [--python PATH] [--docker|--no-docker] [--repeat N]
 
@@ -35,7 +38,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -198,28 +200,10 @@ def make_bench_ca(directory: str, host: str) -> tuple[str, str, str]:
     return ca, cert, key
 
 
-class TlsFileHost:
-    """nginx answering https://<host>/ on <address>:443 from the generated tree: the
-    lock's file host, for the direct route."""
-
-    def __init__(self, work_dir: str, tree: str, address: str, host: str, cert: str, key: str):
-        self.dir = os.path.join(work_dir, "nginx-tls")
-        self.address, self.host = address, host
-        os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
-        self.conf = os.path.join(self.dir, "nginx.conf")
-        user = "user root;" if os.geteuid() == 0 else ""
-        with open(self.conf, "w") as fh:
-            fh.write(f"""
-{user}
-daemon off;
-worker_processes 2;
-pid {self.dir}/nginx.pid;
-error_log {self.dir}/logs/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    default_type application/octet-stream;
-    access_log {self.dir}/logs/access.log;
-    sendfile on; tcp_nopush on; tcp_nodelay on;
+def file_host_server(address: str, host: str, cert: str, key: str, tree: str) -> str:
+    """An nginx server block answering https://<host>/ on <address>:443 from the
+    generated tree: the lock's file host, for the direct route."""
+    return f"""
     server {{
         listen {address}:443 ssl;
         server_name {host};
@@ -227,31 +211,7 @@ http {{
         ssl_certificate_key {key};
         root {tree};
         location /files/ {{ }}
-    }}
-}}
-""")
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(["nginx", "-p", self.dir, "-c", self.conf], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while True:
-            if self.proc.poll() is not None:
-                sys.exit(f"locks: nginx for {self.host} did not start: {self.proc.stderr.read().decode()[-1000:]}")
-            try:
-                socket.create_connection((self.address, 443), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    sys.exit(f"locks: nginx for {self.host} does not answer on {self.address}:443")
-                time.sleep(0.01)
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(10)
-        self.proc = None
+    }}"""
 
 
 def lock_on_file_host(lock: str, files_base: str, host: str) -> str:
@@ -295,11 +255,11 @@ def file_requests(log: list[str]) -> tuple[int, int]:
     return len(asked), sum(1 for line in asked if line.endswith(" hit"))
 
 
-def docker_rows(args, work: str, tree: str, project: str, files_base: str, upstream: str,
+def docker_rows(args, work: str, project: str, files_base: str, upstream: str, ca: str,
                 nginx: bench.Nginx, stack: BenchStack) -> list:
     """`uv sync --frozen` in a container, direct from the TLS file host and through the
-    warm cache with the upstream and the file host stopped. The two alternate, run for
-    run, so that both meet the same load on a shared machine."""
+    warm cache with nginx (the upstream and the file host) stopped. The two alternate,
+    run for run, so that both meet the same load on a shared machine."""
     rows = []
     on_host = os.path.join(work, "app-on-file-host")
     os.makedirs(on_host)
@@ -308,8 +268,6 @@ def docker_rows(args, work: str, tree: str, project: str, files_base: str, upstr
         lock = lock_on_file_host(fh.read(), files_base, FILE_HOST)
     with open(os.path.join(on_host, "uv.lock"), "w") as fh:
         fh.write(lock)
-    ca, cert, key = make_bench_ca(os.path.join(work, "bench-ca"), FILE_HOST)
-    file_host = TlsFileHost(work, tree, stack.gateway, FILE_HOST, cert, key)
     try:
         direct = stack.start_consumer("direct", "--add-host", f"{FILE_HOST}:{stack.gateway}",
                                       "-v", mount_platform(work, "direct", on_host))
@@ -319,23 +277,22 @@ def docker_rows(args, work: str, tree: str, project: str, files_base: str, upstr
 
         lms = stack.start_consumer("lms", "-v", mount_platform(work, "lms", on_host))
         docker("cp", args.uv, f"{lms}:/usr/local/bin/uv")
-        nginx.start()
+        nginx.start()  # stopped by the host-side phases
         stack.devcache("up", "--upstream", upstream, "--port", "0")
         rows.append(("devcache warm lms (the container's uv.lock, into the cache container), cold",
                      stack.devcache("warm", "lms")))
         stack.devcache("enable", "--locked-installs", "lms")
-        nginx.stop()  # from here on the upstream is gone
+        nginx.stop()
 
         asked_before, hits_before = file_requests(stack.cache_log())
         direct_runs, cache_runs = [], []
         for _ in range(args.repeat):
-            file_host.start()
+            nginx.start()
             direct_runs.append(container_sync(direct, "UV_SYSTEM_CERTS=1"))
-            file_host.stop()
+            nginx.stop()
             cache_runs.append(container_sync(lms))
         asked, hits = file_requests(stack.cache_log())
     finally:
-        file_host.stop()
         nginx.stop()
     def spread(runs: list) -> str:
         return f"median of {len(runs)}, runs {bench.fmt_s(min(runs))} to {bench.fmt_s(max(runs))}"
@@ -381,7 +338,12 @@ def main():
         files_base = f"http://{address}:{up_port}"
         tree = os.path.join(args.work, "upstream")
         wl = workload.generate(tree, files_base, 40 if args.quick else 300, [5 * workload.MB], 5 * workload.MB)
-        nginx = bench.Nginx(args.work, tree, up_port, also_listen=(address,) if stack else ())
+        if stack:
+            ca, cert, key = make_bench_ca(os.path.join(args.work, "bench-ca"), FILE_HOST)
+            nginx = bench.Nginx(args.work, tree, up_port, also_listen=(address,),
+                                extra_server=file_host_server(address, FILE_HOST, cert, key, tree))
+        else:
+            nginx = bench.Nginx(args.work, tree, up_port)
         nginx.start()
         env = dict(os.environ, UV_NO_CONFIG="1", UV_PYTHON=args.python, UV_PYTHON_DOWNLOADS="never",
                    NO_PROXY="*")
@@ -393,7 +355,7 @@ def main():
             timed("uv lock", [args.uv, "lock", "--default-index", upstream], env, project)
             rows = host_rows(args, args.work, project, upstream, nginx, env)
             if stack:
-                rows += docker_rows(args, args.work, tree, project, files_base, upstream, nginx, stack)
+                rows += docker_rows(args, args.work, project, files_base, upstream, ca, nginx, stack)
         finally:
             nginx.stop()
     finally:
