@@ -302,6 +302,9 @@ def docker_rows(args, work: str, project: str, files_base: str, upstream: str, c
     rows.append((f"uv sync --frozen in a container, through the warm cache with `enable --locked-installs`, "
                  f"upstream and file host stopped ({hits - hits_before} of {asked - asked_before} file requests "
                  f"cache hits; {spread(cache_runs)})", statistics.median(cache_runs)))
+    ratios = [cached / direct for direct, cached in zip(direct_runs, cache_runs)]
+    rows.append((f"through the cache / direct, run by run (median of {len(ratios)} pairs, "
+                 f"{min(ratios):.2f}x to {max(ratios):.2f}x)", f"{statistics.median(ratios):.2f}x"))
     return rows
 
 
@@ -365,8 +368,8 @@ def main():
     print(f"{len(wl.pinned)} locked packages; load average {load_before:.1f} at the start, "
           f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} cores")
     print("| step | time |\n|---|---|")
-    for label, seconds in rows:
-        print(f"| {label} | {bench.fmt_s(seconds)} |")
+    for label, value in rows:
+        print(f"| {label} | {value if isinstance(value, str) else bench.fmt_s(value)} |")
 
 
 if __name__ == "__main__":
