@@ -20,7 +20,8 @@ project and its lock are in a host directory mounted at edx-platform's root, as 
 mounts the checkout, and uv's cache is in it too: the container's own filesystem would
 time Docker's storage driver (fuse-overlayfs here) rather than the downloads. Each timed
 `uv sync --frozen` starts from an empty uv cache and no `.venv`; the table gives the
-median of `--repeat` runs.
+median of `--repeat` runs (9) of each, and of the ratios of each cached run to the direct
+run before it.
 
 The phase runs by default when the Docker Engine answers, the test image
 (devcache-test/python:bookworm, made by `.ci/test-image`) exists and this runs as root
@@ -141,7 +142,10 @@ class BenchStack:
         self.state = os.path.join(work, "state")
         docker("network", "create", self.network)
         self.gateway = docker("network", "inspect", "-f", "{{(index .IPAM.Config 0).Gateway}}",
-                              self.network).stdout.strip()
+                              self.network, check=False).stdout.strip()
+        if not self.gateway:
+            self.remove()
+            sys.exit(f"locks: the network {self.network} has no gateway address")
 
     def container(self, service: str) -> str:
         return f"edx.{self.project}.{service}"
@@ -157,8 +161,9 @@ class BenchStack:
     def devcache(self, *args: str) -> float:
         """Runs devcache for this project (its remembered choices under the work dir);
         the seconds it took."""
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("DEVCACHE_") and k not in ("PIP_INDEX_URL", "PIP_CONFIG_FILE")}
+        leaks = ("PIP_INDEX_URL", "PIP_CONFIG_FILE", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+                 "ALL_PROXY")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DEVCACHE_") and k not in leaks}
         env.update(COMPOSE_PROJECT_NAME=self.project, DEVCACHE_IMAGE=self.image, XDG_STATE_HOME=self.state)
         return timed(f"devcache {' '.join(args)}", [DEVCACHE, *args], env, os.path.dirname(self.state))
 
@@ -255,6 +260,10 @@ def file_requests(log: list[str]) -> tuple[int, int]:
     return len(asked), sum(1 for line in asked if line.endswith(" hit"))
 
 
+def spread(runs: list) -> str:
+    return f"median of {len(runs)}, runs {bench.fmt_s(min(runs))} to {bench.fmt_s(max(runs))}"
+
+
 def docker_rows(args, work: str, project: str, files_base: str, upstream: str, ca: str,
                 nginx: bench.Nginx, stack: BenchStack) -> list:
     """`uv sync --frozen` in a container, direct from the TLS file host and through the
@@ -294,15 +303,12 @@ def docker_rows(args, work: str, project: str, files_base: str, upstream: str, c
         asked, hits = file_requests(stack.cache_log())
     finally:
         nginx.stop()
-    def spread(runs: list) -> str:
-        return f"median of {len(runs)}, runs {bench.fmt_s(min(runs))} to {bench.fmt_s(max(runs))}"
-
     rows.append((f"uv sync --frozen in a container, direct from the https file host ({spread(direct_runs)})",
                  statistics.median(direct_runs)))
     rows.append((f"uv sync --frozen in a container, through the warm cache with `enable --locked-installs`, "
                  f"upstream and file host stopped ({hits - hits_before} of {asked - asked_before} file requests "
                  f"cache hits; {spread(cache_runs)})", statistics.median(cache_runs)))
-    ratios = [cached / direct for direct, cached in zip(direct_runs, cache_runs)]
+    ratios = [cached / straight for straight, cached in zip(direct_runs, cache_runs)]
     rows.append((f"through the cache / direct, run by run (median of {len(ratios)} pairs, "
                  f"{min(ratios):.2f}x to {max(ratios):.2f}x)", f"{statistics.median(ratios):.2f}x"))
     return rows
@@ -316,8 +322,14 @@ def main():
     parser.add_argument("--work", default=os.path.join(bench.HERE, "work", "locks"))
     parser.add_argument("--docker", action=argparse.BooleanOptionalAction, default=None,
                         help="time uv sync --frozen in containers too (default: when Docker can run it)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each timed uv sync in a container")
+    parser.add_argument("--repeat", type=int, default=9, help="runs of each timed uv sync in a container")
     args = parser.parse_args()
+    if args.repeat < 1:
+        sys.exit("locks: --repeat needs a number of runs, 1 or more")
+    if not shutil.which(args.uv):
+        sys.exit(f"locks: no uv at {args.uv}: pass --uv PATH")
+    if not os.access(DEVCACHE, os.X_OK):
+        sys.exit(f"locks: no {DEVCACHE}: run `cargo build --release` first")
     # A stop (SIGTERM) unwinds like Ctrl-C, so that the containers are removed.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -342,9 +354,9 @@ def main():
         tree = os.path.join(args.work, "upstream")
         wl = workload.generate(tree, files_base, 40 if args.quick else 300, [5 * workload.MB], 5 * workload.MB)
         if stack:
-            ca, cert, key = make_bench_ca(os.path.join(args.work, "bench-ca"), FILE_HOST)
+            ca, cert, cert_key = make_bench_ca(os.path.join(args.work, "bench-ca"), FILE_HOST)
             nginx = bench.Nginx(args.work, tree, up_port, also_listen=(address,),
-                                extra_server=file_host_server(address, FILE_HOST, cert, key, tree))
+                                extra_server=file_host_server(address, FILE_HOST, cert, cert_key, tree))
         else:
             nginx = bench.Nginx(args.work, tree, up_port)
         nginx.start()
