@@ -56,15 +56,18 @@ def get(port: int, path: str, headers=None, timeout=30.0) -> tuple[int, bytes, d
 # ---------------------------------------------------------------------------- upstream
 
 class Nginx:
-    """The upstream (and the static ceiling): nginx serving the generated tree."""
+    """The upstream (and the static ceiling): nginx serving the generated tree, on
+    127.0.0.1 and on each address of `also_listen` (e.g. a Docker bridge's gateway),
+    with `extra_server` (a further server block, e.g. a TLS file host) beside it."""
 
-    def __init__(self, work_dir: str, tree: str, port: int):
+    def __init__(self, work_dir: str, tree: str, port: int, also_listen: tuple = (), extra_server: str = ""):
         self.dir = os.path.join(work_dir, "nginx")
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
         self.port = port
         self.log = os.path.join(self.dir, "logs", "access.log")
         self.conf = os.path.join(self.dir, "nginx.conf")
         user = "user root;" if os.geteuid() == 0 else ""
+        listen = "".join(f"\n        listen {address}:{port} reuseport backlog=4096;" for address in also_listen)
         with open(self.conf, "w") as fh:
             fh.write(f"""
 {user}
@@ -86,7 +89,7 @@ http {{
         default html;
     }}
     server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
+        listen 127.0.0.1:{port} reuseport backlog=4096;{listen}
         root {tree};
         location /simple/ {{
             try_files $uri/index.$simple_format ${{uri}}index.$simple_format =404;
@@ -97,7 +100,7 @@ http {{
         location /files/ {{ }}
         # A download at a line rate (about 800 Mbit/s), as from a real index.
         location /line-rate/ {{ alias {tree}/files/; limit_rate {LINE_RATE}; }}
-    }}
+    }}{extra_server}
 }}
 """)
         self.proc = None
