@@ -11,6 +11,10 @@ use std::process::{Command, Output};
 use support::dists::{static_index, wheel};
 use support::{TEST_IMAGE, assert_ok, devcache_command, published_port, wait_for};
 
+/// The devcache image these tests make and run (`DEVCACHE_IMAGE`), so that the user's
+/// `devcache:<version>` is never replaced by a test build.
+const DEVCACHE_IMAGE: &str = "devcache-test/devcache:latest";
+
 /// A unique name for this test's Docker objects.
 fn unique(prefix: &str) -> String {
     let nonce = std::time::SystemTime::now()
@@ -50,7 +54,8 @@ impl Tutor {
         command
             .env("PATH", path)
             .env("TUTOR_ROOT", self.dir.path().join("root"))
-            .env("TUTOR_PLUGINS_ROOT", self.dir.path().join("plugins"));
+            .env("TUTOR_PLUGINS_ROOT", self.dir.path().join("plugins"))
+            .env("DEVCACHE_IMAGE", DEVCACHE_IMAGE);
         command
     }
 
@@ -209,10 +214,7 @@ fn enable_renders_the_cache_into_tutors_dockerfile_and_compose_files_and_disable
     // local/docker-compose.yml is the base of both `tutor local` and `tutor dev`.
     let compose = tutor.compose("local/docker-compose.yml");
     let cache = &compose["services"]["devcache"];
-    assert_eq!(
-        cache["image"],
-        format!("devcache:{}", env!("CARGO_PKG_VERSION")).as_str()
-    );
+    assert_eq!(cache["image"], DEVCACHE_IMAGE);
     assert_eq!(cache["ports"][0], "3142:3141");
     assert_eq!(
         cache["environment"]["DEVCACHE_UPSTREAM"],
@@ -291,6 +293,7 @@ impl DevProject {
     /// Runs devcache on this project.
     fn devcache(&self, args: &[&str]) -> Output {
         devcache_command(self.home.path())
+            .env("DEVCACHE_IMAGE", DEVCACHE_IMAGE)
             .args(args)
             .args(["--project", &self.name])
             .output()
@@ -483,7 +486,6 @@ fn buildkit_run_steps_and_containers_install_through_the_cache_and_fall_back_whe
     let tutor = Tutor::new();
     assert_ok(&tutor.devcache(&["image"]), "devcache image");
     let cache = format!("{name}-devcache");
-    let image = format!("devcache:{}", env!("CARGO_PKG_VERSION"));
     let out = docker(&[
         "run",
         "-d",
@@ -493,7 +495,7 @@ fn buildkit_run_steps_and_containers_install_through_the_cache_and_fall_back_whe
         "3141",
         "-e",
         &format!("DEVCACHE_UPSTREAM={upstream_url}"),
-        &image,
+        DEVCACHE_IMAGE,
     ]);
     assert_ok(&out, "start the cache container");
     let port = published_port(&cache);
@@ -609,7 +611,11 @@ fn the_manager_finds_the_cache_tutor_runs_from_the_plugin() {
     let home = &dev.home;
     let devcache = |args: &[&str]| dev.devcache(args);
     assert_ok(
-        &devcache_command(home.path()).arg("image").output().unwrap(),
+        &devcache_command(home.path())
+            .env("DEVCACHE_IMAGE", DEVCACHE_IMAGE)
+            .arg("image")
+            .output()
+            .unwrap(),
         "devcache image",
     );
 
@@ -640,7 +646,7 @@ fn the_manager_finds_the_cache_tutor_runs_from_the_plugin() {
     .args(compose_labels("devcache"))
     .args(["-e", &format!("DEVCACHE_UPSTREAM={upstream_url}")])
     .args(["-v", &format!("{}:/data", data.display())])
-    .arg(format!("devcache:{}", env!("CARGO_PKG_VERSION")));
+    .arg(DEVCACHE_IMAGE);
     assert_ok(&run.output().unwrap(), "start the plugin's cache service");
     let port = published_port(&cache);
     wait_for("the cache to answer", || cache_status(&port).is_some());
