@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Every write goes to `tmp/` first and is renamed into place, so a reader (or the
-//! next start after a kill -9) sees either the old file or the whole new one.
+//! next start after a kill -9) sees either the old file or the whole new one. After a
+//! power loss too, except for pages, which are not synced (`pages.rs` says why that
+//! is safe).
 
 pub mod access;
 pub mod blobs;
