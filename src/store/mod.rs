@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Every write goes to `tmp/` first and is renamed into place, so a reader (or the
-//! next start after a kill -9) sees either the old file or the whole new one.
+//! next start after a kill -9) sees either the old file or the whole new one. After a
+//! power loss too, except for pages, which are not synced (`pages.rs` says why that
+//! is safe).
 
 pub mod access;
 pub mod blobs;
@@ -207,16 +209,20 @@ impl Store {
             .join(format!("{}-{n}.part", std::process::id()))
     }
 
-    /// Writes `bytes` to `dest` through a temp file and a rename.
+    /// Writes `bytes` to `dest` through a temp file, an `fsync` and a rename.
     fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        self.write_atomically_with(dest, |out| std::io::Write::write_all(out, bytes))
+        self.write_atomically_with(dest, Durability::Synced, |out| {
+            std::io::Write::write_all(out, bytes)
+        })
     }
 
     /// Like `write_atomically`, with the contents written by `write` as they are made
-    /// (a page of many links is not held in memory as text besides).
+    /// (a page of many links is not held in memory as text besides), and synced before
+    /// the rename only when `sync` says so.
     fn write_atomically_with(
         &self,
         dest: &Path,
+        sync: Durability,
         write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         use std::io::Write;
@@ -227,7 +233,9 @@ impl Store {
             write(&mut out)?;
             out.flush()?;
             drop(out);
-            file.sync_all()?;
+            if sync == Durability::Synced {
+                file.sync_all()?;
+            }
             std::fs::rename(&temp, dest)
         })();
         if result.is_err() {
@@ -235,4 +243,14 @@ impl Store {
         }
         result
     }
+}
+
+/// Whether a file is synced to disk before it is renamed into place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// A crash cannot leave it torn: for what is served as it is read.
+    Synced,
+    /// A crash may leave it empty or torn, which its reader must detect: for what
+    /// can be fetched again and is refused when it does not parse (pages).
+    Unsynced,
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::Store;
+use super::{Durability, Store};
 use crate::index::{ProjectName, ProjectPage};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,12 +51,15 @@ impl Store {
         }
     }
 
+    /// Saves a page without an `fsync`: pages are fetched again when stale anyway, and
+    /// a page that a crash left empty or torn is not valid JSON, so [`Store::load_page`]
+    /// reads it as absent (and the next request fetches it) rather than serving it.
     pub fn save_page(&self, stored: &StoredPage) -> std::io::Result<()> {
         let path = self
             .root()
             .join("pages")
             .join(format!("{}.json", stored.page.name));
-        self.write_atomically_with(&path, |out| {
+        self.write_atomically_with(&path, Durability::Unsynced, |out| {
             serde_json::to_writer(out, stored).map_err(std::io::Error::other)
         })
     }
@@ -103,6 +106,43 @@ mod tests {
 
         std::fs::write(dir.path().join("pages/demo.json"), b"{not json").unwrap();
         assert!(reopened.load_page(&name).is_none());
+    }
+
+    #[test]
+    fn a_page_cut_short_or_zeroed_by_a_crash_reads_as_absent() {
+        // Pages are saved without an fsync: what a crash can leave of one must never be
+        // served as a page.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let name = ProjectName::parse("demo").unwrap();
+        let file = crate::index::DistFile {
+            filename: "demo-1.0-py3-none-any.whl".into(),
+            url: "http://127.0.0.1:9/files/demo-1.0-py3-none-any.whl".into(),
+            hashes: Default::default(),
+            requires_python: None,
+            yanked: None,
+            core_metadata: None,
+            size: Some(1),
+            upload_time: None,
+            gpg_sig: None,
+        };
+        let stored = StoredPage {
+            page: ProjectPage::new(name.clone(), vec![file], Vec::new()),
+            fetched_at: now(),
+            etag: None,
+            last_modified: None,
+        };
+        store.save_page(&stored).unwrap();
+        let path = dir.path().join("pages/demo.json");
+        let whole = std::fs::read(&path).unwrap();
+        for len in [0, 1, whole.len() / 2, whole.len() - 1] {
+            std::fs::write(&path, &whole[..len]).unwrap();
+            assert!(store.load_page(&name).is_none(), "cut to {len} bytes");
+        }
+        std::fs::write(&path, vec![0u8; whole.len()]).unwrap();
+        assert!(store.load_page(&name).is_none(), "zeroed");
+        store.save_page(&stored).unwrap();
+        assert_eq!(store.load_page(&name).unwrap().page, stored.page);
     }
 
     #[test]
