@@ -29,7 +29,7 @@ async fn head_and_ranges_of_an_uncached_file_download_nothing() {
     let path = format!("/files/{}", dist.filename);
 
     // HEAD is answered from the page's size: the upstream is not asked for the file.
-    let head = http().head(&url).send().await.unwrap();
+    let head = support::head(&url).await;
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(head.headers()["content-length"], "100000");
     assert_eq!(head.headers()["accept-ranges"], "bytes");
@@ -70,11 +70,7 @@ async fn head_of_a_file_whose_page_gives_no_size_asks_the_upstream_head() {
     let dist = blob("sizeless-1.0.tar.gz", 54_321);
     upstream.add("sizeless", dist.clone());
     let cache = Devcache::caching(tmp.path(), &upstream);
-    let head = http()
-        .head(file_url(&cache, "sizeless", &dist))
-        .send()
-        .await
-        .unwrap();
+    let head = support::head(&file_url(&cache, "sizeless", &dist)).await;
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(head.headers()["content-length"], "54321");
     let path = format!("/files/{}", dist.filename);
@@ -84,11 +80,7 @@ async fn head_of_a_file_whose_page_gives_no_size_asks_the_upstream_head() {
 
     // An upstream that refuses HEAD: the file is described without a length.
     upstream.fault_file(&dist.filename, Some(Fault::Status(405)));
-    let head = http()
-        .head(file_url(&cache, "sizeless", &dist))
-        .send()
-        .await
-        .unwrap();
+    let head = support::head(&file_url(&cache, "sizeless", &dist)).await;
     assert_eq!(head.status(), StatusCode::OK);
     assert!(
         head.headers()
@@ -314,10 +306,10 @@ async fn a_large_cached_file_is_served_whole_and_in_ranges_across_its_windows() 
     let cache = Devcache::caching(tmp.path(), &upstream);
     let url = file_url(&cache, "large", &dist);
 
-    let filled = http().get(&url).send().await.unwrap();
+    let filled = get(&url).await;
     assert_eq!(filled.bytes().await.unwrap().as_ref(), &dist.bytes[..]);
     wait_for_blob(&cache, &dist).await;
-    let cached = http().get(&url).send().await.unwrap();
+    let cached = get(&url).await;
     assert_eq!(cached.headers()["x-devcache-cache"], "hit");
     assert_eq!(cached.bytes().await.unwrap().as_ref(), &dist.bytes[..]);
     let len = dist.bytes.len();

@@ -462,7 +462,7 @@ async fn range_head_and_validators_on_files() {
     let beyond = get_range(&url, "bytes=200000-").await;
     assert_eq!(beyond.status(), StatusCode::RANGE_NOT_SATISFIABLE);
 
-    let head = http().head(&url).send().await.unwrap();
+    let head = support::head(&url).await;
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(head.headers()["content-length"], "100000");
     assert_eq!(head.headers()["accept-ranges"], "bytes");

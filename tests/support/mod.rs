@@ -206,6 +206,11 @@ pub async fn get(url: &str) -> reqwest::Response {
     http().get(url).send().await.unwrap()
 }
 
+/// `HEAD url`.
+pub async fn head(url: &str) -> reqwest::Response {
+    http().head(url).send().await.unwrap()
+}
+
 /// `GET url` with a `Range` header.
 pub async fn get_range(url: &str, range: &str) -> reqwest::Response {
     http().get(url).header("Range", range).send().await.unwrap()
