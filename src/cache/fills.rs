@@ -251,8 +251,9 @@ impl FillTask {
                 .into_iter()
                 .collect::<Result<Vec<Bytes>, _>>()
                 .map_err(UpstreamError::from)?;
-            metrics().upstream_bytes(chunks.iter().map(|c| c.len() as u64).sum());
-            received += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+            let batch_len = chunks.iter().map(|c| c.len() as u64).sum();
+            metrics().upstream_bytes(batch_len);
+            received += batch_len;
             if received > limit {
                 return Err(match length {
                     Some(expected) => FillError::TooLong { expected },

@@ -80,8 +80,9 @@ impl Store {
         let path = self.blob_path(key);
         let file = std::fs::File::open(&path).ok()?;
         self.touch(&file);
-        let modified = file.metadata().and_then(|m| m.modified()).ok();
-        match self.inner.maps.bytes(&path, file) {
+        let metadata = file.metadata().ok()?;
+        let modified = metadata.modified().ok();
+        match self.inner.maps.bytes(&path, file, metadata.len()) {
             Ok(bytes) => Some((bytes, modified)),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot map a cached file");

@@ -108,12 +108,11 @@ impl AsRef<[u8]> for SharedMap {
 const SWEEP_AT: usize = 1024;
 
 impl SharedMaps {
-    /// The bytes of the cached file at `path` (opened as `file`): mapped, or the mapping
-    /// another answer already holds, or to be read in windows when the file is larger
-    /// than [`SHARED_UP_TO`]. The kernel is asked to read ahead, so first touches of a
-    /// file not in the page cache seldom wait for the disk.
-    pub fn bytes(&self, path: &Path, file: File) -> std::io::Result<FileBytes> {
-        let len = file.metadata()?.len();
+    /// The bytes of the cached file at `path` (opened as `file`, `len` bytes long):
+    /// mapped, or the mapping another answer already holds, or to be read in windows
+    /// when the file is larger than [`SHARED_UP_TO`]. The kernel is asked to read ahead,
+    /// so first touches of a file not in the page cache seldom wait for the disk.
+    pub fn bytes(&self, path: &Path, file: File, len: u64) -> std::io::Result<FileBytes> {
         if len == 0 {
             return Ok(FileBytes::Whole(Bytes::new()));
         }

@@ -27,11 +27,12 @@ pub struct PinSet {
 /// A name a pin set can have: letters, digits, `.`, `_` and `-`, so that it is a
 /// plain file name under `pins/`.
 pub fn valid_set_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    !name.is_empty() && !name.starts_with('.') && name.chars().all(in_set_name)
+}
+
+/// Whether `c` may stand in a set name (a plain file name, no separators).
+fn in_set_name(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
 /// `words` joined into a set name, anything else replaced by `-`.
@@ -39,13 +40,7 @@ pub fn set_name(words: &[&str]) -> String {
     words
         .join("-")
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if in_set_name(c) { c } else { '-' })
         .collect::<String>()
         .trim_start_matches('.')
         .to_string()
