@@ -71,21 +71,17 @@ pub async fn ensure(docker: &Docker, project: &Project, wanted: &Wanted) -> Resu
         .ok_or_else(|| anyhow!("image {} is missing: run `devcache image`", image::tag()))?;
     let name = project.cache_container();
     let mut change = Change::Created;
-    match docker.inspect_container(&name, None).await {
-        Ok(existing) => {
-            let differences = differences(docker, project, &existing, wanted, &binary).await?;
-            if differences.is_empty() {
-                if is_running(&existing) {
-                    return Ok(Change::Unchanged);
-                }
-                start(docker, &name, wanted.port).await?;
-                return Ok(Change::Started);
+    if let Some(existing) = inspect(docker, &name).await? {
+        let differences = differences(docker, project, &existing, wanted, &binary).await?;
+        if differences.is_empty() {
+            if is_running(&existing) {
+                return Ok(Change::Unchanged);
             }
-            remove(docker, project).await?;
-            change = Change::Recreated(differences);
+            start(docker, &name, wanted.port).await?;
+            return Ok(Change::Started);
         }
-        Err(e) if is_not_found(&e) => {}
-        Err(e) => bail!("cannot inspect {name}: {}", message(&e)),
+        remove(docker, project).await?;
+        change = Change::Recreated(differences);
     }
     docker
         .create_container(
@@ -343,7 +339,7 @@ impl Owner {
         match self {
             Owner::Manager => "run `devcache up`".to_string(),
             Owner::TutorPlugin => {
-                let mode = if project.name().ends_with("_local") {
+                let mode = if project.is_tutor_local() {
                     "local"
                 } else {
                     "dev"

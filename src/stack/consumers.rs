@@ -142,16 +142,23 @@ pub async fn find_labelled(
 /// Finds a consumer that must be running, or says how to start it.
 pub async fn find_running(docker: &Docker, project: &Project, service: &str) -> Result<Consumer> {
     match find(docker, project, service).await? {
-        Some(consumer) if consumer.running => Ok(consumer),
-        Some(consumer) => bail!(
-            "{service} ({}) is not running: start it (make dev.up.{service}) and run this again",
-            consumer.container,
-        ),
+        Some(consumer) => running(consumer, service),
         None => bail!(
             "no container for {service} in project {}: start it (make dev.up.{service}) or set COMPOSE_PROJECT_NAME",
             project.name(),
         ),
     }
+}
+
+/// `consumer`, the container of `service` that `find` found, when it is running.
+pub fn running(consumer: Consumer, service: &str) -> Result<Consumer> {
+    if !consumer.running {
+        bail!(
+            "{service} ({}) is not running: start it (make dev.up.{service}) and run this again",
+            consumer.container,
+        );
+    }
+    Ok(consumer)
 }
 
 /// Moves a user's file aside (keeping any copy saved before), in one shell step.

@@ -59,6 +59,12 @@ impl Project {
         &self.0
     }
 
+    /// Whether this is a `tutor local` project (`tutor_local`, `<TUTOR_APP>_local`), as
+    /// opposed to `tutor dev`'s: they start services and install requirements differently.
+    pub fn is_tutor_local(&self) -> bool {
+        self.0.ends_with("_local")
+    }
+
     /// devstack's container name of a service: `edx.<project>.<service>`.
     pub fn container(&self, service: &str) -> String {
         format!("edx.{}.{service}", self.0)

@@ -112,7 +112,7 @@ pub async fn disable(project: &str, words: &[String]) -> Result<()> {
                 );
                 continue;
             }
-            Some(_) => match consumers::find_running(&docker, &project, service).await {
+            Some(found) => match consumers::running(found, service) {
                 Ok(consumer) => consumer,
                 Err(e) => {
                     failures.push(format!(

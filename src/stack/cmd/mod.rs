@@ -82,10 +82,10 @@ async fn wire_one(
     service: &str,
     locked: Option<&Prepared>,
 ) -> Result<Wired> {
-    if consumers::find(docker, project, service).await?.is_none() {
+    let Some(found) = consumers::find(docker, project, service).await? else {
         return Ok(Wired::Absent);
-    }
-    let consumer = consumers::find_running(docker, project, service).await?;
+    };
+    let consumer = consumers::running(found, service)?;
     let for_service = locked.and_then(|l| l.for_service(service));
     let wiring = consumers::wire(docker, &consumer, for_service.as_ref()).await?;
     Ok(if wiring.changed {
