@@ -225,6 +225,11 @@ impl UvLock {
             // No workspace package (a lock of a script, say): all of it.
             queue = (0..packages.len()).map(|at| (at, Vec::new())).collect();
         }
+        // Each package by its normalised name, to follow dependencies in one look-up.
+        let mut by_name: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (at, package) in packages.iter().enumerate() {
+            by_name.entry(name_key(&package.name)).or_default().push(at);
+        }
         let mut expanded = BTreeSet::new();
         while let Some((at, extras)) = queue.pop() {
             reached.insert(at);
@@ -252,11 +257,11 @@ impl UvLock {
                 if !holds(dependency.marker.as_deref(), environment, &active) {
                     continue;
                 }
-                let to = packages.iter().enumerate().filter(|(_, p)| {
-                    same_name(&p.name, &dependency.name)
-                        && (dependency.version.is_none() || p.version == dependency.version)
+                let named = by_name.get(&name_key(&dependency.name));
+                let to = named.into_iter().flatten().filter(|&&next| {
+                    dependency.version.is_none() || packages[next].version == dependency.version
                 });
-                for (next, _) in to {
+                for &next in to {
                     queue.push((next, dependency.extra.clone()));
                 }
             }
@@ -285,11 +290,10 @@ impl UvLock {
     }
 }
 
-fn same_name(a: &str, b: &str) -> bool {
-    match (ProjectName::parse(a), ProjectName::parse(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
-    }
+/// A lock's package name as the key it is matched by: normalised (PEP 503), or as
+/// written when it is no valid name.
+fn name_key(name: &str) -> String {
+    ProjectName::parse(name).map_or_else(|_| name.to_string(), |n| n.as_str().to_string())
 }
 
 /// `pylock.toml` (PEP 751): a flat list of packages, each with its own marker.
