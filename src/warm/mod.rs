@@ -25,6 +25,7 @@ use crate::config::{ServeConfig, ServeSettings, file_config, process_env};
 use crate::stack::names::{self, Project};
 use crate::stack::{cache, consumers, engine, exec, files};
 use crate::store::pins;
+use crate::upstream::Caps;
 use requirements::{FileReader, Requirements};
 use target::Target;
 
@@ -102,7 +103,7 @@ async fn tutor_mode(files: &ContainerFiles<'_>, project: &Project) -> Option<Tut
         .read(&format!("{TUTOR_EDX_PLATFORM}/requirements/edx/base.txt"))
         .await
         .ok()?;
-    Some(if project.name().ends_with("_local") {
+    Some(if project.is_tutor_local() {
         TutorMode::Local
     } else {
         TutorMode::Dev
@@ -156,7 +157,7 @@ pub async fn lock_file_hosts(
     if locks.is_empty() {
         bail!(
             "{service} has no uv.lock where devcache looks ({}): name the file hosts with --file-host HOST",
-            default_lock(service, None)
+            default_lock(service, tutor_mode(&files, project).await)
         );
     }
     let mut hosts = Vec::new();
@@ -246,6 +247,7 @@ pub async fn command(options: WarmOptions) -> Result<()> {
         Url::parse(&format!("http://127.0.0.1:{}/", cache.port))?
     };
 
+    let caps = crate::config::caps(&options.serve, &process_env)?;
     let mut incomplete = false;
     if options.services.is_empty() {
         let target = Target::new(
@@ -264,7 +266,7 @@ pub async fn command(options: WarmOptions) -> Result<()> {
         .await;
         let first = options.requirements.iter().chain(&options.locks).next();
         let pin = first.and_then(|path| options.pin_set(&path.display().to_string()));
-        incomplete |= warm_and_report(&cache_url, &found, &target, &options, pin).await?;
+        incomplete |= warm_and_report(&cache_url, &found, &target, &options, pin, caps).await?;
     } else {
         let project = Project::new(&options.project)?;
         let docker = match docker {
@@ -286,7 +288,7 @@ pub async fn command(options: WarmOptions) -> Result<()> {
                 roots.into_iter().partition(|path| lock::is_lock(path));
             let found = read_all(&files, &requirement_files, &locks, &target).await;
             let pin = options.pin_set(&service);
-            incomplete |= warm_and_report(&cache_url, &found, &target, &options, pin).await?;
+            incomplete |= warm_and_report(&cache_url, &found, &target, &options, pin, caps).await?;
         }
     }
     if let Some(server) = &local {
@@ -353,6 +355,7 @@ async fn warm_and_report(
     target: &Target,
     options: &WarmOptions,
     pin: Option<String>,
+    caps: Caps,
 ) -> Result<bool> {
     for (title, lines) in [
         ("cannot use", &found.errors),
@@ -367,7 +370,6 @@ async fn warm_and_report(
             }
         }
     }
-    let caps = crate::config::caps(&options.serve, &process_env)?;
     let summary = fill::warm(
         cache,
         &found.pins,
