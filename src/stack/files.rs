@@ -10,7 +10,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use bollard::Docker;
-use bollard::query_parameters::{DownloadFromContainerOptions, UploadToContainerOptions};
+use bollard::query_parameters::{
+    ContainerArchiveInfoOptionsBuilder, DownloadFromContainerOptions, UploadToContainerOptions,
+};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -37,6 +39,19 @@ pub async fn read(docker: &Docker, container: &str, path: &str) -> Result<Option
     first_entry(archive.as_slice(), &mut bytes)
         .with_context(|| format!("cannot read {path} in {container}"))?;
     Ok(Some(bytes))
+}
+
+/// Whether `path` exists in the container, asked without copying it out.
+pub async fn exists(docker: &Docker, container: &str, path: &str) -> Result<bool> {
+    let options = ContainerArchiveInfoOptionsBuilder::new().path(path).build();
+    match docker
+        .get_container_archive_info(container, Some(options))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => bail!("cannot look for {path} in {container}: {}", message(&e)),
+    }
 }
 
 /// Copies a file out of the container to `dest`, through temp files beside it: a

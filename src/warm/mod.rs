@@ -99,10 +99,13 @@ enum TutorMode {
 }
 
 async fn tutor_mode(files: &ContainerFiles<'_>, project: &Project) -> Option<TutorMode> {
-    files
-        .read(&format!("{TUTOR_EDX_PLATFORM}/requirements/edx/base.txt"))
+    let base = format!("{TUTOR_EDX_PLATFORM}/requirements/edx/base.txt");
+    if !files::exists(files.docker, &files.container, &base)
         .await
-        .ok()?;
+        .ok()?
+    {
+        return None;
+    }
     Some(if project.is_tutor_local() {
         TutorMode::Local
     } else {
@@ -129,9 +132,10 @@ async fn service_roots(
     let tutor = tutor_mode(files, project).await;
     let lock = default_lock(service, tutor);
     Ok(
-        match files::read(files.docker, &files.container, &lock).await? {
-            Some(_) => vec![lock],
-            None => default_requirement_files(service, tutor),
+        if files::exists(files.docker, &files.container, &lock).await? {
+            vec![lock]
+        } else {
+            default_requirement_files(service, tutor)
         },
     )
 }
