@@ -234,6 +234,36 @@ async fn resolvers_get_core_metadata_for_wheels_the_upstream_gives_none_for() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pip_reading_metadata_from_an_upstream_without_any_gets_each_wheel_downloaded_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = upstream_without_metadata().await;
+    let cache = Devcache::caching(tmp.path(), &upstream);
+
+    // pip reads each wheel's metadata, then downloads the wheel: the cache downloads
+    // it once, for both, where ranges and a download would ask the upstream in turn.
+    let target = tmp.path().join("site");
+    assert_ok(
+        &pip_install(tmp.path(), &cache, &target, "demo"),
+        "pip install demo",
+    );
+    assert_eq!(installed_version(&target, "demo"), "2.0");
+    assert_eq!(installed_version(&target, "helper"), "1.0");
+    let demo = demo_2();
+    assert!(demo.bytes.len() > 16 * 1024);
+    for dist in [demo, wheel("helper", "1.0", &[])] {
+        let path = format!("/files/{}", dist.filename);
+        assert_eq!(upstream.downloads(&path), 1, "{} downloads", dist.filename);
+        assert_eq!(
+            upstream.range_requests(&path),
+            0,
+            "{} ranges",
+            dist.filename
+        );
+        wait_for_blob(&cache, &dist).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_ranges_either_the_wheel_is_downloaded_once_for_its_metadata_and_install() {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = upstream_without_metadata().await;

@@ -39,6 +39,8 @@ pub struct FileRequest<'a> {
     pub metadata: bool,
     /// The pin set to record the file in (`warm` asks for it), so eviction keeps it.
     pub pin: Option<&'a str>,
+    /// The client downloads every wheel whose metadata it reads, as pip does.
+    pub downloads_after_metadata: bool,
 }
 
 /// What the client asked of the file.
@@ -115,6 +117,7 @@ impl Cache {
             dist_filename,
             metadata,
             pin,
+            downloads_after_metadata,
         } = request;
         if !metadata {
             self.pin(pin, key);
@@ -138,7 +141,10 @@ impl Cache {
         let key = BlobKey::for_file(dist, metadata);
         if metadata {
             self.pin(pin, &key);
-            if let Some(answer) = self.core_metadata(dist, &key).await? {
+            if let Some(answer) = self
+                .core_metadata(dist, &key, downloads_after_metadata)
+                .await?
+            {
                 return Ok(answer);
             }
             if dist.core_metadata.is_none() {

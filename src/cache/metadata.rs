@@ -8,10 +8,13 @@
 //!    the wheel's `METADATA` matches (so a cached wheel is enough offline);
 //! 3. the upstream's own `.metadata`, when its page offers one;
 //! 4. ranged reads of the upstream's wheel (its zip directory, then the one member);
-//! 5. the whole wheel, downloaded into the cache, when the upstream refuses ranges or
+//! 5. the whole wheel, downloaded into the cache, when the upstream refuses ranges,
 //!    when the wheel is no longer than the first ranged read would be (so the bytes
-//!    fetched are the same, and a client that then downloads the wheel, as pip does,
-//!    gets it from the cache).
+//!    fetched are the same), or when the client downloads every wheel whose metadata
+//!    it reads (pip does) and the wheel is at most [`WHOLE_FOR_DOWNLOADERS`]: the
+//!    client's download that follows then comes from the cache, and the upstream is
+//!    asked once, where ranges and then the download would cost two or three round
+//!    trips in a row.
 //!
 //! What 2, 4 and 5 derive is cached under a key of its own, answered from memory while
 //! it is saved (see `saves`). Metadata read through
@@ -31,6 +34,11 @@ use crate::index::{DistFile, ProjectPage};
 use crate::store::BlobKey;
 use crate::store::mapped::FileBytes;
 use crate::upstream::Upstream;
+
+/// The largest wheel downloaded whole to answer its `.metadata` for a client that
+/// downloads the wheel next. Larger ones are read by ranges: a resolver that backtracks
+/// past a candidate would otherwise have cost its whole download.
+pub const WHOLE_FOR_DOWNLOADERS: u64 = 4 << 20;
 
 /// Renders the page as clients see it, where every wheel offers core metadata: the
 /// wheels the upstream gives none for offer it while `render` runs, then the page is
@@ -54,11 +62,13 @@ pub(super) fn render_offered<T>(
 }
 
 impl Cache {
-    /// Answers `<dist>.metadata`; `key` is where it is (or will be) cached.
+    /// Answers `<dist>.metadata`; `key` is where it is (or will be) cached, and
+    /// `wheel_follows` says the client downloads the wheel next.
     pub(super) async fn core_metadata(
         &self,
         dist: &DistFile,
         key: &BlobKey,
+        wheel_follows: bool,
     ) -> Result<Option<(FileAnswer, Outcome)>, FileError> {
         if let Some(answer) = self.cached(key) {
             return Ok(Some((answer, Outcome::Hit)));
@@ -93,10 +103,13 @@ impl Cache {
                 dist.filename
             )));
         };
-        // A wheel no longer than the first ranged read is read whole either way: it is
-        // downloaded into the cache instead, once and verified, so that a client that
-        // then asks for the wheel itself (pip does) gets it from the cache.
-        let whole = dist.size.is_some_and(|size| size <= wheel::FIRST_TAIL_READ);
+        // A wheel no longer than the first ranged read is read whole either way, and a
+        // client that downloads the wheel next would read it whole anyway: it is
+        // downloaded into the cache instead, once and verified, and the client's
+        // download of it is a hit.
+        let whole = dist.size.is_some_and(|size| {
+            size <= wheel::FIRST_TAIL_READ || (wheel_follows && size <= WHOLE_FOR_DOWNLOADERS)
+        });
         if !whole {
             match by_ranges(upstream, dist).await {
                 Ok(bytes) => return Ok(Some(self.keep(key, bytes, Outcome::Miss))),

@@ -7,6 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::State;
+use super::clients::installer;
 use super::simple::page_error;
 use crate::api::PIN_HEADER;
 use crate::cache::{CachedFile, FileAnswer, FileError, FileRequest, FillError, Outcome, Want};
@@ -53,6 +54,9 @@ pub async fn answer(
         dist_filename,
         metadata,
         pin: headers.get(PIN_HEADER).and_then(|v| v.to_str().ok()),
+        // pip reads a wheel's metadata, then downloads the wheel; uv, resolving, does not.
+        downloads_after_metadata: installer(header_str(headers, header::USER_AGENT))
+            .starts_with("pip/"),
     };
     let etag = format!("\"{}\"", key.as_str());
     let want = if method == Method::HEAD {
