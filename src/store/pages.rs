@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Durability, Store};
+use super::Store;
 use crate::index::{ProjectName, ProjectPage};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,7 +59,7 @@ impl Store {
             .root()
             .join("pages")
             .join(format!("{}.json", stored.page.name));
-        self.write_atomically_with(&path, Durability::Unsynced, |out| {
+        self.write_replaceable(&path, |out| {
             serde_json::to_writer(out, stored).map_err(std::io::Error::other)
         })
     }
