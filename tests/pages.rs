@@ -6,10 +6,10 @@ mod support;
 use std::io::Read;
 
 use reqwest::StatusCode;
-use support::dists::wheel;
+use support::dists::{blob, wheel};
 use support::upstream::{Links, PageFormat, TestUpstream};
 use support::{
-    Devcache, JSON, assert_ok, get_text, http, installed_version, pip_download, pip_install,
+    Devcache, JSON, assert_ok, get, get_text, http, installed_version, pip_download, pip_install,
     uv_install,
 };
 
@@ -139,6 +139,54 @@ async fn offline_pages_list_only_what_the_cache_can_install() {
         "the log says why: {}",
         cache.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_page_read_back_offline_lists_only_what_the_cache_holds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
+    // Long enough to be read back and trimmed off the async workers (over 500 files).
+    for i in 0..1_500 {
+        upstream.add("long", blob(&format!("long-{i}.0.tar.gz"), 16 + i));
+    }
+    let data = tmp.path().join("data");
+    let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
+    let online = get_text(&format!("{}long/", cache.index())).await;
+    assert!(online.contains("long-1499.0.tar.gz"), "every file online");
+    // One file cached, as a browser or curl would fetch it.
+    let kept = blob("long-7.0.tar.gz", 16 + 7);
+    let fetched = get(&cache.file_url("long", &kept)).await;
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), &kept.bytes[..]);
+    support::wait_for("the file saved", || cache.has_blob(&kept.sha256()));
+    cache.kill9();
+    upstream.stop().await;
+
+    let cache = Devcache::start(&data, &["--offline"]);
+    for accept in [JSON, "text/html"] {
+        let page = http()
+            .get(format!("{}long/", cache.index()))
+            .header("Accept", accept)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let listed = if accept == JSON {
+            let page: serde_json::Value = serde_json::from_str(&page).unwrap();
+            page["files"].as_array().map_or(0, Vec::len)
+        } else {
+            page.matches("</a>").count()
+        };
+        assert!(
+            page.contains("long-7.0.tar.gz"),
+            "the cached file, as {accept}"
+        );
+        assert_eq!(
+            listed, 1,
+            "only the cached file, as {accept}: {listed} listed"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

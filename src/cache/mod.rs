@@ -89,7 +89,7 @@ impl Cache {
     /// be asked, it lists only the files the cache holds.
     pub async fn page(&self, name: &ProjectName) -> Result<(Arc<ReadyPage>, Outcome), PageError> {
         let (page, outcome) = self.pages.get(name).await?;
-        Ok((self.pages.servable(page, outcome), outcome))
+        Ok((self.pages.servable(page, outcome).await, outcome))
     }
 
     pub fn store(&self) -> &Store {

@@ -102,9 +102,14 @@ pub enum PageError {
     Unavailable(UpstreamError),
 }
 
-/// Pages of at most this many files are rendered on the async worker that fetched them
-/// (tens of microseconds); longer ones on the blocking pool.
+/// Pages of at most this many files are rendered (or trimmed) on the async worker that
+/// has them (tens of microseconds); longer ones on the blocking pool, so that a page of
+/// 100,000 links (most of a second) holds up no other request.
 const RENDERED_IN_PLACE: usize = 500;
+
+/// Pages saved in at most this many bytes (about 500 files) are read back from disk
+/// and made ready on the async worker; longer ones on the blocking pool.
+const READ_IN_PLACE: u64 = 256 * 1024;
 
 type SharedFetch = Shared<BoxFuture<'static, Result<(Arc<ReadyPage>, Outcome), PageError>>>;
 
@@ -137,7 +142,7 @@ impl Pages {
 
     /// The page to serve for `name`, and how it was obtained.
     pub async fn get(&self, name: &ProjectName) -> Result<(Arc<ReadyPage>, Outcome), PageError> {
-        let cached = self.cached(name);
+        let cached = self.cached(name).await;
         let Some(upstream) = &self.upstream else {
             return cached
                 .map(|page| (page, Outcome::Hit))
@@ -241,7 +246,7 @@ impl Pages {
     /// The page as clients should see it after `outcome`: whole while the upstream
     /// can be asked for what the cache lacks, else only the files the cache holds, so
     /// that a resolver picks a version it can install.
-    pub fn servable(&self, page: Arc<ReadyPage>, outcome: Outcome) -> Arc<ReadyPage> {
+    pub async fn servable(&self, page: Arc<ReadyPage>, outcome: Outcome) -> Arc<ReadyPage> {
         let reason = match (&self.upstream, outcome) {
             (None, _) => "devcache is offline",
             (Some(_), Outcome::Stale) => "the upstream cannot be reached",
@@ -249,59 +254,83 @@ impl Pages {
             (Some(_), _) => return page,
         };
         let (files_cached, _) = self.store.file_totals();
-        let mut trimmed = page.trimmed.lock().expect("trimmed lock");
-        if let Some((counted, ready)) = &*trimmed
+        if let Some((counted, ready)) = &*page.trimmed.lock().expect("trimmed lock")
             && *counted == files_cached
         {
             return ready.clone();
         }
-        let listed = &page.stored.page;
-        let files: Vec<DistFile> = listed
-            .files
-            .iter()
-            .filter(|file| self.store.has_blob(&BlobKey::for_file(file, false)))
-            .map(|file| {
-                let mut file = file.clone();
-                // Without its metadata cached, offering it would send clients to a 404;
-                // a cached wheel's is read from the wheel.
-                if file.core_metadata.is_some()
-                    && !wheel::is_wheel(&file.filename)
-                    && !self.store.has_blob(&BlobKey::for_file(&file, true))
-                {
-                    file.core_metadata = None;
+        let ready = if page.stored.page.files.len() <= RENDERED_IN_PLACE {
+            trimmed(&self.store, &page, reason)
+        } else {
+            let (store, whole) = (self.store.clone(), page.clone());
+            match tokio::task::spawn_blocking(move || trimmed(&store, &whole, reason)).await {
+                Ok(ready) => ready,
+                Err(e) => {
+                    tracing::warn!(project = %page.stored.page.name, error = %e, "cannot trim the page; serving it whole");
+                    return page;
                 }
-                file
-            })
-            .collect();
-        if files.len() < listed.files.len() {
-            tracing::info!(
-                project = %listed.name,
-                listed = listed.files.len(),
-                cached = files.len(),
-                "{reason}: the page lists only the files the cache holds"
-            );
-        }
-        let stored = StoredPage {
-            page: ProjectPage::new(listed.name.clone(), files, Vec::new()),
-            ..page.stored.clone()
+            }
         };
-        let ready = Arc::new(ready_page(stored));
-        *trimmed = Some((files_cached, ready.clone()));
+        *page.trimmed.lock().expect("trimmed lock") = Some((files_cached, ready.clone()));
         ready
     }
 
     /// The page in memory, else on disk (then kept in memory).
-    fn cached(&self, name: &ProjectName) -> Option<Arc<ReadyPage>> {
+    async fn cached(&self, name: &ProjectName) -> Option<Arc<ReadyPage>> {
         if let Some(page) = self.memo.lock().expect("memo lock").get(name) {
             return Some(page);
         }
-        let ready = Arc::new(ready_page(self.store.load_page(name)?));
+        let ready = if self.store.page_len(name)? <= READ_IN_PLACE {
+            ready_page(self.store.load_page(name)?)
+        } else {
+            let (store, name) = (self.store.clone(), name.clone());
+            tokio::task::spawn_blocking(move || store.load_page(&name).map(ready_page))
+                .await
+                .ok()??
+        };
+        let ready = Arc::new(ready);
         self.memo
             .lock()
             .expect("memo lock")
             .insert(name.clone(), ready.clone());
         Some(ready)
     }
+}
+
+/// `page` listing only the files the cache holds, for a client that cannot be sent to
+/// the upstream for the others (`reason` says why, in the log).
+fn trimmed(store: &Store, page: &ReadyPage, reason: &str) -> Arc<ReadyPage> {
+    let listed = &page.stored.page;
+    let files: Vec<DistFile> = listed
+        .files
+        .iter()
+        .filter(|file| store.has_blob(&BlobKey::for_file(file, false)))
+        .map(|file| {
+            let mut file = file.clone();
+            // Without its metadata cached, offering it would send clients to a 404;
+            // a cached wheel's is read from the wheel.
+            if file.core_metadata.is_some()
+                && !wheel::is_wheel(&file.filename)
+                && !store.has_blob(&BlobKey::for_file(&file, true))
+            {
+                file.core_metadata = None;
+            }
+            file
+        })
+        .collect();
+    if files.len() < listed.files.len() {
+        tracing::info!(
+            project = %listed.name,
+            listed = listed.files.len(),
+            cached = files.len(),
+            "{reason}: the page lists only the files the cache holds"
+        );
+    }
+    let stored = StoredPage {
+        page: ProjectPage::new(listed.name.clone(), files, Vec::new()),
+        ..page.stored.clone()
+    };
+    Arc::new(ready_page(stored))
 }
 
 /// Where a client fetches a file from devcache: an absolute path, so the link works

@@ -33,7 +33,7 @@ impl Store {
     /// The cached page of a project. A page that cannot be read is treated as absent
     /// (and logged), so one bad file never takes the server down.
     pub fn load_page(&self, name: &ProjectName) -> Option<StoredPage> {
-        let path = self.root().join("pages").join(format!("{name}.json"));
+        let path = self.page_path(name);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
@@ -55,13 +55,22 @@ impl Store {
     /// a page that a crash left empty or torn is not valid JSON, so [`Store::load_page`]
     /// reads it as absent (and the next request fetches it) rather than serving it.
     pub fn save_page(&self, stored: &StoredPage) -> std::io::Result<()> {
-        let path = self
-            .root()
-            .join("pages")
-            .join(format!("{}.json", stored.page.name));
+        let path = self.page_path(&stored.page.name);
         self.write_replaceable(&path, |out| {
             serde_json::to_writer(out, stored).map_err(std::io::Error::other)
         })
+    }
+
+    /// The length of the cached page of a project, in bytes, or `None` when there is
+    /// none: what it costs to load, known before loading it.
+    pub fn page_len(&self, name: &ProjectName) -> Option<u64> {
+        std::fs::metadata(self.page_path(name))
+            .ok()
+            .map(|m| m.len())
+    }
+
+    fn page_path(&self, name: &ProjectName) -> std::path::PathBuf {
+        self.root().join("pages").join(format!("{name}.json"))
     }
 
     /// Every project with a cached page, sorted.
