@@ -40,7 +40,7 @@ use crate::upstream::Upstream;
 /// The largest wheel downloaded whole to answer its `.metadata` for a client that
 /// downloads the wheel next. Larger ones are read by ranges: a resolver that backtracks
 /// past a candidate would otherwise have cost its whole download.
-pub const WHOLE_FOR_DOWNLOADERS: u64 = 4 << 20;
+const WHOLE_FOR_DOWNLOADERS: u64 = 4 << 20;
 
 /// Renders the page as clients see it, where every wheel offers core metadata: the
 /// wheels the upstream gives none for offer it while `render` runs, then the page is
