@@ -31,8 +31,8 @@ use sha2::{Digest, Sha256};
 use super::files::{CachedFile, FileAnswer, FileError, gone, upstream_error};
 use super::fills::{FillRequest, Joined};
 use super::{Cache, Outcome};
+use crate::index::DistFile;
 use crate::index::wheel::{self, WheelError};
-use crate::index::{DistFile, ProjectPage};
 use crate::store::BlobKey;
 use crate::store::mapped::FileBytes;
 use crate::upstream::Upstream;
@@ -42,25 +42,10 @@ use crate::upstream::Upstream;
 /// past a candidate would otherwise have cost its whole download.
 const WHOLE_FOR_DOWNLOADERS: u64 = 4 << 20;
 
-/// Renders the page as clients see it, where every wheel offers core metadata: the
-/// wheels the upstream gives none for offer it while `render` runs, then the page is
-/// as it was. Done in place, since a copy of a page of 100,000 links is tens of MiB.
-pub(super) fn render_offered<T>(
-    page: &mut ProjectPage,
-    render: impl FnOnce(&ProjectPage) -> T,
-) -> T {
-    let mut added = Vec::new();
-    for (i, file) in page.files.iter_mut().enumerate() {
-        if file.core_metadata.is_none() && wheel::is_wheel(&file.filename) {
-            file.core_metadata = Some(Default::default());
-            added.push(i);
-        }
-    }
-    let rendered = render(page);
-    for i in added {
-        page.files[i].core_metadata = None;
-    }
-    rendered
+/// Whether a file the upstream gives no core metadata for offers it all the same, as
+/// clients see the page: every wheel does.
+pub(super) fn offered_for(file: &DistFile) -> bool {
+    wheel::is_wheel(&file.filename)
 }
 
 impl Cache {

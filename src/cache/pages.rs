@@ -19,10 +19,11 @@ use crate::store::pages::{StoredPage, now};
 use crate::store::{BlobKey, Store};
 use crate::upstream::{PageAnswer, Upstream, UpstreamError, Validators};
 
-/// A page ready to serve, rendered once in both formats.
+/// A page ready to serve, rendered once in each format: JSON at once, HTML on its first
+/// demand (pip since 22.2 and uv ask for JSON, so most pages are never shown as HTML).
 pub struct ReadyPage {
     pub stored: StoredPage,
-    pub html: Rendered,
+    html: OnceLock<Rendered>,
     pub json: Rendered,
     /// A digest of the rendered content, from which each representation's strong
     /// validator is made.
@@ -352,12 +353,9 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'+')
     .remove(b'!');
 
-fn ready_page(mut stored: StoredPage) -> ReadyPage {
-    let name = stored.page.name.clone();
-    let (html, json) = metadata::render_offered(&mut stored.page, |offered| {
-        let html = html::render(offered, |f| file_link(&name, f)).into_bytes();
-        (html, json::render(offered, |f| file_link(&name, f)))
-    });
+fn ready_page(stored: StoredPage) -> ReadyPage {
+    let name = &stored.page.name;
+    let json = json::render(&stored.page, |f| file_link(name, f), metadata::offered_for);
     // The JSON form carries every attribute the HTML form does, so its digest covers both.
     let digest = {
         use sha2::{Digest, Sha256};
@@ -371,7 +369,7 @@ fn ready_page(mut stored: StoredPage) -> ReadyPage {
     ReadyPage {
         stored,
         by_filename,
-        html: Rendered::new(html),
+        html: OnceLock::new(),
         json: Rendered::new(json),
         digest,
         trimmed: Mutex::new(None),
@@ -379,6 +377,28 @@ fn ready_page(mut stored: StoredPage) -> ReadyPage {
 }
 
 impl ReadyPage {
+    /// The HTML form, rendered the first time it is asked for; a long page on the
+    /// blocking pool.
+    pub async fn html(self: &Arc<Self>) -> &Rendered {
+        if self.html.get().is_none() && self.stored.page.files.len() > RENDERED_IN_PLACE {
+            let page = self.clone();
+            // Should the task fail, the page is rendered here below instead.
+            let _ = tokio::task::spawn_blocking(move || {
+                page.rendered_html();
+            })
+            .await;
+        }
+        self.rendered_html()
+    }
+
+    fn rendered_html(&self) -> &Rendered {
+        self.html.get_or_init(|| {
+            let page = &self.stored.page;
+            let html = html::render(page, |f| file_link(&page.name, f), metadata::offered_for);
+            Rendered::new(html.into_bytes())
+        })
+    }
+
     /// The file of this name, if the page lists it.
     pub fn file(&self, filename: &str) -> Option<&DistFile> {
         let files = &self.stored.page.files;
@@ -389,17 +409,18 @@ impl ReadyPage {
         (file.filename == filename).then_some(file)
     }
 
-    /// Bytes held in memory. A gzipped form made after the page was counted is not
-    /// counted: it is smaller than the form it compresses.
+    /// Bytes held in memory when the page is counted. An HTML or gzipped form made
+    /// after that is not counted: each is about the size of the JSON form or smaller.
     fn size(&self) -> usize {
-        self.html.body.len() + self.json.body.len()
+        self.json.body.len() + self.html.get().map_or(0, |html| html.body.len())
     }
 }
 
 /// Rendered pages kept in memory, bounded by their total size; the oldest go first.
 #[derive(Default)]
 struct Memo {
-    pages: HashMap<ProjectName, Arc<ReadyPage>>,
+    /// Each page, and its size when it was counted.
+    pages: HashMap<ProjectName, (Arc<ReadyPage>, usize)>,
     order: VecDeque<ProjectName>,
     bytes: usize,
 }
@@ -408,26 +429,27 @@ const MEMO_BYTES: usize = 16 * 1024 * 1024;
 
 impl Memo {
     fn get(&self, name: &ProjectName) -> Option<Arc<ReadyPage>> {
-        self.pages.get(name).cloned()
+        self.pages.get(name).map(|(page, _)| page.clone())
     }
 
     fn insert(&mut self, name: ProjectName, page: Arc<ReadyPage>) {
         self.remove(&name);
-        self.bytes += page.size();
-        self.pages.insert(name.clone(), page);
+        let size = page.size();
+        self.bytes += size;
+        self.pages.insert(name.clone(), (page, size));
         self.order.push_back(name);
         while self.bytes > MEMO_BYTES && self.order.len() > 1 {
             if let Some(oldest) = self.order.pop_front()
-                && let Some(page) = self.pages.remove(&oldest)
+                && let Some((_, size)) = self.pages.remove(&oldest)
             {
-                self.bytes -= page.size();
+                self.bytes -= size;
             }
         }
     }
 
     fn remove(&mut self, name: &ProjectName) {
-        if let Some(page) = self.pages.remove(name) {
-            self.bytes -= page.size();
+        if let Some((_, size)) = self.pages.remove(name) {
+            self.bytes -= size;
             self.order.retain(|n| n != name);
         }
     }

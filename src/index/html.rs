@@ -89,8 +89,15 @@ fn core_metadata(value: &str) -> Option<CoreMetadata> {
     Some(CoreMetadata { hashes })
 }
 
-/// Renders a project page. `link` gives the URL a client should fetch each file from.
-pub fn render(page: &ProjectPage, link: impl Fn(&DistFile) -> String) -> String {
+/// Renders a project page. `link` gives the URL a client should fetch each file from,
+/// and `offers_metadata` the files that offer core metadata (without a hash) though
+/// the page gives none for them.
+pub fn render(
+    page: &ProjectPage,
+    link: impl Fn(&DistFile) -> String,
+    offers_metadata: impl Fn(&DistFile) -> bool,
+) -> String {
+    let offered = CoreMetadata::default();
     let title = escape(page.name.as_str());
     let mut out = String::with_capacity(256 + page.files.len() * 256);
     out.push_str("<!DOCTYPE html>\n<html>\n<head>\n");
@@ -107,7 +114,11 @@ pub fn render(page: &ProjectPage, link: impl Fn(&DistFile) -> String) -> String 
         if let Some(requires) = &file.requires_python {
             out.push_str(&format!(" data-requires-python=\"{}\"", escape(requires)));
         }
-        if let Some(metadata) = &file.core_metadata {
+        let metadata = file
+            .core_metadata
+            .as_ref()
+            .or_else(|| offers_metadata(file).then_some(&offered));
+        if let Some(metadata) = metadata {
             let value = match metadata.hashes.preferred() {
                 Some((algorithm, digest)) => format!("{algorithm}={digest}"),
                 None => "true".to_string(),
@@ -391,7 +402,7 @@ mod tests {
             r#"<a href="demo-1.0-py3-none-any.whl#sha256=ab" data-requires-python="&lt;4,&gt;=3.8"
                data-core-metadata="sha256=cd" data-yanked="it&#39;s &quot;bad&quot;">demo-1.0-py3-none-any.whl</a>"#,
         );
-        let html = render(&original, |f| format!("/files/{}", f.filename));
+        let html = render(&original, |f| format!("/files/{}", f.filename), |_| false);
         assert!(
             html.contains(r#"data-requires-python="&lt;4,&gt;=3.8""#),
             "{html}"

@@ -192,39 +192,44 @@ struct RenderedFile<'a> {
 
 #[derive(Serialize)]
 #[serde(bound = "")]
-struct RenderedPage<'a, F: Fn(&DistFile) -> String> {
+struct RenderedPage<'a, F: Fn(&DistFile) -> String, O: Fn(&DistFile) -> bool> {
     meta: Meta,
     name: &'a str,
-    files: RenderedFiles<'a, F>,
+    files: RenderedFiles<'a, F, O>,
     #[serde(skip_serializing_if = "Option::is_none")]
     versions: Option<&'a [String]>,
 }
 
 /// The files, each rendered as it is written out: a page of many thousands of links
 /// is never held twice.
-struct RenderedFiles<'a, F> {
+struct RenderedFiles<'a, F, O> {
     files: &'a [DistFile],
     link: F,
+    offers_metadata: O,
 }
 
-impl<F: Fn(&DistFile) -> String> Serialize for RenderedFiles<'_, F> {
+impl<F: Fn(&DistFile) -> String, O: Fn(&DistFile) -> bool> Serialize for RenderedFiles<'_, F, O> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(
             self.files
                 .iter()
-                .map(|file| rendered_file(file, &self.link)),
+                .map(|file| rendered_file(file, &self.link, &self.offers_metadata)),
         )
     }
 }
 
-fn rendered_file<'a>(file: &'a DistFile, link: impl Fn(&DistFile) -> String) -> RenderedFile<'a> {
-    let core_metadata = file.core_metadata.as_ref().map(|m| {
-        if m.hashes.is_empty() {
-            Value::Bool(true)
-        } else {
-            serde_json::to_value(&m.hashes).unwrap_or(Value::Bool(true))
+fn rendered_file<'a>(
+    file: &'a DistFile,
+    link: impl Fn(&DistFile) -> String,
+    offers_metadata: impl Fn(&DistFile) -> bool,
+) -> RenderedFile<'a> {
+    let core_metadata = match &file.core_metadata {
+        Some(m) if !m.hashes.is_empty() => {
+            Some(serde_json::to_value(&m.hashes).unwrap_or(Value::Bool(true)))
         }
-    });
+        Some(_) => Some(Value::Bool(true)),
+        None => offers_metadata(file).then_some(Value::Bool(true)),
+    };
     RenderedFile {
         filename: &file.filename,
         url: link(file),
@@ -244,11 +249,17 @@ fn rendered_file<'a>(file: &'a DistFile, link: impl Fn(&DistFile) -> String) -> 
     }
 }
 
-/// Renders a project page. `link` gives the URL a client should fetch each file from.
+/// Renders a project page. `link` gives the URL a client should fetch each file from,
+/// and `offers_metadata` the files that offer core metadata (without a hash) though
+/// the page gives none for them.
 ///
 /// The page claims API version 1.1 only when every file has its size, since 1.1 makes
 /// `size` and `versions` required; an HTML-only upstream gives no sizes.
-pub fn render(page: &ProjectPage, link: impl Fn(&DistFile) -> String) -> Vec<u8> {
+pub fn render(
+    page: &ProjectPage,
+    link: impl Fn(&DistFile) -> String,
+    offers_metadata: impl Fn(&DistFile) -> bool,
+) -> Vec<u8> {
     let has_sizes = page.files.iter().all(|f| f.size.is_some());
     let rendered = RenderedPage {
         meta: Meta {
@@ -258,6 +269,7 @@ pub fn render(page: &ProjectPage, link: impl Fn(&DistFile) -> String) -> Vec<u8>
         files: RenderedFiles {
             files: &page.files,
             link,
+            offers_metadata,
         },
         versions: has_sizes.then_some(page.versions.as_slice()),
     };
@@ -337,7 +349,8 @@ mod tests {
             r#"{"files":[{"filename":"demo-1.0-py3-none-any.whl","url":"x.whl",
             "hashes":{"sha256":"ab"},"core-metadata":{"sha256":"cd"},"yanked":true,"size":5}]}"#,
         );
-        let json: Value = serde_json::from_slice(&render(&page, |_| "/f/x.whl".into())).unwrap();
+        let json: Value =
+            serde_json::from_slice(&render(&page, |_| "/f/x.whl".into(), |_| false)).unwrap();
         assert_eq!(json["meta"]["api-version"], "1.1");
         assert_eq!(json["versions"], serde_json::json!(["1.0"]));
         let file = &json["files"][0];
@@ -352,7 +365,8 @@ mod tests {
     fn renders_version_1_0_without_sizes() {
         let page =
             parse_demo(r#"{"files":[{"filename":"demo-1.0.tar.gz","url":"x","hashes":{}}]}"#);
-        let json: Value = serde_json::from_slice(&render(&page, |_| "x".into())).unwrap();
+        let json: Value =
+            serde_json::from_slice(&render(&page, |_| "x".into(), |_| false)).unwrap();
         assert_eq!(json["meta"]["api-version"], "1.0");
         assert!(json.get("versions").is_none());
     }

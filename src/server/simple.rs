@@ -87,7 +87,7 @@ pub async fn project(
     let gzip = negotiate::accepts_gzip(headers.get(header::ACCEPT_ENCODING));
     let rendered = match format {
         Format::Json => &page.json,
-        Format::Html | Format::LegacyHtml => &page.html,
+        Format::Html | Format::LegacyHtml => page.html().await,
     };
     // Each representation has its own strong validator (RFC 9110 8.8.3).
     let etag = format!(
