@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod disk;
 mod index;
+mod local_file;
 mod metrics;
 mod server;
 mod stack;

@@ -27,6 +27,8 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 
+use crate::local_file::write_atomically;
+
 /// The directory of the data directory that holds the CA and the server's certificate.
 pub const TLS_DIR: &str = "tls";
 const HOSTS: &str = "hosts";
@@ -98,13 +100,12 @@ pub fn issue(data_dir: &Path, hosts: &[String]) -> Result<(Issued, bool)> {
     set_mode(&dir, 0o700)?;
     // The host list last: until it is written, a reader sees the old set or none.
     let _ = std::fs::remove_file(dir.join(HOSTS));
-    write(&dir, CA_KEY, issued.ca_key_pem.as_bytes(), 0o600)?;
-    write(&dir, CA_CERT, issued.issued.ca_pem.as_bytes(), 0o644)?;
-    write(&dir, KEY, issued.issued.key_pem.as_bytes(), 0o600)?;
-    write(&dir, CERT, issued.issued.cert_pem.as_bytes(), 0o644)?;
-    write(
-        &dir,
-        HOSTS,
+    write_atomically(&dir.join(CA_KEY), issued.ca_key_pem.as_bytes(), 0o600)?;
+    write_atomically(&dir.join(CA_CERT), issued.issued.ca_pem.as_bytes(), 0o644)?;
+    write_atomically(&dir.join(KEY), issued.issued.key_pem.as_bytes(), 0o600)?;
+    write_atomically(&dir.join(CERT), issued.issued.cert_pem.as_bytes(), 0o644)?;
+    write_atomically(
+        &dir.join(HOSTS),
         format!("{}\n", hosts.join("\n")).as_bytes(),
         0o644,
     )?;
@@ -214,25 +215,6 @@ fn make(hosts: &[String]) -> Result<Made> {
         },
         ca_key_pem: ca_key.serialize_pem(),
     })
-}
-
-fn write(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> Result<()> {
-    let path = dir.join(name);
-    let temp = dir.join(format!(".{name}.tmp"));
-    let written = (|| -> std::io::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::remove_file(&temp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &path)
-    })();
-    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {

@@ -253,18 +253,16 @@ impl Upstream {
                 response.status()
             )));
         }
-        let mut body = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 20));
-        let mut stream = response.bytes_stream();
-        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
-            let chunk = chunk.map_err(std::io::Error::other)?;
+        let body = read_limited(response, len, len.min(1 << 20), |chunk| {
             metrics().upstream_bytes(chunk.len() as u64);
-            if (body.len() + chunk.len()) as u64 > len {
-                return Err(std::io::Error::other(
-                    "the upstream sent more than the range",
-                ));
+        })
+        .await
+        .map_err(|e| match e {
+            LimitedReadError::Transport(e) => std::io::Error::other(e),
+            LimitedReadError::OverLimit => {
+                std::io::Error::other("the upstream sent more than the range")
             }
-            body.extend_from_slice(&chunk);
-        }
+        })?;
         if body.len() as u64 != len {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
         }
@@ -299,16 +297,42 @@ pub async fn read_capped(
     }
     // Sized once when the length is given: a growing buffer can take twice the page.
     let announced = response.content_length().unwrap_or(0).min(limit);
-    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0));
+    let body = read_limited(response, limit, announced, |_| {})
+        .await
+        .map_err(|e| match e {
+            LimitedReadError::Transport(e) => UpstreamError::from(e),
+            LimitedReadError::OverLimit => too_large,
+        })?;
+    Ok(Bytes::from(body))
+}
+
+/// Why [`read_limited`] stopped before the end of the body.
+enum LimitedReadError {
+    Transport(reqwest::Error),
+    /// The body went past the limit.
+    OverLimit,
+}
+
+/// A response's body read as it arrives into a buffer of `capacity` bytes to start,
+/// refused once it passes `limit` bytes. `on_chunk` sees each piece as it comes, the
+/// one that passes the limit included.
+async fn read_limited(
+    response: reqwest::Response,
+    limit: u64,
+    capacity: u64,
+    mut on_chunk: impl FnMut(&Bytes),
+) -> Result<Vec<u8>, LimitedReadError> {
+    let mut body = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
     let mut stream = response.bytes_stream();
     while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
-        let chunk = chunk?;
+        let chunk = chunk.map_err(LimitedReadError::Transport)?;
+        on_chunk(&chunk);
         if (body.len() + chunk.len()) as u64 > limit {
-            return Err(too_large);
+            return Err(LimitedReadError::OverLimit);
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Bytes::from(body))
+    Ok(body)
 }
 
 fn parse_page(

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::names::{self, DEFAULT_CONSUMERS, Project};
 use crate::config::{file_config, process_env};
+use crate::local_file;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Choices {
@@ -58,10 +59,8 @@ impl Choices {
         let path = path(project)?;
         let dir = path.parent().expect("state path has a parent");
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let temp = path.with_extension("json.tmp");
-        std::fs::write(&temp, serde_json::to_vec_pretty(self)?)
-            .and_then(|()| std::fs::rename(&temp, &path))
-            .with_context(|| format!("cannot write {}", path.display()))
+        // 0o666 less the umask, as `std::fs::write` made it.
+        local_file::write_atomically(&path, &serde_json::to_vec_pretty(self)?, 0o666)
     }
 
     pub fn enable(&mut self, service: &str) {

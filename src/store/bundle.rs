@@ -8,7 +8,7 @@
 //! bundle is refused, naming the entry, and leaves the cache as it was.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -155,7 +155,8 @@ fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
     // a byte of any is written.
     let tmp = store.root().join("tmp");
     let disk = free_space(&tmp)?;
-    if let Some((needed, path)) = first_past(bundle, &disk)? {
+    let file = BundleFile::open(bundle)?;
+    if let Some((needed, path)) = first_past(&file, &disk)? {
         return Err(refuse(format!(
             "its entries up to {path} need {} MiB, and {} has {} MiB free",
             needed.div_ceil(1 << 20),
@@ -163,7 +164,7 @@ fn stage(store: &Store, bundle: &Path, staged: &mut Vec<Staged>) -> Result<()> {
             disk.free >> 20
         )));
     }
-    let (source, _) = open(bundle)?;
+    let source = file.contents()?;
     let not_a_bundle = || refuse("it is not a devcache bundle (not a tar archive)".into());
     let mut archive = tar::Archive::new(source);
     let mut entries = archive.entries().map_err(|_| not_a_bundle())?;
@@ -348,32 +349,53 @@ fn free_space(dir: &Path) -> Result<Disk> {
     })
 }
 
-/// The bundle's contents (decompressed when it is zstd), and whether it was compressed.
-fn open(bundle: &Path) -> Result<(Box<dyn Read>, bool)> {
-    let mut file =
-        std::fs::File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
-    let mut magic = [0u8; 4];
-    let compressed = file.read_exact(&mut magic).is_ok() && magic == ZSTD_MAGIC;
-    let file = std::fs::File::open(bundle)?;
-    Ok(if compressed {
-        (Box::new(zstd::Decoder::new(file)?), true)
-    } else {
-        (Box::new(std::io::BufReader::new(file)), false)
-    })
+/// A bundle opened once, and whether its magic bytes say it is zstd; it is read from
+/// the start again for each pass over its entries.
+struct BundleFile {
+    file: std::fs::File,
+    compressed: bool,
+}
+
+impl BundleFile {
+    fn open(bundle: &Path) -> Result<Self> {
+        let mut file = std::fs::File::open(bundle)
+            .with_context(|| format!("cannot read {}", bundle.display()))?;
+        let mut magic = [0u8; 4];
+        let compressed = file.read_exact(&mut magic).is_ok() && magic == ZSTD_MAGIC;
+        Ok(Self { file, compressed })
+    }
+
+    /// The bundle from its start, uncompressed and buffered.
+    fn contents(&self) -> Result<Box<dyn Read + '_>> {
+        let file = self.rewound()?;
+        Ok(if self.compressed {
+            Box::new(zstd::Decoder::new(file)?)
+        } else {
+            Box::new(std::io::BufReader::new(file))
+        })
+    }
+
+    /// The file itself, from its start.
+    fn rewound(&self) -> std::io::Result<&std::fs::File> {
+        let mut file = &self.file;
+        file.rewind()?;
+        Ok(file)
+    }
 }
 
 /// Where the bundle's entries, as their headers declare them, stop fitting on `disk`:
 /// the room needed up to that entry, and its path; `None` when they all fit. Only the
 /// headers are read (an uncompressed bundle's data is skipped by seeking); an entry
 /// that cannot be read ends the count, and the import proper names it.
-fn first_past(bundle: &Path, disk: &Disk) -> Result<Option<(u64, String)>> {
-    let (source, compressed) = open(bundle)?;
-    if compressed {
-        return Ok(past(tar::Archive::new(source).entries().ok(), disk));
+fn first_past(bundle: &BundleFile, disk: &Disk) -> Result<Option<(u64, String)>> {
+    if bundle.compressed {
+        return Ok(past(
+            tar::Archive::new(bundle.contents()?).entries().ok(),
+            disk,
+        ));
     }
-    let file = std::fs::File::open(bundle)?;
     Ok(past(
-        tar::Archive::new(std::io::BufReader::new(file))
+        tar::Archive::new(std::io::BufReader::new(bundle.rewound()?))
             .entries_with_seek()
             .ok(),
         disk,

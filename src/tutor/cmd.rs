@@ -10,6 +10,7 @@ use bollard::Docker;
 
 use super::plugin::{self, MARKER, NAME, Settings};
 use crate::config::{ServeConfig, ServeSettings, process_env};
+use crate::local_file;
 use crate::stack::cmd::up::reachable_upstream;
 use crate::stack::engine::{self, message};
 use crate::stack::image::{self, Made};
@@ -47,7 +48,7 @@ pub async fn enable(options: TutorOptions) -> Result<()> {
         println!("plugin {}: already up to date", path.display());
     } else {
         refuse_foreign(&path)?;
-        write_atomically(&path, &text)?;
+        write_plugin(&path, &text)?;
         println!(
             "plugin {}: written (index http://{}:{}/, upstream {})",
             path.display(),
@@ -128,12 +129,11 @@ fn refuse_foreign(path: &Path) -> Result<()> {
     }
 }
 
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
+/// The plugin file written whole or not at all, its mode as `std::fs::write` gives.
+fn write_plugin(path: &Path, text: &str) -> Result<()> {
     let dir = path.parent().context("the plugins root has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(".{NAME}.yml.tmp"));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    local_file::write_atomically(path, text.as_bytes(), 0o666)
 }
 
 /// Runs `tutor ARGS` (its output shown as it comes), or says how to install it.
