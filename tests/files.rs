@@ -264,54 +264,6 @@ async fn pip_reading_metadata_from_an_upstream_without_any_gets_each_wheel_downl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn derived_metadata_that_a_crash_left_torn_is_read_again_not_served() {
-    let tmp = tempfile::tempdir().unwrap();
-    let upstream = upstream_without_metadata().await;
-    let data = tmp.path().join("data");
-    let args = ["--upstream", &upstream.index_url()];
-    let mut cache = Devcache::start(&data, &args);
-    let demo = demo_2();
-    let metadata = demo.metadata.clone().unwrap();
-    let url = |cache: &Devcache| format!("{}.metadata", file_url(cache, "demo", &demo));
-    let first = get(&url(&cache)).await;
-    assert_eq!(first.status(), StatusCode::OK);
-    assert_eq!(first.bytes().await.unwrap().as_ref(), &metadata[..]);
-    // Derived metadata has no digest of its own to be stored under: its key is made
-    // from the URL. It is the only such file here.
-    let saved = || -> Option<std::path::PathBuf> {
-        std::fs::read_dir(data.join("files"))
-            .ok()?
-            .flatten()
-            .flat_map(|shard| std::fs::read_dir(shard.path()).into_iter().flatten())
-            .flatten()
-            .map(|entry| entry.path())
-            .find(|path| {
-                path.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("url-")
-            })
-    };
-    support::wait_for("the derived metadata saved", || saved().is_some());
-    let saved = saved().unwrap();
-    cache.kill9();
-
-    // What a power loss can leave of a file written without an fsync: its blocks
-    // zeroed, or nothing.
-    for torn in [vec![0u8; metadata.len()], Vec::new()] {
-        std::fs::write(&saved, &torn).unwrap();
-        let mut cache = Devcache::start(&data, &args);
-        let again = get(&url(&cache)).await;
-        assert_eq!(again.status(), StatusCode::OK);
-        assert_eq!(again.bytes().await.unwrap().as_ref(), &metadata[..]);
-        support::wait_for("the metadata saved whole again", || {
-            std::fs::read(&saved).is_ok_and(|bytes| bytes == metadata)
-        });
-        cache.kill9();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_ranges_either_the_wheel_is_downloaded_once_for_its_metadata_and_install() {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = upstream_without_metadata().await;

@@ -17,9 +17,7 @@
 //!    trips in a row.
 //!
 //! What 2, 4 and 5 derive is cached under a key of its own, answered from memory while
-//! it is saved (see `saves`), without an `fsync`: a copy that a crash left empty or
-//! with zeroed blocks is told apart (`METADATA` is text, never empty and with no NUL
-//! byte) and derived again. Metadata read through
+//! it is saved (see `saves`). Metadata read through
 //! ranges cannot be checked against the wheel's sha256 (only the whole file can); it
 //! is what the upstream's file holds, checked by the zip's own CRC-32.
 
@@ -57,13 +55,8 @@ impl Cache {
         key: &BlobKey,
         wheel_follows: bool,
     ) -> Result<Option<(FileAnswer, Outcome)>, FileError> {
-        match self.cached(key) {
-            Some(answer) if !torn(&answer) => return Ok(Some((answer, Outcome::Hit))),
-            Some(_) => tracing::warn!(
-                file = %dist.filename,
-                "the cached metadata is empty or torn (a crash before it reached the disk); reading it again"
-            ),
-            None => {}
+        if let Some(answer) = self.cached(key) {
+            return Ok(Some((answer, Outcome::Hit)));
         }
         if let Some(bytes) = self.saves.blob(key) {
             return Ok(Some((in_memory(key, bytes), Outcome::Hit)));
@@ -165,18 +158,6 @@ impl Cache {
     fn keep(&self, key: &BlobKey, bytes: Bytes, outcome: Outcome) -> (FileAnswer, Outcome) {
         self.saves.save_blob(&self.store, key, &bytes);
         (in_memory(key, bytes), outcome)
-    }
-}
-
-/// Whether cached metadata is what a crash can leave of a file saved without an
-/// `fsync` (nothing, or blocks of zeros), which no `METADATA` is.
-fn torn(answer: &FileAnswer) -> bool {
-    match answer {
-        FileAnswer::Cached(CachedFile {
-            bytes: FileBytes::Whole(bytes),
-            ..
-        }) => bytes.is_empty() || bytes.contains(&0),
-        _ => false,
     }
 }
 

@@ -3,9 +3,10 @@
 //!
 //! An `fsync` costs from half a millisecond to several on a disk with a journal (more
 //! when other writers share it), and every cold page and `.metadata` of a resolution
-//! paid it before its first byte. Neither is synced now (see `Store::save_page` and
-//! `Store::save_blob`): a page a crash left torn does not parse, and derived metadata
-//! it left empty or zeroed is not text, so either is made again, never served.
+//! paid it before its first byte. Derived metadata is still synced before its rename,
+//! since it is served as read and nothing could tell a torn copy from a whole one.
+//! Pages are not (see `Store::save_page`): a page a crash left torn does not parse
+//! and is fetched again, and a stale page is fetched again anyway.
 //! What is being saved is held here, so a second request for it is answered from
 //! memory too, and [`Saves::settled`] lets a stopping process finish the writes, as
 //! fills do for the files their clients were given.

@@ -101,15 +101,13 @@ impl Store {
         self.root().join("files").join(&digest[..2]).join(&key.0)
     }
 
-    /// Writes a small file whole (through `tmp/` and a rename), as `key`, without an
-    /// `fsync`: for what its reader can tell from a copy a crash left empty or torn
-    /// (derived metadata, see `cache::metadata`), and can make again.
+    /// Writes a small file whole (through `tmp/` and a rename), as `key`.
     pub fn save_blob(&self, key: &BlobKey, bytes: &[u8]) -> std::io::Result<()> {
         let dest = self.blob_path(key);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        self.write_replaceable(&dest, |out| std::io::Write::write_all(out, bytes))?;
+        self.write_atomically(&dest, bytes)?;
         self.record_new_file(bytes.len() as u64);
         Ok(())
     }

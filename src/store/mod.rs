@@ -209,15 +209,20 @@ impl Store {
             .join(format!("{}-{n}.part", std::process::id()))
     }
 
-    /// Writes `dest` through a temp file and a rename, its contents written by `write`
-    /// as they are made (a page of many links is not held in memory as text besides).
-    /// There is no `fsync`: a crash may leave `dest` empty or torn, so this is for what
-    /// its reader tells from a whole copy and can make again (pages, which must parse;
-    /// derived metadata, which must be text). An `fsync` for each would cost a
-    /// resolution's hundreds of cold pages and `.metadata` as much CPU as answering them.
-    fn write_replaceable(
+    /// Writes `bytes` to `dest` through a temp file, an `fsync` and a rename.
+    fn write_atomically(&self, dest: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        self.write_atomically_with(dest, Durability::Synced, |out| {
+            std::io::Write::write_all(out, bytes)
+        })
+    }
+
+    /// Like `write_atomically`, with the contents written by `write` as they are made
+    /// (a page of many links is not held in memory as text besides), and synced before
+    /// the rename only when `sync` says so.
+    fn write_atomically_with(
         &self,
         dest: &Path,
+        sync: Durability,
         write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> std::io::Result<()>,
     ) -> std::io::Result<()> {
         use std::io::Write;
@@ -228,6 +233,9 @@ impl Store {
             write(&mut out)?;
             out.flush()?;
             drop(out);
+            if sync == Durability::Synced {
+                file.sync_all()?;
+            }
             std::fs::rename(&temp, dest)
         })();
         if result.is_err() {
@@ -235,4 +243,14 @@ impl Store {
         }
         result
     }
+}
+
+/// Whether a file is synced to disk before it is renamed into place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// A crash cannot leave it torn: for what is served as it is read.
+    Synced,
+    /// A crash may leave it empty or torn, which its reader must detect: for what
+    /// can be fetched again and is refused when it does not parse (pages).
+    Unsynced,
 }

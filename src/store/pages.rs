@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::Store;
+use super::{Durability, Store};
 use crate::index::{ProjectName, ProjectPage};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,7 +56,7 @@ impl Store {
     /// reads it as absent (and the next request fetches it) rather than serving it.
     pub fn save_page(&self, stored: &StoredPage) -> std::io::Result<()> {
         let path = self.page_path(&stored.page.name);
-        self.write_replaceable(&path, |out| {
+        self.write_atomically_with(&path, Durability::Unsynced, |out| {
             serde_json::to_writer(out, stored).map_err(std::io::Error::other)
         })
     }
