@@ -25,7 +25,7 @@ mod saves;
 
 pub use files::{CachedFile, FileAnswer, FileError, FileRequest, Want};
 pub use fills::{Fill, FillError};
-pub use pages::{PageError, ReadyPage};
+pub use pages::{Form, PageError, ReadyPage};
 
 use std::sync::Arc;
 use std::time::Duration;

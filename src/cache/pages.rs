@@ -37,7 +37,14 @@ pub struct ReadyPage {
     trimmed: Mutex<Option<(u64, Arc<ReadyPage>)>>,
 }
 
-/// One format of a page: its bytes, and the same gzipped, compressed once on first
+/// The two forms of a page (PEP 691's JSON, PEP 503's HTML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Json,
+    Html,
+}
+
+/// One form of a page: its bytes, and the same gzipped, compressed once on first
 /// demand rather than per request.
 pub struct Rendered {
     pub body: Bytes,
@@ -52,7 +59,7 @@ impl Rendered {
         }
     }
 
-    pub fn gzipped(&self) -> &Bytes {
+    fn gzipped(&self) -> &Bytes {
         self.gzipped.get_or_init(|| gzip(&self.body))
     }
 }
@@ -68,13 +75,12 @@ thread_local! {
 /// CRC-32 and length of the body.
 fn gzip(body: &[u8]) -> Bytes {
     const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
-    let mut out = Vec::with_capacity(HEADER.len() + body.len() / 3 + 64);
+    let mut out = Vec::with_capacity(HEADER.len() + 4096.max(body.len() / 4));
     out.extend_from_slice(&HEADER);
     DEFLATE.with_borrow_mut(|deflate| {
         deflate.reset();
         let mut input = body;
         loop {
-            out.reserve(4096.max(input.len() / 2));
             let before = deflate.total_in();
             let status = deflate
                 .compress_vec(input, &mut out, flate2::FlushCompress::Finish)
@@ -83,12 +89,16 @@ fn gzip(body: &[u8]) -> Bytes {
             if status == flate2::Status::StreamEnd {
                 break;
             }
+            // The output is full: room for as much again.
+            out.reserve(4096.max(out.len()));
         }
     });
     let mut crc = flate2::Crc::new();
     crc.update(body);
     out.extend_from_slice(&crc.sum().to_le_bytes());
     out.extend_from_slice(&crc.amount().to_le_bytes());
+    // Kept as long as the page: without the spare room the buffer grew by.
+    out.shrink_to_fit();
     Bytes::from(out)
 }
 
@@ -284,16 +294,23 @@ impl Pages {
         let ready = if self.store.page_len(name)? <= READ_IN_PLACE {
             ready_page(self.store.load_page(name)?)
         } else {
-            let (store, name) = (self.store.clone(), name.clone());
-            tokio::task::spawn_blocking(move || store.load_page(&name).map(ready_page))
-                .await
-                .ok()??
+            let (store, owned) = (self.store.clone(), name.clone());
+            match tokio::task::spawn_blocking(move || store.load_page(&owned).map(ready_page)).await
+            {
+                Ok(ready) => ready?,
+                Err(e) => {
+                    tracing::warn!(project = %name, error = %e, "cannot read the cached page");
+                    return None;
+                }
+            }
         };
+        // A page fetched while this one was read from disk is the newer: it stays.
+        let mut memo = self.memo.lock().expect("memo lock");
+        if let Some(newer) = memo.get(name) {
+            return Some(newer);
+        }
         let ready = Arc::new(ready);
-        self.memo
-            .lock()
-            .expect("memo lock")
-            .insert(name.clone(), ready.clone());
+        memo.insert(name.clone(), ready.clone());
         Some(ready)
     }
 }
@@ -377,18 +394,40 @@ fn ready_page(stored: StoredPage) -> ReadyPage {
 }
 
 impl ReadyPage {
-    /// The HTML form, rendered the first time it is asked for; a long page on the
-    /// blocking pool.
-    pub async fn html(self: &Arc<Self>) -> &Rendered {
-        if self.html.get().is_none() && self.stored.page.files.len() > RENDERED_IN_PLACE {
+    /// The bytes of one form, gzipped when asked. Each is made on its first demand and
+    /// kept; a long page's on the blocking pool.
+    pub async fn body(self: &Arc<Self>, form: Form, gzip: bool) -> Bytes {
+        let made = match form {
+            Form::Json => !gzip || self.json.gzipped.get().is_some(),
+            Form::Html => self
+                .html
+                .get()
+                .is_some_and(|html| !gzip || html.gzipped.get().is_some()),
+        };
+        if !made && self.stored.page.files.len() > RENDERED_IN_PLACE {
             let page = self.clone();
-            // Should the task fail, the page is rendered here below instead.
-            let _ = tokio::task::spawn_blocking(move || {
-                page.rendered_html();
-            })
-            .await;
+            match tokio::task::spawn_blocking(move || page.body_now(form, gzip)).await {
+                Ok(body) => return body,
+                Err(e) => tracing::warn!(
+                    project = %self.stored.page.name,
+                    error = %e,
+                    "cannot render the page off the async workers; rendering it here"
+                ),
+            }
         }
-        self.rendered_html()
+        self.body_now(form, gzip)
+    }
+
+    fn body_now(&self, form: Form, gzip: bool) -> Bytes {
+        let rendered = match form {
+            Form::Json => &self.json,
+            Form::Html => self.rendered_html(),
+        };
+        if gzip {
+            rendered.gzipped().clone()
+        } else {
+            rendered.body.clone()
+        }
     }
 
     fn rendered_html(&self) -> &Rendered {
@@ -409,10 +448,11 @@ impl ReadyPage {
         (file.filename == filename).then_some(file)
     }
 
-    /// Bytes held in memory when the page is counted. An HTML or gzipped form made
-    /// after that is not counted: each is about the size of the JSON form or smaller.
+    /// Bytes the page may hold in memory: the JSON form, and room for the forms made on
+    /// demand, whether or not they are made yet (HTML is about 1.2 times the JSON form,
+    /// each gzipped form about a fifth of what it compresses).
     fn size(&self) -> usize {
-        self.json.body.len() + self.html.get().map_or(0, |html| html.body.len())
+        self.json.body.len() * 5 / 2
     }
 }
 

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use super::negotiate::{self, Format};
 use super::{Outcome, State};
 use crate::api::{INDEX_PATH, SIMPLE_PATH};
-use crate::cache::PageError;
+use crate::cache::{Form, PageError};
 use crate::index::{ProjectName, html, json};
 
 /// The prefix a request came in under, so redirects keep it.
@@ -85,9 +85,9 @@ pub async fn project(
     };
     let format = format_of(&headers, &query);
     let gzip = negotiate::accepts_gzip(headers.get(header::ACCEPT_ENCODING));
-    let rendered = match format {
-        Format::Json => &page.json,
-        Format::Html | Format::LegacyHtml => page.html().await,
+    let form = match format {
+        Format::Json => Form::Json,
+        Format::Html | Format::LegacyHtml => Form::Html,
     };
     // Each representation has its own strong validator (RFC 9110 8.8.3).
     let etag = format!(
@@ -99,11 +99,11 @@ pub async fn project(
     let mut response = if negotiate::none_match(headers.get(header::IF_NONE_MATCH), &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
+        let body = page.body(form, gzip).await;
         let mut response = if gzip {
-            let body = rendered.gzipped().clone();
             ([(header::CONTENT_ENCODING, "gzip")], body).into_response()
         } else {
-            rendered.body.clone().into_response()
+            body.into_response()
         };
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -62,11 +62,18 @@ impl Store {
     }
 
     /// The length of the cached page of a project, in bytes, or `None` when there is
-    /// none: what it costs to load, known before loading it.
+    /// none (or it cannot be read, which is logged): what it costs to load, known
+    /// before loading it.
     pub fn page_len(&self, name: &ProjectName) -> Option<u64> {
-        std::fs::metadata(self.page_path(name))
-            .ok()
-            .map(|m| m.len())
+        let path = self.page_path(name);
+        match std::fs::metadata(&path) {
+            Ok(metadata) => Some(metadata.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot read cached page");
+                None
+            }
+        }
     }
 
     fn page_path(&self, name: &ProjectName) -> std::path::PathBuf {
