@@ -39,7 +39,8 @@ pub struct FileRequest<'a> {
     pub metadata: bool,
     /// The pin set to record the file in (`warm` asks for it), so eviction keeps it.
     pub pin: Option<&'a str>,
-    /// The client downloads every wheel whose metadata it reads, as pip does.
+    /// The client downloads the wheels whose metadata it reads, as pip does unless it
+    /// backtracks past one or only resolves (`--dry-run`, `--report`, pip-tools).
     pub downloads_after_metadata: bool,
 }
 

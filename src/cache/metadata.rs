@@ -10,11 +10,13 @@
 //! 4. ranged reads of the upstream's wheel (its zip directory, then the one member);
 //! 5. the whole wheel, downloaded into the cache, when the upstream refuses ranges,
 //!    when the wheel is no longer than the first ranged read would be (so the bytes
-//!    fetched are the same), or when the client downloads every wheel whose metadata
-//!    it reads (pip does) and the wheel is at most [`WHOLE_FOR_DOWNLOADERS`]: the
-//!    client's download that follows then comes from the cache, and the upstream is
-//!    asked once, where ranges and then the download would cost two or three round
-//!    trips in a row.
+//!    fetched are the same), or when the client downloads the wheels whose metadata it
+//!    reads (pip) and the wheel is at most [`WHOLE_FOR_DOWNLOADERS`]: the client's
+//!    download that follows then comes from the cache, and the upstream is asked once,
+//!    where ranges and then the download would cost two or three round trips in a
+//!    row. When pip does not download it after all (a candidate it backtracks past,
+//!    `--dry-run`, `--report`, pip-tools), the wheel was downloaded for nothing: what
+//!    pip itself does for every candidate going direct to an upstream without metadata.
 //!
 //! What 2, 4 and 5 derive is cached under a key of its own, answered from memory while
 //! it is saved (see `saves`). Metadata read through
@@ -36,8 +38,9 @@ use crate::store::mapped::FileBytes;
 use crate::upstream::Upstream;
 
 /// The largest wheel downloaded whole to answer its `.metadata` for a client that
-/// downloads the wheel next. Larger ones are read by ranges: a resolver that backtracks
-/// past a candidate would otherwise have cost its whole download.
+/// downloads the wheel next. Larger ones are read by ranges, so that a candidate pip
+/// backtracks past, or a resolution alone, costs at most this much of a download (and
+/// the answer waits for at most this much).
 const WHOLE_FOR_DOWNLOADERS: u64 = 4 << 20;
 
 /// Whether a file the upstream gives no core metadata for offers it all the same, as
@@ -48,12 +51,12 @@ pub(super) fn offered_for(file: &DistFile) -> bool {
 
 impl Cache {
     /// Answers `<dist>.metadata`; `key` is where it is (or will be) cached, and
-    /// `wheel_follows` says the client downloads the wheel next.
+    /// `downloads_after_metadata` says the client downloads the wheel next.
     pub(super) async fn core_metadata(
         &self,
         dist: &DistFile,
         key: &BlobKey,
-        wheel_follows: bool,
+        downloads_after_metadata: bool,
     ) -> Result<Option<(FileAnswer, Outcome)>, FileError> {
         if let Some(answer) = self.cached(key) {
             return Ok(Some((answer, Outcome::Hit)));
@@ -61,7 +64,7 @@ impl Cache {
         if let Some(bytes) = self.saves.blob(key) {
             return Ok(Some((in_memory(key, bytes), Outcome::Hit)));
         }
-        if !wheel::is_wheel(&dist.filename) {
+        if !offered_for(dist) {
             return Ok(None);
         }
         let wheel_key = BlobKey::for_file(dist, false);
@@ -93,7 +96,8 @@ impl Cache {
         // downloaded into the cache instead, once and verified, and the client's
         // download of it is a hit.
         let whole = dist.size.is_some_and(|size| {
-            size <= wheel::FIRST_TAIL_READ || (wheel_follows && size <= WHOLE_FOR_DOWNLOADERS)
+            size <= wheel::FIRST_TAIL_READ
+                || (downloads_after_metadata && size <= WHOLE_FOR_DOWNLOADERS)
         });
         if !whole {
             match by_ranges(upstream, dist).await {

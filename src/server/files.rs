@@ -54,7 +54,7 @@ pub async fn answer(
         dist_filename,
         metadata,
         pin: headers.get(PIN_HEADER).and_then(|v| v.to_str().ok()),
-        // pip reads a wheel's metadata, then downloads the wheel; uv, resolving, does not.
+        // pip reads a wheel's metadata, then (mostly) downloads it; uv, resolving, does not.
         downloads_after_metadata: installer(header_str(headers, header::USER_AGENT))
             .starts_with("pip/"),
     };
