@@ -4,15 +4,18 @@ through the caches, in alternating rounds, with the upstream at a round-trip tim
 `bench/run --nometa [--rounds N] [--rtt 0,10] [--servers devcache,peryx]` prepares the
 tools and calls this; see the README's performance section.
 
-Each round runs every client going direct and then through each cache (each from an
-empty data directory), one after another, so that a machine whose speed drifts weighs
-on all of them alike. Reported: the medians of time, the median of each round's ratio
-to direct, the bytes the upstream sent, and the cache's CPU time. A failed client run
-or a wheel whose bytes differ fails the run; no time does.
+Each round runs every client going direct and through each cache (each from an empty
+data directory), one after another, in the reverse order every other round, so that a
+machine whose speed drifts weighs on all of them alike. Reported: the medians of time,
+the median and the spread of each round's ratio to direct, the bytes the upstream sent,
+and the cache's CPU time (its processes' utime+stime once they go idle after the
+client, so that work done after the answers, such as saves, counts). A failed client
+run or a wheel whose bytes differ fails the run; no time does.
 
 The loopback row is the proxy's worst case: the upstream answers in microseconds, so
 every cost of a second hop shows. A real index is a network away; the relay (below)
-adds what that distance adds, and nothing else.
+models that distance: it delays data and new connections, but not by bandwidth, and
+its own CPU counts against the same cores.
 """
 
 import argparse
@@ -103,6 +106,19 @@ class Relay:
 
 # ----------------------------------------------------------------------------- rounds
 
+def idle_cpu_seconds(root_pid: int) -> float:
+    """`cpu_seconds` once the processes stop using CPU (two equal readings 100 ms apart,
+    for at most 5 s)."""
+    last = cpu_seconds(root_pid)
+    for _ in range(50):
+        time.sleep(0.1)
+        now = cpu_seconds(root_pid)
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def cpu_seconds(root_pid: int) -> float:
     """utime + stime so far of a process and its descendants (gunicorn's workers), the
     ones that have exited included."""
@@ -162,43 +178,51 @@ def one_rtt(args, rtt_ms: int, names: list, clients: bench.Clients) -> dict:
     url = f"http://127.0.0.1:{front_port}/nometa/simple/"
     rows = {}
     try:
-        # One untimed run, so that the first round does not pay for a cold page cache.
-        clients.uv_compile(url, wl.requirements)
+        # One untimed run of each client, so that the first round does not pay for a
+        # cold page cache.
+        for tool in args.tools:
+            run_client(clients, tool, url, wl, "warm-up")
         for i in range(args.rounds):
             for tool in args.tools:
-                before = nginx.requests()
-                direct_time, problem = run_client(clients, tool, url, wl, "direct")
-                if problem:
-                    raise RuntimeError(f"{tool} going direct: {problem}")
-                row = rows.setdefault((tool, "direct"), Row())
-                row.times.append(direct_time)
-                row.bytes.append(nginx.bytes_since(before))
-                for name in names:
-                    row = rows.setdefault((tool, name), Row())
+                times = {}
+                ways = ["direct"] + names
+                for way in ways if i % 2 == 0 else reversed(ways):
+                    row = rows.setdefault((tool, way), Row())
                     if row.failure:
                         continue
-                    data = os.path.join(work, "data", name)
+                    if way == "direct":
+                        before = nginx.requests()
+                        elapsed, problem = run_client(clients, tool, url, wl, "direct")
+                        if problem:
+                            raise RuntimeError(f"{tool} going direct: {problem}")
+                        times[way] = elapsed
+                        row.bytes.append(nginx.bytes_since(before))
+                        continue
+                    data = os.path.join(work, "data", way)
                     shutil.rmtree(data, ignore_errors=True)
                     os.makedirs(data)
-                    server = bench.SERVERS[name](bench.free_port(), data, url)
-                    server.start(os.path.join(work, "logs", f"{name}.log"))
+                    server = bench.SERVERS[way](bench.free_port(), data, url)
+                    server.start(os.path.join(work, "logs", f"{way}.log"))
                     try:
                         cpu = cpu_seconds(server.proc.pid)
                         before = nginx.requests()
-                        elapsed, problem = run_client(clients, tool, server.url(), wl, name)
-                        cpu = cpu_seconds(server.proc.pid) - cpu
+                        elapsed, problem = run_client(clients, tool, server.url(), wl, way)
+                        fetched = nginx.bytes_since(before)
+                        cpu = idle_cpu_seconds(server.proc.pid) - cpu
                     finally:
                         server.stop()
                     if problem:
                         row.failure = problem
                         continue
-                    row.times.append(elapsed)
-                    row.ratios.append(elapsed / direct_time)
-                    row.bytes.append(nginx.bytes_since(before))
+                    times[way] = elapsed
+                    row.bytes.append(fetched)
                     row.cpu.append(cpu)
-                print(f"  rtt {rtt_ms} ms, round {i + 1}, {tool}: direct {bench.fmt_s(direct_time)}, "
-                      + ", ".join(f"{n} {bench.fmt_s(rows[(tool, n)].times[-1])}"
-                                  for n in names if not rows[(tool, n)].failure), flush=True)
+                for way, elapsed in times.items():
+                    rows[(tool, way)].times.append(elapsed)
+                    if way != "direct":
+                        rows[(tool, way)].ratios.append(elapsed / times["direct"])
+                print(f"  rtt {rtt_ms} ms, round {i + 1}, {tool}: "
+                      + ", ".join(f"{way} {bench.fmt_s(t)}" for way, t in times.items()), flush=True)
     finally:
         if relay:
             relay.stop()
@@ -208,7 +232,7 @@ def one_rtt(args, rtt_ms: int, names: list, clients: bench.Clients) -> dict:
 
 def table(results: dict, names: list, tools: list) -> str:
     median = statistics.median
-    lines = ["| upstream RTT | client | way | time (median) | ratio to direct (median of rounds) "
+    lines = ["| upstream RTT | client | way | time (median) | ratio to direct: median of rounds (spread) "
              "| upstream bytes | cache CPU |", "|---|---|---|---|---|---|---|"]
     for rtt_ms, rows in results.items():
         for tool in tools:
@@ -220,7 +244,8 @@ def table(results: dict, names: list, tools: list) -> str:
                 if row.failure:
                     lines.append(f"| {rtt_ms} ms | {client} | {way} | FAILED: {row.failure} | | | |")
                     continue
-                ratio = f"{median(row.ratios):.2f}x" if row.ratios else "—"
+                ratio = (f"{median(row.ratios):.2f}x ({min(row.ratios):.2f}–{max(row.ratios):.2f})"
+                         if row.ratios else "—")
                 cpu = bench.fmt_s(median(row.cpu)) if row.cpu else "—"
                 lines.append(f"| {rtt_ms} ms | {client} | {way} | {bench.fmt_s(median(row.times))} "
                              f"| {ratio} | {bench.fmt_bytes(int(median(row.bytes)))} | {cpu} |")
