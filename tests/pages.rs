@@ -145,7 +145,8 @@ async fn offline_pages_list_only_what_the_cache_can_install() {
 async fn a_long_page_read_back_offline_lists_only_what_the_cache_holds() {
     let tmp = tempfile::tempdir().unwrap();
     let mut upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
-    // Long enough to be read back and trimmed off the async workers (over 500 files).
+    // Long enough to be read back (over 256 KiB saved) and trimmed (over 500 files) off
+    // the async workers.
     for i in 0..1_500 {
         upstream.add("long", blob(&format!("long-{i}.0.tar.gz"), 16 + i));
     }

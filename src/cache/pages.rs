@@ -113,9 +113,9 @@ pub enum PageError {
     Unavailable(UpstreamError),
 }
 
-/// Pages of at most this many files are rendered (or trimmed) on the async worker that
-/// has them (tens of microseconds); longer ones on the blocking pool, so that a page of
-/// 100,000 links (most of a second) holds up no other request.
+/// Pages of at most this many files are rendered, gzipped or trimmed on the async
+/// worker that has them (a millisecond or less); longer ones on the blocking pool, so
+/// that a page of 100,000 links (most of a second) holds up no other request.
 const RENDERED_IN_PLACE: usize = 500;
 
 /// Pages saved in at most this many bytes (about 500 files) are read back from disk
