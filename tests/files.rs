@@ -6,7 +6,10 @@ mod support;
 use reqwest::StatusCode;
 use support::dists::{blob, wheel, wheel_with_data};
 use support::upstream::{Fault, Links, PageFormat, TestUpstream};
-use support::{Devcache, assert_ok, get, get_range, http, installed_version, pip, pip_install, uv};
+use support::{
+    Devcache, JSON, assert_ok, get, get_range, get_text_as, http, installed_version, pip,
+    pip_install, uv,
+};
 
 /// A cold file's URL in the cache.
 fn file_url(cache: &Devcache, project: &str, dist: &support::dists::Dist) -> String {
@@ -129,6 +132,17 @@ async fn upstream_without_metadata() -> TestUpstream {
     upstream
 }
 
+/// `pip install demo` through `cache` installs demo 2.0 and helper 1.0.
+fn pip_installs_demo_2(home: &std::path::Path, cache: &Devcache) {
+    let target = home.join("site");
+    assert_ok(
+        &pip_install(home, cache, &target, "demo"),
+        "pip install demo",
+    );
+    assert_eq!(installed_version(&target, "demo"), "2.0");
+    assert_eq!(installed_version(&target, "helper"), "1.0");
+}
+
 /// A wheel larger than the first ranged read of its end (16 KiB).
 fn demo_2() -> support::dists::Dist {
     wheel_with_data("demo", "2.0", &["helper>=1.0"], 64 * 1024)
@@ -159,15 +173,7 @@ async fn resolvers_get_core_metadata_for_wheels_the_upstream_gives_none_for() {
     let cache = Devcache::caching(tmp.path(), &upstream);
 
     // The pages offer metadata for every wheel.
-    let page = http()
-        .get(format!("{}demo/", cache.index()))
-        .header("Accept", "application/vnd.pypi.simple.v1+json")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text_as(&format!("{}demo/", cache.index()), JSON).await;
     assert!(page.contains("\"core-metadata\":true"), "{page}");
 
     // uv and pip resolve from it; the upstream's wheels are read by ranges, never whole.
@@ -241,13 +247,7 @@ async fn pip_reading_metadata_from_an_upstream_without_any_gets_each_wheel_downl
 
     // pip reads each wheel's metadata, then downloads the wheel: the cache downloads
     // it once, for both, where ranges and a download would ask the upstream in turn.
-    let target = tmp.path().join("site");
-    assert_ok(
-        &pip_install(tmp.path(), &cache, &target, "demo"),
-        "pip install demo",
-    );
-    assert_eq!(installed_version(&target, "demo"), "2.0");
-    assert_eq!(installed_version(&target, "helper"), "1.0");
+    pip_installs_demo_2(tmp.path(), &cache);
     let demo = demo_2();
     assert!(demo.bytes.len() > 16 * 1024);
     for dist in [demo, wheel("helper", "1.0", &[])] {
@@ -270,13 +270,7 @@ async fn without_ranges_either_the_wheel_is_downloaded_once_for_its_metadata_and
     upstream.refuse_ranges();
     let cache = Devcache::caching(tmp.path(), &upstream);
 
-    let target = tmp.path().join("site");
-    assert_ok(
-        &pip_install(tmp.path(), &cache, &target, "demo"),
-        "pip install demo",
-    );
-    assert_eq!(installed_version(&target, "demo"), "2.0");
-    assert_eq!(installed_version(&target, "helper"), "1.0");
+    pip_installs_demo_2(tmp.path(), &cache);
     for dist in [demo_2(), wheel("helper", "1.0", &[])] {
         let path = format!("/files/{}", dist.filename);
         assert_eq!(upstream.downloads(&path), 1, "{}", dist.filename);

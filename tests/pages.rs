@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use support::dists::{blob, wheel};
 use support::upstream::{Links, PageFormat, TestUpstream};
 use support::{
-    Devcache, JSON, assert_ok, get, get_text, http, installed_version, pip_download, pip_install,
-    uv_install,
+    Devcache, JSON, assert_ok, get, get_text, get_text_as, http, installed_version, pip_download,
+    pip_install, uv_install,
 };
 
 /// An upstream with `demo` 1.0 and 2.0 (2.0 needs `helper`) and `helper` 1.0.
@@ -107,15 +107,7 @@ async fn offline_pages_list_only_what_the_cache_can_install() {
     upstream.stop().await;
 
     let cache = Devcache::start(&data, &["--offline"]);
-    let page = http()
-        .get(format!("{}demo/", cache.index()))
-        .header("Accept", JSON)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = get_text_as(&format!("{}demo/", cache.index()), JSON).await;
     assert!(page.contains("demo-1.0-py3-none-any.whl"), "{page}");
     assert!(!page.contains("demo-2.0"), "{page}");
     let html = get_text(&format!("{}demo/", cache.index())).await;
@@ -164,15 +156,7 @@ async fn a_long_page_read_back_offline_lists_only_what_the_cache_holds() {
 
     let cache = Devcache::start(&data, &["--offline"]);
     for accept in [JSON, "text/html"] {
-        let page = http()
-            .get(format!("{}long/", cache.index()))
-            .header("Accept", accept)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = get_text_as(&format!("{}long/", cache.index()), accept).await;
         let listed = if accept == JSON {
             let page: serde_json::Value = serde_json::from_str(&page).unwrap();
             page["files"].as_array().map_or(0, Vec::len)

@@ -228,14 +228,7 @@ async fn names_are_normalised_and_unknown_projects_are_404() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("No matching distribution"));
 
-    let index = client
-        .get(cache.index())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let index = get_text(&cache.index()).await;
     assert!(
         index.contains("zope-interface/"),
         "the root index lists cached projects: {index}"

@@ -232,6 +232,17 @@ pub async fn get_text(url: &str) -> String {
     get(url).await.text().await.unwrap()
 }
 
+/// The body of `GET url` asked for as `accept` (a page's form), as text.
+pub async fn get_text_as(url: &str, accept: &str) -> String {
+    let response = http()
+        .get(url)
+        .header("Accept", accept)
+        .send()
+        .await
+        .unwrap();
+    response.text().await.unwrap()
+}
+
 /// An HTTP client that ignores proxy settings.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
