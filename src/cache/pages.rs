@@ -24,7 +24,7 @@ use crate::upstream::{PageAnswer, Upstream, UpstreamError, Validators};
 pub struct ReadyPage {
     pub stored: StoredPage,
     html: OnceLock<Rendered>,
-    pub json: Rendered,
+    json: Rendered,
     /// A digest of the rendered content, from which each representation's strong
     /// validator is made.
     pub digest: String,
@@ -46,8 +46,8 @@ pub enum Form {
 
 /// One form of a page: its bytes, and the same gzipped, compressed once on first
 /// demand rather than per request.
-pub struct Rendered {
-    pub body: Bytes,
+struct Rendered {
+    body: Bytes,
     gzipped: OnceLock<Bytes>,
 }
 
@@ -450,7 +450,8 @@ impl ReadyPage {
 
     /// Bytes the page may hold in memory: the JSON form, and room for the forms made on
     /// demand, whether or not they are made yet (HTML is about 1.2 times the JSON form,
-    /// each gzipped form about a fifth of what it compresses).
+    /// each gzipped form about a fifth of what it compresses). It never changes, so
+    /// the memo counts a page in and out alike.
     fn size(&self) -> usize {
         self.json.body.len() * 5 / 2
     }
@@ -459,8 +460,7 @@ impl ReadyPage {
 /// Rendered pages kept in memory, bounded by their total size; the oldest go first.
 #[derive(Default)]
 struct Memo {
-    /// Each page, and its size when it was counted.
-    pages: HashMap<ProjectName, (Arc<ReadyPage>, usize)>,
+    pages: HashMap<ProjectName, Arc<ReadyPage>>,
     order: VecDeque<ProjectName>,
     bytes: usize,
 }
@@ -469,27 +469,26 @@ const MEMO_BYTES: usize = 16 * 1024 * 1024;
 
 impl Memo {
     fn get(&self, name: &ProjectName) -> Option<Arc<ReadyPage>> {
-        self.pages.get(name).map(|(page, _)| page.clone())
+        self.pages.get(name).cloned()
     }
 
     fn insert(&mut self, name: ProjectName, page: Arc<ReadyPage>) {
         self.remove(&name);
-        let size = page.size();
-        self.bytes += size;
-        self.pages.insert(name.clone(), (page, size));
+        self.bytes += page.size();
+        self.pages.insert(name.clone(), page);
         self.order.push_back(name);
         while self.bytes > MEMO_BYTES && self.order.len() > 1 {
             if let Some(oldest) = self.order.pop_front()
-                && let Some((_, size)) = self.pages.remove(&oldest)
+                && let Some(page) = self.pages.remove(&oldest)
             {
-                self.bytes -= size;
+                self.bytes -= page.size();
             }
         }
     }
 
     fn remove(&mut self, name: &ProjectName) {
-        if let Some((_, size)) = self.pages.remove(name) {
-            self.bytes -= size;
+        if let Some(page) = self.pages.remove(name) {
+            self.bytes -= page.size();
             self.order.retain(|n| n != name);
         }
     }
