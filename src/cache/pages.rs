@@ -122,6 +122,20 @@ const RENDERED_IN_PLACE: usize = 500;
 /// and made ready on the async worker; longer ones on the blocking pool.
 const READ_IN_PLACE: u64 = 256 * 1024;
 
+/// Runs `work` on this async worker when it is short (less than the trip to the
+/// blocking pool), else on the blocking pool, so that it holds up no other request. An
+/// `Err` is the pool's task failing.
+async fn in_place_unless_long<T: Send + 'static>(
+    long: bool,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if long {
+        tokio::task::spawn_blocking(work).await
+    } else {
+        Ok(work())
+    }
+}
+
 type SharedFetch = Shared<BoxFuture<'static, Result<(Arc<ReadyPage>, Outcome), PageError>>>;
 
 #[derive(Clone)]
@@ -235,13 +249,10 @@ impl Pages {
         // Made ready without a copy: a page of many thousands of links takes a while
         // (on the blocking pool), and its copies are what memory peaks on; a short one
         // takes less than the trip there. It is saved after it is answered (see `saves`).
-        let ready = if stored.page.files.len() <= RENDERED_IN_PLACE {
-            ready_page(stored)
-        } else {
-            tokio::task::spawn_blocking(move || ready_page(stored))
-                .await
-                .map_err(|e| PageError::Unavailable(UpstreamError::BadPage(e.to_string())))?
-        };
+        let long = stored.page.files.len() > RENDERED_IN_PLACE;
+        let ready = in_place_unless_long(long, move || ready_page(stored))
+            .await
+            .map_err(|e| PageError::Unavailable(UpstreamError::BadPage(e.to_string())))?;
         let ready = Arc::new(ready);
         let (store, saved) = (self.store.clone(), ready.clone());
         self.saves.spawn(format!("the page of {name}"), move || {
@@ -270,16 +281,14 @@ impl Pages {
         {
             return ready.clone();
         }
-        let ready = if page.stored.page.files.len() <= RENDERED_IN_PLACE {
-            trimmed(&self.store, &page, reason)
-        } else {
-            let (store, whole) = (self.store.clone(), page.clone());
-            match tokio::task::spawn_blocking(move || trimmed(&store, &whole, reason)).await {
-                Ok(ready) => ready,
-                Err(e) => {
-                    tracing::warn!(project = %page.stored.page.name, error = %e, "cannot trim the page; serving it whole");
-                    return page;
-                }
+        let long = page.stored.page.files.len() > RENDERED_IN_PLACE;
+        let (store, whole) = (self.store.clone(), page.clone());
+        let ready = match in_place_unless_long(long, move || trimmed(&store, &whole, reason)).await
+        {
+            Ok(ready) => ready,
+            Err(e) => {
+                tracing::warn!(project = %page.stored.page.name, error = %e, "cannot trim the page; serving it whole");
+                return page;
             }
         };
         *page.trimmed.lock().expect("trimmed lock") = Some((files_cached, ready.clone()));
@@ -291,19 +300,17 @@ impl Pages {
         if let Some(page) = self.memo.lock().expect("memo lock").get(name) {
             return Some(page);
         }
-        let ready = if self.store.page_len(name)? <= READ_IN_PLACE {
-            ready_page(self.store.load_page(name)?)
-        } else {
-            let (store, owned) = (self.store.clone(), name.clone());
-            match tokio::task::spawn_blocking(move || store.load_page(&owned).map(ready_page)).await
+        let long = self.store.page_len(name)? > READ_IN_PLACE;
+        let (store, owned) = (self.store.clone(), name.clone());
+        let ready =
+            match in_place_unless_long(long, move || store.load_page(&owned).map(ready_page)).await
             {
                 Ok(ready) => ready?,
                 Err(e) => {
                     tracing::warn!(project = %name, error = %e, "cannot read the cached page");
                     return None;
                 }
-            }
-        };
+            };
         // A page fetched while this one was read from disk is the newer: it stays.
         let mut memo = self.memo.lock().expect("memo lock");
         if let Some(newer) = memo.get(name) {
@@ -404,18 +411,19 @@ impl ReadyPage {
                 .get()
                 .is_some_and(|html| !gzip || html.gzipped.get().is_some()),
         };
-        if !made && self.stored.page.files.len() > RENDERED_IN_PLACE {
-            let page = self.clone();
-            match tokio::task::spawn_blocking(move || page.body_now(form, gzip)).await {
-                Ok(body) => return body,
-                Err(e) => tracing::warn!(
+        let long = !made && self.stored.page.files.len() > RENDERED_IN_PLACE;
+        let page = self.clone();
+        match in_place_unless_long(long, move || page.body_now(form, gzip)).await {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(
                     project = %self.stored.page.name,
                     error = %e,
                     "cannot render the page off the async workers; rendering it here"
-                ),
+                );
+                self.body_now(form, gzip)
             }
         }
-        self.body_now(form, gzip)
     }
 
     fn body_now(&self, form: Form, gzip: bool) -> Bytes {
