@@ -334,14 +334,24 @@ def disk_usage(path: str) -> int:
 # ---------------------------------------------------------------------------- clients
 
 class Clients:
-    def __init__(self, work_dir: str):
+    """pip and uv from the bench's venv. `work_dir` holds their downloads; `tmpdir`, when
+    given, is their TMPDIR (uv's `--no-cache` cache, pip's build directories)."""
+
+    def __init__(self, work_dir: str, tmpdir: str | None = None):
         self.bin = os.path.join(VENVS, "clients", "bin")
         self.work = work_dir
+        self.tmpdir = tmpdir
+
+    def env(self, **extra) -> dict:
+        env = dict(os.environ, **extra)
+        if self.tmpdir:
+            env["TMPDIR"] = self.tmpdir
+        return env
 
     def pip_download(self, index_url: str, requirements: str, label: str) -> tuple[float, bool, str]:
         dest = os.path.join(self.work, "downloads", label)
         shutil.rmtree(dest, ignore_errors=True)
-        env = dict(os.environ, PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
+        env = self.env(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
         t0 = time.perf_counter()
         done = run([os.path.join(self.bin, "pip"), "download", "--no-cache-dir", "--quiet",
                     "--index-url", index_url, "--no-deps", "-r", requirements, "-d", dest], env=env)
@@ -349,7 +359,7 @@ class Clients:
         return elapsed, done.returncode == 0, done.stderr[-2000:]
 
     def uv_compile(self, index_url: str, requirements: str) -> tuple[float, bool, str]:
-        env = dict(os.environ, UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never")
+        env = self.env(UV_NO_CONFIG="1", UV_PYTHON_DOWNLOADS="never")
         for key in ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "UV_EXTRA_INDEX_URL"):
             env.pop(key, None)
         t0 = time.perf_counter()
