@@ -66,9 +66,11 @@ impl Rendered {
 
 thread_local! {
     /// Each thread's deflate state, reset between pages: a new one zeroes and faults in
-    /// a few hundred KiB, which cost more than compressing a page of a few links.
+    /// a few hundred KiB, which cost more than compressing a page of a few links. The
+    /// fastest level: a page is mostly hex digests, which no level shrinks, and level 6
+    /// made pages 5% smaller for 2.5% more of a cold resolution's CPU.
     static DEFLATE: std::cell::RefCell<flate2::Compress> =
-        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::default(), false));
+        std::cell::RefCell::new(flate2::Compress::new(flate2::Compression::fast(), false));
 }
 
 /// `body` as a gzip member (RFC 1952): a fixed header, the raw deflate stream, then the
