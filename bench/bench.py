@@ -777,8 +777,9 @@ def versions() -> str:
     for venv, dist in (("devpi", "devpi-server"), ("proxpi", "proxpi"), ("peryx", "peryx"),
                        ("clients", "pip"), ("clients", "uv")):
         pip = os.path.join(VENVS, venv, "bin", "pip")
-        shown = run([pip, "show", dist]).stdout if os.path.exists(pip) else ""
-        m = re.search(r"^Version: (.+)$", shown, re.M)
+        if not os.path.exists(pip):
+            continue  # a peer this run did not install
+        m = re.search(r"^Version: (.+)$", run([pip, "show", dist]).stdout, re.M)
         parts.append(f"{dist} {m.group(1) if m else '?'}")
     ng = run(["nginx", "-v"]).stderr.strip().replace("nginx version: ", "")
     parts.append(ng)
