@@ -17,13 +17,11 @@
 //! priority the answers go first and the saves fill the gaps and the time after (a
 //! cold 300-project `uv pip compile` 10 ms from its upstream: 1.21x and 1.25x of going
 //! direct against 1.25x and 1.35x, medians of two series of eight alternating rounds;
-//! 1.47x against 1.53x with the upstream on loopback). One writer also keeps the writes
-//! from contending for the lock of the directory they all create their temp files in.
-//! A machine busy for long could starve that thread: past [`BACKLOG`] queued saves, a
-//! writer at normal priority on the blocking pool helps until the queue is empty, so
-//! what queued saves hold in memory stays bounded. Two writers may finish two saves of
-//! one page out of order; the older copy left on disk is then older than the page
-//! served, and is fetched again once stale, as any page is.
+//! 1.47x against 1.53x with the upstream on loopback). One writer
+//! also keeps the writes from contending for the lock of the directory they all create
+//! their temp files in. A machine busy for long could starve that thread: past
+//! [`BACKLOG`] queued saves, a writer at normal priority on the blocking pool helps
+//! until the queue is empty, so what queued saves hold in memory stays bounded.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
