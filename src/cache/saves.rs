@@ -1,5 +1,5 @@
 //! Saves that no answer waits for: a page or a wheel's derived metadata is answered
-//! from memory while it is written (temp file, rename) by a thread of its own.
+//! from memory while it is written (temp file, rename) on the blocking pool.
 //!
 //! An `fsync` costs from half a millisecond to several on a disk with a journal (more
 //! when other writers share it), and every cold page and `.metadata` of a resolution
@@ -11,21 +11,13 @@
 //! memory too, and [`Saves::settled`] lets a stopping process finish the writes, as
 //! fills do for the files their clients were given.
 //!
-//! Saves are queued and written, oldest first, by one thread of their own at the lowest
-//! CPU priority (nice 19), started by the first save and gone after a few idle seconds.
-//! A cold resolution's answers and its saves compete for the same cores; at that
-//! priority the answers go first and the saves fill the gaps and the time after (a
-//! cold 300-project `uv pip compile` 10 ms from its upstream: 1.21x and 1.25x of going
-//! direct against 1.25x and 1.35x, medians of two series of eight alternating rounds;
-//! 1.47x against 1.53x with the upstream on loopback). One writer
-//! also keeps the writes from contending for the lock of the directory they all create
-//! their temp files in. A machine busy for long could starve that thread: past
-//! [`BACKLOG`] queued saves, a writer at normal priority on the blocking pool helps
-//! until the queue is empty, so what queued saves hold in memory stays bounded.
+//! Saves are queued and written one after another by a single task on the blocking
+//! pool, started when the queue was empty: a resolution's burst of saves is then one
+//! trip to the pool rather than one per save, and its writers do not contend for the
+//! lock of the directory they all create their temp files in.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -35,29 +27,20 @@ use crate::store::{BlobKey, Store};
 /// A save waiting to be written, and what to call it in the log if it fails.
 type Job = (String, Box<dyn FnOnce() -> std::io::Result<()> + Send>);
 
-/// Queued saves past which a writer at normal priority helps.
-const BACKLOG: usize = 4096;
-
-/// How long the writer thread waits for another save before it ends.
-const WRITER_IDLE: Duration = Duration::from_secs(5);
-
 #[derive(Clone)]
 pub(super) struct Saves {
     /// How many saves are under way.
     pending: Arc<watch::Sender<usize>>,
     /// Derived metadata being saved, by its key.
     blobs: Arc<Mutex<HashMap<BlobKey, Bytes>>>,
-    queue: Arc<(Mutex<Queue>, Condvar)>,
+    queue: Arc<Mutex<Queue>>,
 }
 
-/// Saves not yet started, and who is writing them.
+/// Saves not yet started, and whether a writer is taking them.
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
-    /// The low-priority writer thread is running.
-    writer: bool,
-    /// A writer at normal priority is helping with a backlog.
-    helping: bool,
+    writing: bool,
 }
 
 impl Default for Saves {
@@ -71,97 +54,48 @@ impl Default for Saves {
 }
 
 impl Saves {
-    /// Queues `save` for the writer; a failure is logged as `what` and leaves the thing
-    /// uncached, never a failed request.
+    /// Runs `save` on the blocking pool; a failure is logged as `what` and leaves the
+    /// thing uncached, never a failed request.
     pub(super) fn spawn(
         &self,
         what: String,
         save: impl FnOnce() -> std::io::Result<()> + Send + 'static,
     ) {
         self.pending.send_modify(|n| *n += 1);
-        let (lock, wake) = &*self.queue;
-        let (start_writer, start_helper) = {
-            let mut queue = lock.lock().expect("saves queue lock");
+        let start_writer = {
+            let mut queue = self.queue.lock().expect("saves queue lock");
             queue.jobs.push_back((what, Box::new(save)));
-            let start_writer = !std::mem::replace(&mut queue.writer, true);
-            let start_helper =
-                queue.jobs.len() > BACKLOG && !std::mem::replace(&mut queue.helping, true);
-            (start_writer, start_helper)
+            !std::mem::replace(&mut queue.writing, true)
         };
-        wake.notify_one();
         if start_writer {
             let this = self.clone();
-            let started = std::thread::Builder::new()
-                .name("devcache-saves".into())
-                .spawn(move || this.write_at_low_priority());
-            if let Err(e) = started {
-                tracing::warn!(error = %e, "cannot start the saves thread; saving on the blocking pool");
-                let mut queue = lock.lock().expect("saves queue lock");
-                queue.writer = false;
-                if !std::mem::replace(&mut queue.helping, true) {
-                    drop(queue);
-                    self.help();
-                }
-            }
-        }
-        if start_helper {
-            self.help();
+            tokio::task::spawn_blocking(move || this.write_queued());
         }
     }
 
-    /// The writer thread: saves as they come, until none has come for [`WRITER_IDLE`].
-    fn write_at_low_priority(&self) {
-        lower_this_threads_priority();
-        let (lock, wake) = &*self.queue;
+    /// Writes queued saves, oldest first, until there are none.
+    fn write_queued(&self) {
         loop {
-            let job = {
-                let mut queue = lock.lock().expect("saves queue lock");
-                loop {
-                    if let Some(job) = queue.jobs.pop_front() {
-                        break job;
-                    }
-                    let (guard, waited) = wake
-                        .wait_timeout(queue, WRITER_IDLE)
-                        .expect("saves queue lock");
-                    queue = guard;
-                    if waited.timed_out() && queue.jobs.is_empty() {
-                        queue.writer = false;
-                        return;
-                    }
-                }
+            let Some((what, save)) = self.next_job() else {
+                return;
             };
-            self.write(job);
-        }
-    }
-
-    /// Writes queued saves at normal priority on the blocking pool until there are none.
-    fn help(&self) {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let (lock, _) = &*this.queue;
-            loop {
-                let job = {
-                    let mut queue = lock.lock().expect("saves queue lock");
-                    let job = queue.jobs.pop_front();
-                    queue.helping = job.is_some();
-                    job
-                };
-                match job {
-                    Some(job) => this.write(job),
-                    None => return,
-                }
+            // A save that panics loses itself, not the saves queued behind it.
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(save)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot save {what}; it stays uncached"),
+                Err(_) => tracing::warn!("saving {what} failed; it stays uncached"),
             }
-        });
+            self.pending.send_modify(|n| *n -= 1);
+        }
     }
 
-    fn write(&self, (what, save): Job) {
-        // A save that panics loses itself, not the saves queued behind it.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(save)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot save {what}; it stays uncached"),
-            Err(_) => tracing::warn!("saving {what} failed; it stays uncached"),
-        }
-        self.pending.send_modify(|n| *n -= 1);
+    /// The next save to write; `None` also tells [`Saves::spawn`] that the writer has
+    /// stopped, so that its next save starts one.
+    fn next_job(&self) -> Option<Job> {
+        let mut queue = self.queue.lock().expect("saves queue lock");
+        let job = queue.jobs.pop_front();
+        queue.writing = job.is_some();
+        job
     }
 
     /// Saves `bytes` as the blob `key`, which [`Saves::blob`] answers until it is on disk.
@@ -199,16 +133,6 @@ impl Saves {
     }
 }
 
-/// Lowers the calling thread to nice 19. On Linux a thread has a nice value of its own;
-/// elsewhere `setpriority` would lower the whole process, so it is left alone there.
-fn lower_this_threads_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority only reads its arguments; `0` names the calling thread.
-    if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot lower the saves thread's priority");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,7 +158,7 @@ mod tests {
         let expected: Vec<i32> = (0..50).filter(|i| ![10, 20].contains(i)).collect();
         assert_eq!(*written.lock().unwrap(), expected);
 
-        // The queue is empty; the next save is written too.
+        // The writer stopped with the queue empty; the next save starts another.
         let again = written.clone();
         saves.spawn("one more".into(), move || {
             again.lock().unwrap().push(50);
@@ -242,36 +166,5 @@ mod tests {
         });
         saves.settled().await;
         assert_eq!(written.lock().unwrap().last(), Some(&50));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_writer_that_falls_behind_gets_help_and_nothing_is_lost() {
-        let saves = Saves::default();
-        let written = Arc::new(Mutex::new(Vec::new()));
-        // The writer thread is stuck in its first save, as a starved thread would be.
-        let (release, stuck) = std::sync::mpsc::channel::<()>();
-        saves.spawn("stuck".into(), move || {
-            let _ = stuck.recv();
-            Ok(())
-        });
-        for i in 0..BACKLOG + 10 {
-            let written = written.clone();
-            saves.spawn(format!("save {i}"), move || {
-                written.lock().unwrap().push(i);
-                Ok(())
-            });
-        }
-        // The helper writes the backlog while the writer is still stuck.
-        for _ in 0..500 {
-            if written.lock().unwrap().len() == BACKLOG + 10 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(written.lock().unwrap().len(), BACKLOG + 10);
-        assert_eq!(saves.running(), 1);
-        release.send(()).unwrap();
-        saves.settled().await;
-        assert_eq!(saves.running(), 0);
     }
 }
