@@ -302,6 +302,7 @@ async fn offline_a_cached_wheel_answers_for_its_metadata() {
     let whole = get(&file_url(&cache, "demo", &demo)).await;
     assert_eq!(whole.bytes().await.unwrap().as_ref(), &demo.bytes[..]);
     wait_for_blob(&cache, &demo).await;
+    support::wait_for("the page saved", || cache.has_page("demo"));
     cache.kill9();
     upstream.stop().await;
 

@@ -36,6 +36,8 @@ async fn a_file_longer_than_its_page_says_breaks_the_connection_at_that_size() {
         got.unwrap().len()
     );
     assert!(!cache.has_blob(&dist.sha256()));
+    // The page's save, after its answer, is not the fill's temp file this looks for.
+    support::wait_for("the page saved", || cache.has_page("longer"));
     assert!(cache.temp_files().is_empty(), "a temp file was left");
     assert!(
         cache

@@ -103,6 +103,7 @@ async fn offline_pages_list_only_what_the_cache_can_install() {
     let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
     // Only demo 1.0 is cached; the upstream also has 2.0.
     pip_download(tmp.path(), &cache, "demo==1.0");
+    support::wait_for("the page saved", || cache.has_page("demo"));
     cache.kill9();
     upstream.stop().await;
 
@@ -151,6 +152,7 @@ async fn a_long_page_read_back_offline_lists_only_what_the_cache_holds() {
     let fetched = get(&cache.file_url("long", &kept)).await;
     assert_eq!(fetched.bytes().await.unwrap().as_ref(), &kept.bytes[..]);
     support::wait_for("the file saved", || cache.has_blob(&kept.sha256()));
+    support::wait_for("the page saved", || cache.has_page("long"));
     cache.kill9();
     upstream.stop().await;
 

@@ -142,6 +142,15 @@ impl Devcache {
         false
     }
 
+    /// Whether the page of `project` is saved: it is answered first and saved after, so
+    /// a test that kills the server and reads the page back waits for this.
+    pub fn has_page(&self, project: &str) -> bool {
+        self.data_dir
+            .join("pages")
+            .join(format!("{project}.json"))
+            .exists()
+    }
+
     /// Whether a file with this sha256 is in the cache.
     pub fn has_blob(&self, sha256: &str) -> bool {
         self.data_dir
