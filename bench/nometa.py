@@ -14,11 +14,11 @@ run or a wheel whose bytes differ fails the run; no time does.
 
 Nothing is deleted between runs: each cache run gets a data directory of its own, all
 removed at the end, and the clients' scratch (uv's `--no-cache` cache, pip's downloads
-and build directories) is on a tmpfs when /dev/shm is one. On ext4 without a journal,
-creating a file skips every inode freed in the last one to six minutes
-(`recently_deleted`), so after a run deletes a few thousand files, every file the next
-one creates costs up to milliseconds of kernel time: uv going direct took 1.7-2.0 s
-instead of 0.5 s, and which run paid depended on the order.
+and build directories) is on /dev/shm (a tmpfs) when it can be written, else under the
+work directory. On ext4 without a journal, creating a file skips every inode freed in
+the last one to six minutes (`recently_deleted`), so after a run deletes a few thousand
+files, every file the next one creates costs up to milliseconds of kernel time: uv
+going direct took 1.7-2.0 s instead of 0.5 s, and which run paid depended on the order.
 
 The loopback row is the proxy's worst case: the upstream answers in microseconds, so
 every cost of a second hop shows. A real index is a network away; the relay (below)
