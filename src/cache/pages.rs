@@ -257,9 +257,11 @@ impl Pages {
             .map_err(|e| PageError::Unavailable(UpstreamError::BadPage(e.to_string())))?;
         let ready = Arc::new(ready);
         let (store, saved) = (self.store.clone(), ready.clone());
-        self.saves.spawn(format!("the page of {name}"), move || {
-            store.save_page(&saved.stored)
-        });
+        let weight = ready.json.body.len();
+        self.saves
+            .spawn(format!("the page of {name}"), weight, move || {
+                store.save_page(&saved.stored)
+            });
         self.memo
             .lock()
             .expect("memo lock")
