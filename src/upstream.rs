@@ -269,6 +269,26 @@ impl Upstream {
         Ok(Bytes::from(body))
     }
 
+    /// A whole file of `size` bytes (a small one: it is held in memory), read by one
+    /// `GET`. An upstream that sends more or less than `size` is an error.
+    pub async fn read_small_file(&self, url: &str, size: u64) -> std::io::Result<Bytes> {
+        let response = self.fetch_file(url).await.map_err(std::io::Error::other)?;
+        let body = read_limited(response, size, size, |chunk| {
+            metrics().upstream_bytes(chunk.len() as u64);
+        })
+        .await
+        .map_err(|e| match e {
+            LimitedReadError::Transport(e) => std::io::Error::other(e),
+            LimitedReadError::OverLimit => {
+                std::io::Error::other("the upstream sent more than the file's size")
+            }
+        })?;
+        if body.len() as u64 != size {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+        }
+        Ok(Bytes::from(body))
+    }
+
     /// Starts downloading a file; the caller reads the body as it arrives.
     pub async fn fetch_file(&self, url: &str) -> Result<reqwest::Response, UpstreamError> {
         let response = self

@@ -278,6 +278,56 @@ async fn without_ranges_either_the_wheel_is_downloaded_once_for_its_metadata_and
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_wheel_read_whole_for_its_metadata_is_served_only_when_its_bytes_are_right() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = upstream_without_metadata().await;
+    let cache = Devcache::caching(tmp.path(), &upstream);
+    let helper = wheel("helper", "1.0", &[]);
+    assert!(helper.bytes.len() < 16 * 1024);
+    let (url, path) = (
+        file_url(&cache, "helper", &helper),
+        format!("/files/{}", helper.filename),
+    );
+    let metadata_url = format!("{url}.metadata");
+    get(&format!("{}helper/", cache.index())).await;
+
+    for fault in [Fault::WrongBytes, Fault::Truncate] {
+        upstream.fault_file(&helper.filename, Some(fault.clone()));
+        let answer = get(&metadata_url).await;
+        assert!(
+            answer.status().is_server_error(),
+            "{fault:?}: metadata answered {}",
+            answer.status()
+        );
+        let wheel_answer = get(&url).await;
+        let bytes = wheel_answer.bytes().await.unwrap_or_default();
+        assert_ne!(bytes.as_ref(), &helper.bytes[..], "{fault:?}: served whole");
+        assert!(!cache.has_blob(&helper.sha256()), "{fault:?}: cached");
+    }
+    assert!(cache.log().contains("do not match its sha256"));
+
+    // Right bytes: the metadata is the wheel's, and the wheel, read whole once for it,
+    // is then served without the upstream, from memory or from disk.
+    upstream.fault_file(&helper.filename, None);
+    let before = upstream.downloads(&path);
+    let answer = get(&metadata_url).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        answer.bytes().await.unwrap().as_ref(),
+        helper.metadata.as_deref().unwrap()
+    );
+    let whole = get(&url).await;
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.bytes().await.unwrap().as_ref(), &helper.bytes[..]);
+    assert_eq!(upstream.downloads(&path), before + 1);
+    assert_eq!(upstream.range_requests(&path), 0);
+    wait_for_blob(&cache, &helper).await;
+    let again = get(&url).await;
+    assert_eq!(again.bytes().await.unwrap().as_ref(), &helper.bytes[..]);
+    assert_eq!(upstream.downloads(&path), before + 1);
+}
+
 /// Waits for `dist` to be in the cache: the last byte may reach a client just before
 /// the file is published.
 async fn wait_for_blob(cache: &Devcache, dist: &support::dists::Dist) {

@@ -239,7 +239,10 @@ impl Cache {
         // Opened and mapped on the async worker: both take microseconds in the local
         // data directory, less than a trip to the blocking pool, which every cold request
         // would pay too (it starts by looking here).
-        let (bytes, modified) = self.store.blob_bytes(key)?;
+        let Some((bytes, modified)) = self.store.blob_bytes(key) else {
+            // Answered from memory while it is saved.
+            return self.saves.blob(key).map(|bytes| in_memory(key, bytes));
+        };
         Some(FileAnswer::Cached(CachedFile {
             bytes,
             modified,
@@ -356,6 +359,16 @@ fn shown_filename(dist_filename: &str, metadata: bool) -> String {
     } else {
         dist_filename.to_string()
     }
+}
+
+/// A file or derived metadata answered from memory while it is saved, as it will be
+/// cached.
+pub(super) fn in_memory(key: &BlobKey, bytes: Bytes) -> FileAnswer {
+    FileAnswer::Cached(CachedFile {
+        bytes: FileBytes::Whole(bytes),
+        modified: Some(std::time::SystemTime::now()),
+        key: key.clone(),
+    })
 }
 
 #[cfg(test)]

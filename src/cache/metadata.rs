@@ -10,13 +10,20 @@
 //! 4. ranged reads of the upstream's wheel (its zip directory, then the one member);
 //! 5. the whole wheel, downloaded into the cache, when the upstream refuses ranges,
 //!    when the wheel is no longer than the first ranged read would be (so the bytes
-//!    fetched are the same), or when the client downloads the wheels whose metadata it
+//!    fetched are the same; such a wheel is read into memory first, below), or when the client downloads the wheels whose metadata it
 //!    reads (pip) and the wheel is at most [`WHOLE_FOR_DOWNLOADERS`]: the client's
 //!    download that follows then comes from the cache, and the upstream is asked once,
 //!    where ranges and then the download would cost two or three round trips in a
 //!    row. When pip does not download it after all (a candidate it backtracks past,
 //!    `--dry-run`, `--report`, pip-tools), the wheel was downloaded for nothing: what
 //!    pip itself does for every candidate going direct to an upstream without metadata.
+//!
+//! A wheel no longer than the first ranged read is read whole into memory by one `GET`
+//! rather than downloaded to disk: checked against its sha256 and size, its metadata
+//! answered, and the wheel saved with the metadata once the burst of requests is over
+//! (see `saves`), served from memory until then. A resolution's small wheels then cost
+//! no file and no `fsync` while it runs. Should that read or its check fail, the wheel
+//! is downloaded as in 5, which says why to the client and the log.
 //!
 //! What 2, 4 and 5 derive is cached under a key of its own, answered from memory while
 //! it is saved (see `saves`). Metadata read through
@@ -28,13 +35,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::files::{CachedFile, FileAnswer, FileError, gone, upstream_error};
+use super::files::{FileAnswer, FileError, gone, in_memory, upstream_error};
 use super::fills::{FillRequest, Joined};
 use super::{Cache, Outcome};
 use crate::index::DistFile;
 use crate::index::wheel::{self, WheelError};
 use crate::store::BlobKey;
-use crate::store::mapped::FileBytes;
 use crate::upstream::Upstream;
 
 /// The largest wheel downloaded whole to answer its `.metadata` for a client that
@@ -60,9 +66,6 @@ impl Cache {
     ) -> Result<Option<(FileAnswer, Outcome)>, FileError> {
         if let Some(answer) = self.cached(key) {
             return Ok(Some((answer, Outcome::Hit)));
-        }
-        if let Some(bytes) = self.saves.blob(key) {
-            return Ok(Some((in_memory(key, bytes), Outcome::Hit)));
         }
         if !offered_for(dist) {
             return Ok(None);
@@ -99,7 +102,16 @@ impl Cache {
             size <= wheel::FIRST_TAIL_READ
                 || (downloads_after_metadata && size <= WHOLE_FOR_DOWNLOADERS)
         });
-        if !whole {
+        if let Some(size) = dist.size.filter(|&size| size <= wheel::FIRST_TAIL_READ) {
+            match self.small_wheel(upstream, dist, &wheel_key, size).await {
+                Ok(bytes) => return Ok(Some(self.keep(key, bytes, Outcome::Miss))),
+                Err(e) => tracing::info!(
+                    file = %dist.filename,
+                    reason = %e,
+                    "cannot read the small wheel whole into memory; downloading it"
+                ),
+            }
+        } else if !whole {
             match by_ranges(upstream, dist).await {
                 Ok(bytes) => return Ok(Some(self.keep(key, bytes, Outcome::Miss))),
                 Err(e) => tracing::info!(
@@ -130,6 +142,43 @@ impl Cache {
             Some(bytes) => Ok(Some(self.keep(key, bytes, Outcome::Miss))),
             None => Err(gone(&wheel_key)),
         }
+    }
+
+    /// The `METADATA` of a wheel of `size` bytes, at most the first ranged read, read
+    /// whole into memory and verified; the wheel is saved with the other saves.
+    async fn small_wheel(
+        &self,
+        upstream: &Upstream,
+        dist: &DistFile,
+        wheel_key: &BlobKey,
+        size: u64,
+    ) -> Result<Bytes, String> {
+        let bytes = upstream
+            .read_small_file(&dist.url, size)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(expected) = wheel_key.expected_sha256() {
+            let actual = hex::encode(Sha256::digest(&bytes));
+            if actual != expected {
+                return Err(format!(
+                    "the upstream's bytes do not match its sha256 (expected {expected}, got {actual})"
+                ));
+            }
+        }
+        let read_at = |offset: u64, len: u64| {
+            let range = usize::try_from(offset).ok().zip(usize::try_from(len).ok());
+            let slice = range
+                .and_then(|(start, len)| Some(start..start.checked_add(len)?))
+                .filter(|range| range.end <= bytes.len())
+                .map(|range| bytes.slice(range))
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            std::future::ready(slice)
+        };
+        let metadata = wheel::core_metadata(&dist.filename, size, read_at)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.saves.save_blob(&self.store, wheel_key, &bytes);
+        Ok(metadata)
     }
 
     /// The `METADATA` of the cached wheel, or `None` when the wheel is not cached.
@@ -163,15 +212,6 @@ impl Cache {
         self.saves.save_blob(&self.store, key, &bytes);
         (in_memory(key, bytes), outcome)
     }
-}
-
-/// Derived metadata answered from memory, as it will be cached.
-fn in_memory(key: &BlobKey, bytes: Bytes) -> FileAnswer {
-    FileAnswer::Cached(CachedFile {
-        bytes: FileBytes::Whole(bytes),
-        modified: Some(std::time::SystemTime::now()),
-        key: key.clone(),
-    })
 }
 
 /// The wheel's `METADATA`, read through ranges of the upstream's file.
