@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -320,6 +321,20 @@ def tree_memory(root_pid: int) -> tuple[int, int]:
     return rss, peak
 
 
+def settled_disk_usage(path: str) -> int:
+    """`disk_usage` once it stops growing (two equal readings 300 ms apart, for at most
+    5 s): a cache may write what it answered after the answers (devcache does once a
+    burst of requests is over)."""
+    last = disk_usage(path)
+    for _ in range(16):
+        time.sleep(0.3)
+        now = disk_usage(path)
+        if now == last:
+            break
+        last = now
+    return last
+
+
 def disk_usage(path: str) -> int:
     total = 0
     for dirpath, _, files in os.walk(path):
@@ -535,7 +550,6 @@ def measure_direct_without_metadata(nginx: Nginx, wl: workload.Workload, clients
     if not ok:
         raise RuntimeError(f"pip download direct from the no-metadata upstream failed: {err[-300:]}")
     direct["pip"] = (elapsed, nginx.bytes_since(before))
-    shutil.rmtree(os.path.join(clients.work, "downloads"), ignore_errors=True)
     return direct
 
 
@@ -561,14 +575,13 @@ def bench_without_metadata(server: Server, nginx: Nginx, wl: workload.Workload, 
     an upstream whose pages offer no core metadata: time against going direct, bytes the
     upstream sent, and bytes the cache kept after the compile."""
     name = server.name
-    shutil.rmtree(server.data_dir, ignore_errors=True)
     os.makedirs(server.data_dir)
     server.start(log_path)
     try:
         before = nginx.requests()
         elapsed, ok, err = clients.uv_compile(server.url(), wl.requirements)
         fetched = nginx.bytes_since(before)
-        stored = disk_usage(server.data_dir)
+        stored = settled_disk_usage(server.data_dir)
         label = "no-metadata upstream, uv pip compile cold"
         put_against_direct(res, name, label, None if ok else f"failed: {err.strip()[-300:]}",
                            elapsed, fetched, direct["uv"])
@@ -592,7 +605,6 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
     print(f"== {name}", flush=True)
 
     # Phase 1: an empty cache; start, pip cold then warm.
-    shutil.rmtree(server.data_dir, ignore_errors=True)
     os.makedirs(server.data_dir)
     startup = server.start(log_path)
     res.put("start to first answer", name, startup, fmt_s(startup))
@@ -625,9 +637,10 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
     finally:
         nginx.start()
 
-    # Phase 2: an empty cache again; uv cold then warm, then the warm throughput runs.
+    # Phase 2: an empty cache again (a data directory of its own); uv cold then warm,
+    # then the warm throughput runs.
     server.stop()
-    shutil.rmtree(server.data_dir, ignore_errors=True)
+    server.data_dir += "-uv"
     os.makedirs(server.data_dir)
     server.start(log_path)
     for phase in ("cold", "warm"):
@@ -689,7 +702,7 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
         samples = []
         for project_file in files:
             path = file_link(server.port, server.index, *project_file)
-            out = os.path.join(work, "downloads", f"{name}-cold-{how}")
+            out = os.path.join(clients.work, "downloads", f"{name}-cold-{how}")
             ttfb, total, size, code = curl_timed(server.port, path, out)
             if code != 200 or file_sha(out) != wl.sha256[project_file[1]]:
                 res.fail(name, f"cold {fmt_bytes(wl.cold_size)} file: HTTP {code} or wrong bytes")
@@ -710,7 +723,7 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
     want = wl.sha256[wl.cold_shared[1]]
 
     def one(i):
-        out_i = os.path.join(work, "downloads", f"{name}-cold-shared-{i}")
+        out_i = os.path.join(clients.work, "downloads", f"{name}-cold-shared-{i}")
         _, total_i, _, code_i = curl_timed(server.port, path, out_i)
         outcomes[i] = (code_i, file_sha(out_i) == want, total_i)
         os.remove(out_i)
@@ -736,17 +749,11 @@ def bench_server(server: Server, nginx: Nginx, wl: workload.Workload, clients: C
     res.put("bytes on disk", name, disk, fmt_bytes(disk))
 
     server.stop()
-    shutil.rmtree(os.path.join(work, "downloads"), ignore_errors=True)
-    if not args.keep:
-        shutil.rmtree(server.data_dir, ignore_errors=True)
 
     # Phase 3: the same server type, an empty cache, an upstream without core metadata.
     bare = type(server)(server.port, server.data_dir + "-nometa",
                         f"http://127.0.0.1:{nginx.port}/nometa/simple/")
     bench_without_metadata(bare, nginx, wl, clients, res, direct["nometa"], log_path)
-    shutil.rmtree(os.path.join(work, "downloads"), ignore_errors=True)
-    if not args.keep:
-        shutil.rmtree(bare.data_dir, ignore_errors=True)
 
 
 def bench_nginx(nginx: Nginx, wl, clients, args, res):
@@ -810,7 +817,15 @@ def main():
     if unknown:
         sys.exit(f"bench: unknown server {', '.join(unknown)}; choose from {', '.join(SERVERS)}")
 
-    shutil.rmtree(args.work, ignore_errors=True)
+    # The last run's work is moved aside and removed once this one is measured: on ext4
+    # without a journal, every file created in the minutes after thousands are deleted
+    # costs up to milliseconds (see nometa.py). For the same reason nothing is deleted
+    # between phases: each has a data directory of its own, and the clients' downloads
+    # and scratch are on /dev/shm when it can be written.
+    trash = []
+    if os.path.exists(args.work):
+        trash.append(f"{args.work}.old-{os.getpid()}")
+        os.rename(args.work, trash[-1])
     os.makedirs(os.path.join(args.work, "logs"))
     up_port = free_port()
     tree = os.path.join(args.work, "upstream")
@@ -820,7 +835,14 @@ def main():
     nginx = Nginx(args.work, tree, up_port)
     nginx.start()
     res = Results()
-    clients = Clients(args.work)
+    tmpfs = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+    scratch = tempfile.mkdtemp(prefix="devcache-bench-", dir=tmpfs or args.work)
+    os.makedirs(os.path.join(scratch, "tmp"))
+    os.makedirs(os.path.join(scratch, "downloads"))
+    clients = Clients(scratch, tmpdir=os.path.join(scratch, "tmp"))
+    trash.append(scratch)
+    if not args.keep:
+        trash.append(os.path.join(args.work, "data"))
     try:
         direct = measure_direct(nginx, wl)
         for how, (ttfb, total) in direct.items():
@@ -844,6 +866,8 @@ def main():
                 res.fail("nginx (static)", f"{type(e).__name__}: {e}")
     finally:
         nginx.stop()
+        for path in trash:
+            shutil.rmtree(path, ignore_errors=True)
 
     columns = names + ([] if args.no_nginx else ["nginx (static)"])
     now = datetime.datetime.now(datetime.timezone.utc)
