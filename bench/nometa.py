@@ -1,7 +1,7 @@
 """Cold resolutions against an upstream that offers no core metadata, going direct and
 through the caches, in alternating rounds, with the upstream at a round-trip time of
 0 ms (nginx on loopback) and at further RTTs through a relay that delays every packet.
-`bench/run --nometa [--rounds N] [--rtt 0,10] [--servers devcache,peryx]` prepares the
+`bench/run --nometa [--rounds N] [--rtt 0,5,10] [--servers devcache,peryx]` prepares the
 tools and calls this; see the README's performance section.
 
 Each round runs every client going direct and through each cache (each from an empty
@@ -263,7 +263,7 @@ def table(results: dict, names: list, tools: list) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--rtt", default="0,10", help="comma-separated round-trip times to the upstream, in ms")
+    parser.add_argument("--rtt", default="0,5,10", help="comma-separated round-trip times to the upstream, in ms")
     parser.add_argument("--servers", default="devcache", help="comma-separated caches to run")
     parser.add_argument("--tools", default="uv,pip", help="uv (pip compile), pip (download), or both")
     parser.add_argument("--projects", type=int, default=300, help="projects in the requirement set")
