@@ -274,7 +274,7 @@ async fn without_ranges_either_the_wheel_is_downloaded_once_for_its_metadata_and
     for dist in [demo_2(), wheel("helper", "1.0", &[])] {
         let path = format!("/files/{}", dist.filename);
         assert_eq!(upstream.downloads(&path), 1, "{}", dist.filename);
-        assert!(cache.has_blob(&dist.sha256()));
+        wait_for_blob(&cache, &dist).await;
     }
 }
 

@@ -8,7 +8,8 @@
 //!           files.rs  the decision for a file request
 //!           metadata.rs  core metadata for every wheel, derived when the upstream has none
 //!           budget.rs  eviction in the background when the files exceed --max-size
-//!           saves.rs  pages and derived metadata written after they are answered
+//!           saves.rs  pages, derived metadata and small wheels, written once a burst of
+//!                     answers is over
 //! store/    disk only                            (below)
 //! upstream  network only                         (below)
 //! ```

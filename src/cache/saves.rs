@@ -1,10 +1,12 @@
-//! Saves that no answer waits for: a page or a wheel's derived metadata is answered
-//! from memory while it is written (temp file, rename) on the blocking pool.
+//! Saves that no answer waits for: a page, a wheel's derived metadata or a small wheel
+//! read whole for it is answered from memory while it is written (temp file, rename)
+//! on the blocking pool.
 //!
 //! An `fsync` costs from half a millisecond to several on a disk with a journal (more
 //! when other writers share it), and every cold page and `.metadata` of a resolution
-//! paid it before its first byte. Derived metadata is still synced before its rename,
-//! since it is served as read and nothing could tell a torn copy from a whole one.
+//! paid it before its first byte. Blobs (derived metadata, small wheels) are still
+//! synced before their rename, since they are served as read and nothing could tell a
+//! torn copy from a whole one.
 //! Pages are not (see `Store::save_page`): a page a crash left torn does not parse
 //! and is fetched again, and a stale page is fetched again anyway.
 //! What is being saved is held here, so a second request for it is answered from
@@ -22,6 +24,7 @@
 //! them for ever), when the queue holds [`MAX_QUEUED_BYTES`], or when a stopping process
 //! asks for them to be settled. A process killed meanwhile loses what is queued: it is
 //! fetched again, never served torn.
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -54,7 +57,7 @@ struct Job {
 pub(super) struct Saves {
     /// How many saves are under way.
     pending: Arc<watch::Sender<usize>>,
-    /// Derived metadata being saved, by its key.
+    /// Blobs being saved (derived metadata, small wheels), by key.
     blobs: Arc<Mutex<HashMap<BlobKey, Bytes>>>,
     queue: Arc<Mutex<Queue>>,
     /// Wakes a writer waiting for a quiet moment to look at the queue again.
