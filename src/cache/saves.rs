@@ -188,11 +188,18 @@ impl Saves {
     }
 
     /// Saves `bytes` as the blob `key`, which [`Saves::blob`] answers until it is on disk.
+    /// A blob being saved, or already saved, is not saved again: two clients that asked
+    /// for it at once count it once in the store's totals.
     pub(super) fn save_blob(&self, store: &Store, key: &BlobKey, bytes: &Bytes) {
-        self.blobs
+        let queued = self
+            .blobs
             .lock()
             .expect("saves lock")
-            .insert(key.clone(), bytes.clone());
+            .insert(key.clone(), bytes.clone())
+            .is_some();
+        if queued {
+            return;
+        }
         let (store, key, bytes, blobs) = (
             store.clone(),
             key.clone(),
@@ -203,7 +210,11 @@ impl Saves {
             format!("the blob {}", key.as_str()),
             bytes.len(),
             move || {
-                let saved = store.save_blob(&key, &bytes);
+                let saved = if store.has_blob(&key) {
+                    Ok(())
+                } else {
+                    store.save_blob(&key, &bytes)
+                };
                 blobs.lock().expect("saves lock").remove(&key);
                 saved
             },
@@ -350,5 +361,23 @@ mod tests {
         assert_eq!(*written.lock().unwrap(), [1, 2]);
         assert!(started.elapsed() < QUIET, "waited for a quiet moment");
         assert_eq!(saves.queue.lock().unwrap().bytes, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blob_saved_twice_at_once_or_after_is_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let saves = Saves::default();
+        let key = BlobKey::parse(&"ab".repeat(32)).unwrap();
+        let bytes = Bytes::from_static(b"Metadata-Version: 2.1\nName: demo\n");
+        saves.save_blob(&store, &key, &bytes);
+        saves.save_blob(&store, &key, &bytes);
+        assert_eq!(saves.blob(&key), Some(bytes.clone()));
+        written_when_due(&saves).await;
+        assert!(store.has_blob(&key));
+        saves.save_blob(&store, &key, &bytes);
+        written_when_due(&saves).await;
+        assert_eq!(store.file_totals(), (1, bytes.len() as u64));
+        assert_eq!(saves.blob(&key), None);
     }
 }
