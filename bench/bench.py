@@ -321,18 +321,23 @@ def tree_memory(root_pid: int) -> tuple[int, int]:
     return rss, peak
 
 
-def settled_disk_usage(path: str) -> int:
-    """`disk_usage` once it stops growing (two equal readings 300 ms apart, for at most
-    5 s): a cache may write what it answered after the answers (devcache does once a
-    burst of requests is over)."""
-    last = disk_usage(path)
-    for _ in range(16):
-        time.sleep(0.3)
-        now = disk_usage(path)
-        if now == last:
-            break
+def settled(read, interval: float, readings: int, key=lambda value: value):
+    """`read()` once it stops changing: two readings `interval` apart whose `key` is the
+    same, or the last of `readings` more."""
+    last = read()
+    for _ in range(readings):
+        time.sleep(interval)
+        now = read()
+        if key(now) == key(last):
+            return now
         last = now
     return last
+
+
+def settled_disk_usage(path: str) -> int:
+    """`disk_usage` once it stops growing (for at most 5 s): a cache may write what it
+    answered after the answers (devcache does once a burst of requests is over)."""
+    return settled(lambda: disk_usage(path), 0.3, 16)
 
 
 def disk_usage(path: str) -> int:

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
@@ -62,13 +61,8 @@ def replay(args, wl, clients, upstream: str, label: str, max_size: int | None) -
                 failures.append(f"round {round_ + 1}: {wrong}")
         # Pages are written once a burst of requests is over (at most a second late):
         # read once the cache stops growing.
-        got = status(server)
-        for _ in range(16):
-            time.sleep(0.3)
-            again = status(server)
-            if (again["bytes"], again["files"]) == (got["bytes"], got["files"]):
-                break
-            got = again
+        got = bench.settled(lambda: status(server), 0.3, 16,
+                            key=lambda s: (s["bytes"], s["files"]))
         files = {o: metric(server, "devcache_requests_total", f'route="file",outcome="{o}"')
                  for o in ("hit", "miss")}
         return {

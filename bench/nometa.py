@@ -35,7 +35,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
@@ -118,14 +117,7 @@ class Relay:
 def idle_cpu_seconds(root_pid: int) -> float:
     """`cpu_seconds` once the processes stop using CPU (two equal readings 100 ms apart,
     for at most 5 s)."""
-    last = cpu_seconds(root_pid)
-    for _ in range(50):
-        time.sleep(0.1)
-        now = cpu_seconds(root_pid)
-        if now == last:
-            break
-        last = now
-    return last
+    return bench.settled(lambda: cpu_seconds(root_pid), 0.1, 50)
 
 
 def cpu_seconds(root_pid: int) -> float:

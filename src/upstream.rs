@@ -253,40 +253,14 @@ impl Upstream {
                 response.status()
             )));
         }
-        let body = read_limited(response, len, len.min(1 << 20), |chunk| {
-            metrics().upstream_bytes(chunk.len() as u64);
-        })
-        .await
-        .map_err(|e| match e {
-            LimitedReadError::Transport(e) => std::io::Error::other(e),
-            LimitedReadError::OverLimit => {
-                std::io::Error::other("the upstream sent more than the range")
-            }
-        })?;
-        if body.len() as u64 != len {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-        }
-        Ok(Bytes::from(body))
+        read_exactly(response, len, "the range").await
     }
 
     /// A whole file of `size` bytes (a small one: it is held in memory), read by one
     /// `GET`. An upstream that sends more or less than `size` is an error.
     pub async fn read_small_file(&self, url: &str, size: u64) -> std::io::Result<Bytes> {
         let response = self.fetch_file(url).await.map_err(std::io::Error::other)?;
-        let body = read_limited(response, size, size, |chunk| {
-            metrics().upstream_bytes(chunk.len() as u64);
-        })
-        .await
-        .map_err(|e| match e {
-            LimitedReadError::Transport(e) => std::io::Error::other(e),
-            LimitedReadError::OverLimit => {
-                std::io::Error::other("the upstream sent more than the file's size")
-            }
-        })?;
-        if body.len() as u64 != size {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-        }
-        Ok(Bytes::from(body))
+        read_exactly(response, size, "the file's size").await
     }
 
     /// Starts downloading a file; the caller reads the body as it arrives.
@@ -323,6 +297,25 @@ pub async fn read_capped(
             LimitedReadError::Transport(e) => UpstreamError::from(e),
             LimitedReadError::OverLimit => too_large,
         })?;
+    Ok(Bytes::from(body))
+}
+
+/// A body of exactly `len` bytes, counted as bytes from the upstream; more than `len`
+/// (`what` names it in the error) or fewer is an error.
+async fn read_exactly(response: reqwest::Response, len: u64, what: &str) -> std::io::Result<Bytes> {
+    let body = read_limited(response, len, len.min(1 << 20), |chunk| {
+        metrics().upstream_bytes(chunk.len() as u64);
+    })
+    .await
+    .map_err(|e| match e {
+        LimitedReadError::Transport(e) => std::io::Error::other(e),
+        LimitedReadError::OverLimit => {
+            std::io::Error::other(format!("the upstream sent more than {what}"))
+        }
+    })?;
+    if body.len() as u64 != len {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+    }
     Ok(Bytes::from(body))
 }
 
