@@ -8,7 +8,8 @@
 //! Mapped pages that a response has touched count in the process's resident memory
 //! until the map is dropped. So a file up to [`SHARED_UP_TO`] is mapped whole, once, for
 //! every answer reading it; a larger one, and a file being filled, are sent a
-//! [`WINDOW`] at a time, each window mapped only while it is sent.
+//! [`WINDOW`] at a time, each window mapped only while it is sent. A file up to
+//! [`READ_UP_TO`] is read instead, which costs less than mapping it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,6 +28,11 @@ pub const WINDOW: u64 = 1024 * 1024;
 /// Cached files up to this size are mapped whole and shared by the answers that read
 /// them at the same time; larger ones are read in windows.
 pub const SHARED_UP_TO: u64 = 8 * 1024 * 1024;
+
+/// Cached files up to this size (a page or a `.metadata`, most small wheels) are read
+/// into memory instead: one `read` copies them for less than a map costs, since the
+/// `munmap` after the answer interrupts every core the process runs on.
+pub const READ_UP_TO: u64 = 64 * 1024;
 
 /// A cached file's bytes to send.
 #[derive(Clone)]
@@ -121,6 +127,11 @@ impl SharedMaps {
                 file: Arc::new(file),
                 len,
             });
+        }
+        if len <= READ_UP_TO {
+            let mut bytes = vec![0; len as usize];
+            std::io::Read::read_exact(&mut &file, &mut bytes)?;
+            return Ok(FileBytes::Whole(Bytes::from(bytes)));
         }
         let mut maps = self.maps.lock().expect("maps lock");
         if let Some(map) = maps.get(path).and_then(Weak::upgrade) {
