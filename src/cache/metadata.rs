@@ -10,13 +10,14 @@
 //! 4. ranged reads of the upstream's wheel (its zip directory, then the one member);
 //! 5. the whole wheel, downloaded into the cache, when the upstream refuses ranges,
 //!    when the wheel is no longer than the first ranged read would be (so the bytes
-//!    fetched are the same; such a wheel is read into memory first, below), or when the client downloads the wheels whose metadata it
-//!    reads (pip) and the wheel is at most [`WHOLE_FOR_DOWNLOADERS`]: the client's
-//!    download that follows then comes from the cache, and the upstream is asked once,
-//!    where ranges and then the download would cost two or three round trips in a
-//!    row. When pip does not download it after all (a candidate it backtracks past,
-//!    `--dry-run`, `--report`, pip-tools), the wheel was downloaded for nothing: what
-//!    pip itself does for every candidate going direct to an upstream without metadata.
+//!    fetched are the same; such a wheel is read into memory first, below), or when
+//!    the client downloads the wheels whose metadata it reads (pip) and the wheel is
+//!    at most [`WHOLE_FOR_DOWNLOADERS`]: the client's download that follows then comes
+//!    from the cache, and the upstream is asked once, where ranges and then the
+//!    download would cost two or three round trips in a row. When pip does not
+//!    download it after all (a candidate it backtracks past, `--dry-run`, `--report`,
+//!    pip-tools), the wheel was downloaded for nothing: what pip itself does for every
+//!    candidate going direct to an upstream without metadata.
 //!
 //! A wheel no longer than the first ranged read is read whole into memory by one `GET`
 //! rather than downloaded to disk: checked against its sha256 and size, its metadata

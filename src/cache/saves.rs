@@ -41,8 +41,8 @@ const QUIET: Duration = Duration::from_millis(50);
 /// The longest a save waits for a quiet moment.
 const MAX_LAG: Duration = Duration::from_secs(1);
 
-/// The bytes queued saves may hold (besides pages the memo holds anyway) before the
-/// writer starts without waiting for a quiet moment.
+/// The bytes queued saves may hold (a page counts as its JSON form) before the writer
+/// starts without waiting for a quiet moment.
 const MAX_QUEUED_BYTES: usize = 16 << 20;
 
 /// A save waiting to be written, and what to call it in the log if it fails.
