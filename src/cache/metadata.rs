@@ -37,7 +37,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::files::{FileAnswer, FileError, gone, in_memory, upstream_error};
-use super::fills::{FillRequest, Joined};
+use super::fills::{FillError, FillRequest, Joined};
 use super::{Cache, Outcome};
 use crate::index::DistFile;
 use crate::index::wheel::{self, WheelError};
@@ -95,14 +95,12 @@ impl Cache {
                 dist.filename
             )));
         };
-        // A wheel no longer than the first ranged read is read whole either way, and a
-        // client that downloads the wheel next would read it whole anyway: it is
-        // downloaded into the cache instead, once and verified, and the client's
-        // download of it is a hit.
-        let whole = dist.size.is_some_and(|size| {
-            size <= wheel::FIRST_TAIL_READ
-                || (downloads_after_metadata && size <= WHOLE_FOR_DOWNLOADERS)
-        });
+        // A wheel no longer than the first ranged read is read whole either way: into
+        // memory, and saved after the burst. A client that downloads the wheel next
+        // would read it whole anyway: it is downloaded into the cache instead, once and
+        // verified, and the client's download of it is a hit.
+        let whole_for_client =
+            downloads_after_metadata && dist.size.is_some_and(|size| size <= WHOLE_FOR_DOWNLOADERS);
         if let Some(size) = dist.size.filter(|&size| size <= wheel::FIRST_TAIL_READ) {
             match self.small_wheel(upstream, dist, &wheel_key, size).await {
                 Ok(bytes) => return Ok(Some(self.keep(key, bytes, Outcome::Miss))),
@@ -112,7 +110,7 @@ impl Cache {
                     "cannot read the small wheel whole into memory; downloading it"
                 ),
             }
-        } else if !whole {
+        } else if !whole_for_client {
             match by_ranges(upstream, dist).await {
                 Ok(bytes) => return Ok(Some(self.keep(key, bytes, Outcome::Miss))),
                 Err(e) => tracing::info!(
@@ -161,23 +159,12 @@ impl Cache {
         if let Some(expected) = wheel_key.expected_sha256() {
             let actual = hex::encode(Sha256::digest(&bytes));
             if actual != expected {
-                return Err(format!(
-                    "the upstream's bytes do not match its sha256 (expected {expected}, got {actual})"
-                ));
+                let expected = expected.to_string();
+                return Err(FillError::HashMismatch { expected, actual }.to_string());
             }
         }
-        let read_at = |offset: u64, len: u64| {
-            let range = usize::try_from(offset).ok().zip(usize::try_from(len).ok());
-            let slice = range
-                .and_then(|(start, len)| Some(start..start.checked_add(len)?))
-                .filter(|range| range.end <= bytes.len())
-                .map(|range| bytes.slice(range))
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-            std::future::ready(slice)
-        };
-        let metadata = wheel::core_metadata(&dist.filename, size, read_at)
-            .await
-            .map_err(|e| e.to_string())?;
+        let metadata =
+            wheel::core_metadata_of_bytes(&dist.filename, &bytes).map_err(|e| e.to_string())?;
         self.saves.save_blob(&self.store, wheel_key, &bytes);
         Ok(metadata)
     }

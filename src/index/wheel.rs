@@ -237,6 +237,22 @@ pub fn core_metadata_of_file(filename: &str, file: &std::fs::File) -> Result<Byt
     futures::executor::block_on(core_metadata(filename, len, read_at))
 }
 
+/// [`core_metadata`] of a whole wheel held in memory (a small one, read by one `GET`).
+pub fn core_metadata_of_bytes(filename: &str, wheel: &Bytes) -> Result<Bytes, WheelError> {
+    let whole = Chunk {
+        offset: 0,
+        bytes: wheel.clone(),
+    };
+    let read_at = |offset: u64, want: u64| {
+        let slice = whole
+            .slice(offset, want)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof));
+        std::future::ready(slice)
+    };
+    // Every read is ready at once, so this never waits on anything.
+    futures::executor::block_on(core_metadata(filename, wheel.len() as u64, read_at))
+}
+
 fn corrupt(what: &str) -> WheelError {
     WheelError::Corrupt(what.to_string())
 }
@@ -673,7 +689,7 @@ mod tests {
     const FILENAME: &str = "friendly_bard-1.0-py3-none-any.whl";
 
     /// Reads through ranged reads of `bytes`, returning the result and the
-    /// reads made; also checks the local-file path gives the same answer.
+    /// reads made; also checks the local-file and in-memory paths give the same answer.
     fn ranged(filename: &str, bytes: &[u8]) -> (Result<Bytes, WheelError>, Vec<(u64, u64)>) {
         let file = Bytes::copy_from_slice(bytes);
         let reads = RefCell::new(Vec::new());
@@ -694,6 +710,12 @@ mod tests {
             format!("{from_file:?}"),
             format!("{result:?}"),
             "ranged and local reads disagree"
+        );
+        let from_memory = core_metadata_of_bytes(filename, &file);
+        assert_eq!(
+            format!("{from_memory:?}"),
+            format!("{result:?}"),
+            "ranged and in-memory reads disagree"
         );
         (result, reads.into_inner())
     }
