@@ -362,6 +362,17 @@ class Clients:
         self.work = work_dir
         self.tmpdir = tmpdir
 
+    @classmethod
+    def on_tmpfs(cls, fallback_dir: str, prefix: str) -> "Clients":
+        """Clients whose downloads and TMPDIR are in a new directory on /dev/shm (a tmpfs)
+        when it can be written, else under `fallback_dir`; the caller removes `work`.
+        Files on a tmpfs are created and deleted without the disk's costs (see nometa.py)."""
+        tmpfs = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+        scratch = tempfile.mkdtemp(prefix=prefix, dir=tmpfs or fallback_dir)
+        for sub in ("tmp", "downloads"):
+            os.makedirs(os.path.join(scratch, sub))
+        return cls(scratch, tmpdir=os.path.join(scratch, "tmp"))
+
     def env(self, **extra) -> dict:
         env = dict(os.environ, **extra)
         if self.tmpdir:
@@ -840,12 +851,8 @@ def main():
     nginx = Nginx(args.work, tree, up_port)
     nginx.start()
     res = Results()
-    tmpfs = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    scratch = tempfile.mkdtemp(prefix="devcache-bench-", dir=tmpfs or args.work)
-    os.makedirs(os.path.join(scratch, "tmp"))
-    os.makedirs(os.path.join(scratch, "downloads"))
-    clients = Clients(scratch, tmpdir=os.path.join(scratch, "tmp"))
-    trash.append(scratch)
+    clients = Clients.on_tmpfs(args.work, "devcache-bench-")
+    trash.append(clients.work)
     if not args.keep:
         trash.append(os.path.join(args.work, "data"))
     try:

@@ -34,7 +34,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
@@ -277,10 +276,7 @@ def main():
     args.tools = [t for t in args.tools.split(",") if t]
     if not args.tools or set(args.tools) - {"uv", "pip"}:
         sys.exit("nometa: --tools takes uv, pip or uv,pip")
-    tmpfs = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    scratch = tempfile.mkdtemp(prefix="devcache-nometa-", dir=tmpfs or args.work)
-    os.makedirs(os.path.join(scratch, "tmp"))
-    clients = bench.Clients(scratch, tmpdir=os.path.join(scratch, "tmp"))
+    clients = bench.Clients.on_tmpfs(args.work, "devcache-nometa-")
     rtts = [int(r) for r in args.rtt.split(",") if r]
     results = {}
     try:
@@ -288,7 +284,7 @@ def main():
             print(f"upstream at {rtt_ms} ms:", flush=True)
             results[rtt_ms] = one_rtt(args, rtt_ms, names, clients)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(clients.work, ignore_errors=True)
         for rtt_ms in rtts:
             shutil.rmtree(os.path.join(args.work, f"rtt-{rtt_ms}", "data"), ignore_errors=True)
     now = datetime.datetime.now(datetime.timezone.utc)
