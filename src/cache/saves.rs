@@ -157,8 +157,17 @@ impl Saves {
 
     /// Writes queued saves, oldest first, until there are none.
     fn write_queued(&self) {
+        let mut written_one = false;
         loop {
-            let Some(Job { what, save, .. }) = self.next_job() else {
+            let job = self.next_job();
+            // A save counts as done only once the writer has taken the next one or
+            // stopped: whoever sees none pending (`settled`) then finds the writer
+            // stopped, and the next save waits for a quiet moment of its own rather than
+            // being taken by a writer that was about to stop.
+            if std::mem::replace(&mut written_one, true) {
+                self.pending.send_modify(|n| *n -= 1);
+            }
+            let Some(Job { what, save, .. }) = job else {
                 return;
             };
             // A save that panics loses itself, not the saves queued behind it.
@@ -167,7 +176,6 @@ impl Saves {
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot save {what}; it stays uncached"),
                 Err(_) => tracing::warn!("saving {what} failed; it stays uncached"),
             }
-            self.pending.send_modify(|n| *n -= 1);
         }
     }
 
