@@ -236,7 +236,7 @@ impl Cache {
     }
 
     pub(super) fn cached(&self, key: &BlobKey) -> Option<FileAnswer> {
-        // Opened and mapped on the async worker: both take microseconds in the local
+        // Opened and mapped on the server's thread: both take microseconds in the local
         // data directory, less than a trip to the blocking pool, which every cold request
         // would pay too (it starts by looking here).
         let Some((bytes, modified)) = self.store.blob_bytes(key) else {

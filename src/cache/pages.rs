@@ -115,16 +115,16 @@ pub enum PageError {
     Unavailable(UpstreamError),
 }
 
-/// Pages of at most this many files are rendered, gzipped or trimmed on the async
-/// worker that has them (a millisecond or less); longer ones on the blocking pool, so
-/// that a page of 100,000 links (most of a second) holds up no other request.
+/// Pages of at most this many files are rendered, gzipped or trimmed on the server's
+/// thread (a millisecond or less); longer ones on the blocking pool, so that a page of
+/// 100,000 links (most of a second) holds up no other request.
 const RENDERED_IN_PLACE: usize = 500;
 
 /// Pages saved in at most this many bytes (about 500 files) are read back from disk
-/// and made ready on the async worker; longer ones on the blocking pool.
+/// and made ready on the server's thread; longer ones on the blocking pool.
 const READ_IN_PLACE: u64 = 256 * 1024;
 
-/// Runs `work` on this async worker when it is short (less than the trip to the
+/// Runs `work` on the server's thread when it is short (less than the trip to the
 /// blocking pool), else on the blocking pool, so that it holds up no other request. An
 /// `Err` is the pool's task failing.
 async fn in_place_unless_long<T: Send + 'static>(
@@ -423,7 +423,7 @@ impl ReadyPage {
                 tracing::warn!(
                     project = %self.stored.page.name,
                     error = %e,
-                    "cannot render the page off the async workers; rendering it here"
+                    "cannot render the page on the blocking pool; rendering it here"
                 );
                 self.body_now(form, gzip)
             }

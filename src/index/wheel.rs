@@ -219,7 +219,7 @@ where
 }
 
 /// [`core_metadata`] of a whole local file (the verified cached copy),
-/// through positioned reads. Blocking: call it off the async workers.
+/// through positioned reads. Blocking: call it on the blocking pool.
 pub fn core_metadata_of_file(filename: &str, file: &std::fs::File) -> Result<Bytes, WheelError> {
     use std::os::unix::fs::FileExt;
     let len = file.metadata()?.len();

@@ -71,7 +71,7 @@ pub fn windows(
 
 /// `len` bytes of `file` from `offset`, which must already be written. Runs on the
 /// blocking pool: populating the map reads the pages there rather than in the socket
-/// writes of an async worker.
+/// writes of the server's thread.
 pub async fn bytes_at(file: Arc<File>, offset: u64, len: u64) -> std::io::Result<Bytes> {
     if len == 0 {
         return Ok(Bytes::new());
