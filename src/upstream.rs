@@ -80,6 +80,11 @@ pub struct Upstream {
     reachable: Arc<AtomicBool>,
 }
 
+/// Pages of at most this many bytes (about 500 files) are parsed where they arrive, on
+/// the server's thread; longer ones on the blocking pool, so that a page of 100,000
+/// links (nearly half a second) holds up no other request.
+const PARSED_IN_PLACE: usize = 256 * 1024;
+
 /// What devcache asks for: JSON first (it carries sizes), HTML as the fallback.
 const PAGE_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
 
@@ -184,7 +189,14 @@ impl Upstream {
         let page_url = response.url().clone();
         let body = self.capped_body(response).await?;
         metrics().upstream_bytes(body.len() as u64);
-        let page = parse_page(name.clone(), &content_type, &body, &page_url)?;
+        let name = name.clone();
+        let page = if body.len() <= PARSED_IN_PLACE {
+            parse_page(name, &content_type, &body, &page_url)?
+        } else {
+            tokio::task::spawn_blocking(move || parse_page(name, &content_type, &body, &page_url))
+                .await
+                .map_err(|e| UpstreamError::BadPage(e.to_string()))??
+        };
         Ok(PageAnswer::Changed(FetchedPage {
             page,
             etag,
