@@ -472,6 +472,11 @@ pub struct ServeArgs {
     /// [env: DEVCACHE_STOP_GRACE] [default: 8]
     #[arg(long, value_name = "SECS")]
     pub stop_grace: Option<u64>,
+    /// Threads that answer connections. One costs the least CPU per request, which leaves
+    /// the most to the clients on the same cores; more serve more requests a second when
+    /// many clients load the cache at once [env: DEVCACHE_THREADS] [default: 1]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// Configuration file [env: DEVCACHE_CONFIG] [default: ./devcache.yml, then the user's config directory]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -501,6 +506,7 @@ impl From<ServeArgs> for ServeSettings {
             client_timeout: args.client_timeout,
             tls_port: args.tls_port,
             stop_grace: args.stop_grace,
+            threads: args.threads,
             config: args.config,
         }
     }

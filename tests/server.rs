@@ -58,6 +58,57 @@ async fn pip_installs_through_the_cache_and_files_are_fetched_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_on_several_threads_serves_pip_and_uv_at_once_with_one_download_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = demo_upstream(PageFormat::Json, Links::Absolute).await;
+    let upstream_url = upstream.index_url();
+    let data = tmp.path().join("data");
+    let cache = Devcache::start(&data, &["--upstream", &upstream_url, "--threads", "3"]);
+
+    let home = tmp.path().to_path_buf();
+    let installs: Vec<_> = (0..4)
+        .map(|i| {
+            let (home, index) = (home.join(format!("client{i}")), cache.index());
+            std::thread::spawn(move || {
+                std::fs::create_dir_all(&home).unwrap();
+                let target = home.join("site");
+                let target_arg = target.to_str().unwrap().to_string();
+                let args = [
+                    "install",
+                    "--index-url",
+                    &index,
+                    "--target",
+                    &target_arg,
+                    "demo",
+                ];
+                let out = if i % 2 == 0 {
+                    pip(&home, &args)
+                } else {
+                    uv(&home, &[&["pip"], &args[..]].concat())
+                };
+                assert_ok(&out, "an install through a server of three threads");
+                assert_eq!(installed_version(&target, "demo"), "2.0");
+            })
+        })
+        .collect();
+    for install in installs {
+        install.join().unwrap();
+    }
+    assert_eq!(upstream.requests("/files/demo-2.0-py3-none-any.whl"), 1);
+    assert_eq!(upstream.requests("/files/helper-1.0-py3-none-any.whl"), 1);
+    let config = devcache_command(tmp.path())
+        .args(["config", "--upstream", &upstream_url, "--threads", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&config.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("threads") && l.contains('3') && l.contains("command line")),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uv_installs_and_compiles_through_the_cache_using_core_metadata() {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = demo_upstream(PageFormat::Json, Links::Absolute).await;
@@ -666,6 +717,20 @@ fn bad_settings_and_a_taken_port_are_one_line_errors() {
         stderr.contains("must be an http:// or https:// URL"),
         "{stderr}"
     );
+
+    let out = devcache_command(tmp.path())
+        .args([
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:9/simple/",
+            "--threads",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("'0' for '--threads"), "{stderr}");
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();

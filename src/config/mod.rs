@@ -5,6 +5,7 @@
 mod pip;
 
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -33,6 +34,8 @@ pub struct ServeSettings {
     pub tls_port: Option<u16>,
     /// Seconds a stopping server gives answers under way to finish.
     pub stop_grace: Option<u64>,
+    /// Threads that answer connections.
+    pub threads: Option<NonZeroUsize>,
     /// devcache.yml's path, instead of looking for it.
     pub config: Option<PathBuf>,
 }
@@ -90,6 +93,9 @@ pub struct ServeConfig {
     pub tls_port: Setting<Option<u16>>,
     /// Seconds a stopping server gives answers and downloads under way to finish.
     pub stop_grace: Setting<u64>,
+    /// Threads that answer connections: one unless the cache serves more clients at
+    /// once than one core keeps up with.
+    pub threads: Setting<NonZeroUsize>,
 }
 
 /// Default stop grace: docker stop allows 10 s before it kills.
@@ -125,6 +131,7 @@ pub struct FileConfig {
     client_timeout: Option<u64>,
     tls_port: Option<u16>,
     stop_grace: Option<u64>,
+    threads: Option<NonZeroUsize>,
 }
 
 /// The process environment, as a function so tests can give their own.
@@ -204,6 +211,12 @@ impl ServeConfig {
             file.stop_grace.map(|v| (v, from_file())),
             || DEFAULT_STOP_GRACE,
         );
+        let threads = pick(
+            args.threads,
+            env_value(env, "DEVCACHE_THREADS")?,
+            file.threads.map(|v| (v, from_file())),
+            || NonZeroUsize::MIN,
+        );
         let upstream = match resolve_upstream(args, env, file.upstream.clone(), from_file()) {
             Ok(Setting { value, source }) => Setting {
                 value: Some(value),
@@ -229,6 +242,7 @@ impl ServeConfig {
             client_timeout,
             tls_port,
             stop_grace,
+            threads,
         })
     }
 
@@ -298,6 +312,11 @@ impl ServeConfig {
                 "stop_grace",
                 format!("{}s", self.stop_grace.value),
                 &self.stop_grace.source,
+            ),
+            (
+                "threads",
+                self.threads.value.to_string(),
+                &self.threads.source,
             ),
         ];
         rows.iter()
@@ -546,6 +565,26 @@ mod tests {
         assert_eq!(config.upstream_timeout.value, 10);
         assert_eq!(config.upstream_timeout.source, Source::Default);
         assert!(config.describe().contains("environment DEVCACHE_INDEX_TTL"));
+    }
+
+    #[test]
+    fn one_thread_unless_set_and_never_none() {
+        let env = env_of(&[("DEVCACHE_UPSTREAM", "http://x.test/")]);
+        let config = ServeConfig::load(&ServeSettings::default(), &env).unwrap();
+        assert_eq!(config.threads.value.get(), 1);
+        let env = env_of(&[
+            ("DEVCACHE_UPSTREAM", "http://x.test/"),
+            ("DEVCACHE_THREADS", "4"),
+        ]);
+        let config = ServeConfig::load(&ServeSettings::default(), &env).unwrap();
+        assert_eq!(config.threads.value.get(), 4);
+        assert!(config.describe().contains("environment DEVCACHE_THREADS"));
+        let env = env_of(&[
+            ("DEVCACHE_UPSTREAM", "http://x.test/"),
+            ("DEVCACHE_THREADS", "0"),
+        ]);
+        let err = ServeConfig::load(&ServeSettings::default(), &env).unwrap_err();
+        assert!(format!("{err:#}").contains("DEVCACHE_THREADS"), "{err:#}");
     }
 
     #[test]
