@@ -94,9 +94,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The server's runtime: by default one thread for every connection, beside tokio's
-/// blocking pool, which does the disk work (hashing and writing downloads, saves, long
-/// pages); `--threads` above one gives a worker per thread.
+/// The server's runtime: by default a single thread answers every connection, beside
+/// tokio's blocking pool, which does the disk work (hashing and writing downloads, saves,
+/// long pages); `--threads` above one gives that many workers.
 ///
 /// devcache's clients, pip and uv resolving, run on the same cores as the cache and keep
 /// them busy. With a worker per core, tokio's workers woke each other for nearly every
