@@ -707,47 +707,33 @@ fn with_no_upstream_configured_it_uses_the_local_pips_default_and_says_so() {
 #[test]
 fn bad_settings_and_a_taken_port_are_one_line_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = devcache_command(tmp.path())
-        .args(["serve", "--upstream", "ftp://nope/"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    // What `devcache` says on stderr when it refuses to start with these arguments.
+    let refused = |args: &[&str]| {
+        let out = devcache_command(tmp.path()).args(args).output().unwrap();
+        assert!(!out.status.success(), "devcache {args:?} started");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = refused(&["serve", "--upstream", "ftp://nope/"]);
     assert!(
         stderr.contains("must be an http:// or https:// URL"),
         "{stderr}"
     );
 
-    let out = devcache_command(tmp.path())
-        .args([
-            "serve",
-            "--upstream",
-            "http://127.0.0.1:9/simple/",
-            "--threads",
-            "0",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let upstream = "http://127.0.0.1:9/simple/";
+    let stderr = refused(&["serve", "--upstream", upstream, "--threads", "0"]);
     assert!(stderr.contains("'0' for '--threads"), "{stderr}");
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let out = devcache_command(tmp.path())
-        .args([
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--upstream",
-            "http://127.0.0.1:9/simple/",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&[
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--upstream",
+        upstream,
+    ]);
     assert!(stderr.contains("pick another --port"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
