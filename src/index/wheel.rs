@@ -1137,14 +1137,24 @@ mod tests {
         );
     }
 
-    /// Set DEVCACHE_WHEELS to a folder of real wheels to check each against
-    /// the zip crate: `DEVCACHE_WHEELS=dir cargo nextest run --lib wheel --run-ignored all`.
+    /// Real wheels, from every build backend `.ci/wheels` pins, read by ranges
+    /// and checked against the zip crate. `.ci/wheels` (run by `.ci/run`) puts
+    /// them in target/real-wheels; DEVCACHE_TEST_WHEELS names another folder.
     #[test]
-    #[ignore = "needs real wheels in DEVCACHE_WHEELS"]
     fn reads_real_wheels() {
-        let dir = std::env::var("DEVCACHE_WHEELS").expect("DEVCACHE_WHEELS");
+        let dir = std::env::var_os("DEVCACHE_TEST_WHEELS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/real-wheels")
+            });
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}: run `bash .ci/wheels` once (`bash .ci/run` does), or set DEVCACHE_TEST_WHEELS",
+                dir.display()
+            )
+        });
         let mut seen = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
+        for entry in entries {
             let path = entry.unwrap().path();
             let filename = path.file_name().unwrap().to_str().unwrap().to_string();
             if !is_wheel(&filename) {
@@ -1163,6 +1173,10 @@ mod tests {
             assert!(reads.len() <= 3, "{filename}: {reads:?}");
             seen += 1;
         }
-        assert!(seen > 0, "no wheels in DEVCACHE_WHEELS");
+        assert!(
+            seen > 0,
+            "{}: no wheels; `.ci/wheels` fetches 16",
+            dir.display()
+        );
     }
 }
