@@ -1,12 +1,18 @@
 //! The HTTP client to the upstream index: page fetches with revalidation and a
 //! timeout, and streaming file downloads.
 //!
+//! It keeps what the rest of the cache asks of the upstream's health: whether its last
+//! answer failed, and whether that was so recent that a stale page should be served
+//! without asking again. A user and password in the upstream's URL are sent, as pip
+//! sends them, with every request to the upstream's host (its files too, which a
+//! private index guards as it guards its pages), and never shown: see [`shown`].
+//!
 //! reqwest honours `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY`, and with rustls and the
 //! native roots it trusts the OS store and `SSL_CERT_FILE`/`SSL_CERT_DIR`, which is
 //! what a user behind a corporate proxy with its own CA needs.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,12 +36,25 @@ pub enum UpstreamError {
     Status(StatusCode),
     #[error("cannot reach the upstream: {0}")]
     Transport(Arc<reqwest::Error>),
+    #[error("the upstream did not answer within {}s (--upstream-timeout)", .0.as_secs())]
+    Timeout(Duration),
     #[error("the upstream sent a page devcache cannot read: {0}")]
     BadPage(String),
     #[error(
         "the upstream sent more than {what} allows ({limit} bytes); raise it if the upstream is right"
     )]
     TooLarge { what: &'static str, limit: u64 },
+}
+
+impl UpstreamError {
+    /// Whether the upstream ran out of time (to connect, to answer, or mid-body).
+    fn is_timeout(&self) -> bool {
+        match self {
+            Self::Timeout(_) => true,
+            Self::Transport(e) => e.is_timeout(),
+            _ => false,
+        }
+    }
 }
 
 impl From<reqwest::Error> for UpstreamError {
@@ -74,11 +93,84 @@ pub struct Caps {
 #[derive(Clone)]
 pub struct Upstream {
     client: reqwest::Client,
+    /// The index's URL, without the credentials it was given with.
     base: Url,
+    credentials: Option<Arc<Credentials>>,
+    /// How long the upstream has to answer: a page in full, a file with its headers.
     page_timeout: Duration,
     caps: Caps,
     reachable: Arc<AtomicBool>,
+    /// When a request to the upstream last ran out of time.
+    timed_out_at: Arc<Mutex<Option<Instant>>>,
 }
+
+/// The user and password of the upstream's URL, for requests to its host.
+struct Credentials {
+    host: String,
+    port: Option<u16>,
+    user: String,
+    password: Option<String>,
+}
+
+impl Credentials {
+    /// Those of `url`, which loses them.
+    fn taken_from(url: &mut Url) -> Option<Self> {
+        if url.username().is_empty() && url.password().is_none() {
+            return None;
+        }
+        let decoded = |raw: &str| {
+            percent_encoding::percent_decode_str(raw)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let credentials = Self {
+            host: url.host_str()?.to_ascii_lowercase(),
+            port: url.port_or_known_default(),
+            user: decoded(url.username()),
+            password: url.password().map(decoded),
+        };
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        Some(credentials)
+    }
+
+    /// Whether a request to `url` goes to the upstream's host, with no user of its own.
+    fn apply_to(&self, url: &Url) -> bool {
+        url.username().is_empty()
+            && url
+                .host_str()
+                .is_some_and(|h| h.eq_ignore_ascii_case(&self.host))
+            && url.port_or_known_default() == self.port
+    }
+}
+
+/// An index URL as devcache shows it (`devcache config`, the log, `/+status`, errors):
+/// with the password its user part may carry written as `****`. Text that is not a
+/// valid URL is shown the same way, since an error names what was given.
+pub fn shown(raw: &str) -> String {
+    let Some(scheme_end) = raw.find("://").map(|at| at + 3) else {
+        return raw.to_string();
+    };
+    let authority_len = raw[scheme_end..]
+        .find(['/', '?', '#'])
+        .unwrap_or(raw.len() - scheme_end);
+    let authority = &raw[scheme_end..scheme_end + authority_len];
+    let Some(user_part) = authority.rfind('@').map(|at| &authority[..at]) else {
+        return raw.to_string();
+    };
+    let Some(colon) = user_part.find(':') else {
+        return raw.to_string();
+    };
+    let password_start = scheme_end + colon + 1;
+    let password_end = scheme_end + user_part.len();
+    format!("{}****{}", &raw[..password_start], &raw[password_end..])
+}
+
+/// After a request to the upstream runs out of time, a stale page is served at once,
+/// without asking the upstream again, for this long: an upstream that takes connections
+/// and never answers would otherwise cost every request `--upstream-timeout`. A quick
+/// failure (a refused connection, a 5xx) costs nothing to try again, and is.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Pages of at most this many bytes (about 500 files) are parsed where they arrive, on
 /// the server's thread; longer ones on the blocking pool, so that a page of 100,000
@@ -89,7 +181,8 @@ const PARSED_IN_PLACE: usize = 256 * 1024;
 const PAGE_ACCEPT: &str = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.1";
 
 impl Upstream {
-    pub fn new(base: Url, page_timeout: Duration, caps: Caps) -> anyhow::Result<Self> {
+    pub fn new(mut base: Url, page_timeout: Duration, caps: Caps) -> anyhow::Result<Self> {
+        let credentials = Credentials::taken_from(&mut base).map(Arc::new);
         let client = reqwest::Client::builder()
             .user_agent(concat!("devcache/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
@@ -105,9 +198,11 @@ impl Upstream {
         Ok(Self {
             client,
             base,
+            credentials,
             page_timeout,
             caps,
             reachable: Arc::new(AtomicBool::new(true)),
+            timed_out_at: Arc::default(),
         })
     }
 
@@ -119,29 +214,59 @@ impl Upstream {
         self.caps
     }
 
-    /// Whether the last contact with the upstream got an answer.
+    /// Whether the last contact with the upstream got an answer that was not a 5xx.
     pub fn is_reachable(&self) -> bool {
         self.reachable.load(Ordering::Relaxed)
     }
 
-    /// Sends a request, timing it for `/metrics` and noting whether the upstream answered.
+    /// Whether a request to the upstream ran out of time less than [`RETRY_AFTER`] ago
+    /// and none has been answered since: a stale page is then served without asking.
+    pub fn is_resting(&self) -> bool {
+        !self.is_reachable()
+            && self
+                .timed_out_at
+                .lock()
+                .expect("timed_out_at lock")
+                .is_some_and(|at| at.elapsed() < RETRY_AFTER)
+    }
+
+    /// Notes whether a request was answered (a 5xx is no answer) or ran out of time.
+    fn note(&self, answered: bool, timed_out: bool) {
+        self.reachable.store(answered, Ordering::Relaxed);
+        if timed_out {
+            *self.timed_out_at.lock().expect("timed_out_at lock") = Some(Instant::now());
+        }
+    }
+
+    /// A request to `url`, with the upstream's credentials when it goes to its host.
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, url);
+        match (&self.credentials, Url::parse(url)) {
+            (Some(credentials), Ok(url)) if credentials.apply_to(&url) => {
+                request.basic_auth(&credentials.user, credentials.password.as_ref())
+            }
+            _ => request,
+        }
+    }
+
+    /// Sends a request, timing it for `/metrics` and noting whether the upstream
+    /// answered. Its headers must come within the timeout; the body may take longer.
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
         kind: UpstreamRequest,
-    ) -> Result<reqwest::Response, reqwest::Error> {
+    ) -> Result<reqwest::Response, UpstreamError> {
         let started = Instant::now();
-        let result = request.send().await;
-        let error = match &result {
-            Err(_) => Some(false),
-            Ok(response) => response.status().is_server_error().then_some(true),
+        let result = match tokio::time::timeout(self.page_timeout, request.send()).await {
+            Ok(result) => result.map_err(UpstreamError::from),
+            Err(_) => Err(UpstreamError::Timeout(self.page_timeout)),
+        };
+        let (error, timed_out) = match &result {
+            Err(e) => (Some(false), e.is_timeout()),
+            Ok(response) => (response.status().is_server_error().then_some(true), false),
         };
         metrics().upstream_request(kind, started.elapsed(), error);
-        self.note(result)
-    }
-
-    fn note<T>(&self, result: Result<T, reqwest::Error>) -> Result<T, reqwest::Error> {
-        self.reachable.store(result.is_ok(), Ordering::Relaxed);
+        self.note(error.is_none(), timed_out);
         result
     }
 
@@ -156,8 +281,7 @@ impl Upstream {
             .join(&format!("{name}/"))
             .map_err(|e| UpstreamError::BadPage(e.to_string()))?;
         let mut request = self
-            .client
-            .get(url)
+            .request(reqwest::Method::GET, url.as_str())
             .header(ACCEPT, PAGE_ACCEPT)
             .timeout(self.page_timeout);
         if let Some(v) = validators {
@@ -208,8 +332,8 @@ impl Upstream {
     /// endless or huge answer costs at most the cap in memory.
     async fn capped_body(&self, response: reqwest::Response) -> Result<Bytes, UpstreamError> {
         let body = read_capped(response, self.caps.page, "the page cap (--max-page-mib)").await;
-        if let Err(UpstreamError::Transport(_)) = &body {
-            self.reachable.store(false, Ordering::Relaxed);
+        if let Err(e @ UpstreamError::Transport(_)) = &body {
+            self.note(false, e.is_timeout());
         }
         body
     }
@@ -217,7 +341,10 @@ impl Upstream {
     /// The length of a file, as the upstream's answer to `HEAD` gives it.
     pub async fn file_length(&self, url: &str) -> Result<Option<u64>, UpstreamError> {
         let response = self
-            .send(self.client.head(url), UpstreamRequest::Head)
+            .send(
+                self.request(reqwest::Method::HEAD, url),
+                UpstreamRequest::Head,
+            )
             .await?;
         match response.status() {
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(UpstreamError::NotFound),
@@ -237,7 +364,7 @@ impl Upstream {
         url: &str,
         range: &str,
     ) -> Result<reqwest::Response, UpstreamError> {
-        let request = self.client.get(url).header(RANGE, range);
+        let request = self.request(reqwest::Method::GET, url).header(RANGE, range);
         let response = self.send(request, UpstreamRequest::Range).await?;
         match response.status() {
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(UpstreamError::NotFound),
@@ -282,7 +409,10 @@ impl Upstream {
     /// Starts downloading a file; the caller reads the body as it arrives.
     pub async fn fetch_file(&self, url: &str) -> Result<reqwest::Response, UpstreamError> {
         let response = self
-            .send(self.client.get(url), UpstreamRequest::File)
+            .send(
+                self.request(reqwest::Method::GET, url),
+                UpstreamRequest::File,
+            )
             .await?;
         match response.status() {
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(UpstreamError::NotFound),
@@ -381,5 +511,50 @@ fn parse_page(
     } else {
         let text = String::from_utf8_lossy(body);
         Ok(html::parse(name, &text, page_url))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_never_shown() {
+        assert_eq!(
+            shown("https://alice:s3cret@index.test/simple/"),
+            "https://alice:****@index.test/simple/"
+        );
+        assert_eq!(shown("http://a:b:c@x.test"), "http://a:****@x.test");
+        assert_eq!(
+            shown("http://p%40ss:w@rd@x.test/s?q=@"),
+            "http://p%40ss:****@x.test/s?q=@"
+        );
+        assert_eq!(shown("not a url:pw@x"), "not a url:pw@x");
+        assert_eq!(shown("ftp//a:b@c"), "ftp//a:b@c");
+        for plain in [
+            "https://index.test/simple/",
+            "https://token@index.test/",
+            "http://x.test/a:b@c",
+        ] {
+            assert_eq!(shown(plain), plain);
+        }
+    }
+
+    #[test]
+    fn credentials_go_to_the_upstreams_host_only() {
+        let mut base = Url::parse("https://alice:s%40cret@Index.test/simple/").unwrap();
+        let credentials = Credentials::taken_from(&mut base).unwrap();
+        assert_eq!(base.as_str(), "https://index.test/simple/");
+        assert_eq!(
+            (credentials.user.as_str(), credentials.password.as_deref()),
+            ("alice", Some("s@cret"))
+        );
+        let applies = |url: &str| credentials.apply_to(&Url::parse(url).unwrap());
+        assert!(applies("https://index.test/packages/a.whl"));
+        assert!(applies("https://INDEX.test:443/packages/a.whl"));
+        assert!(!applies("https://files.test/packages/a.whl"));
+        assert!(!applies("https://index.test:8443/packages/a.whl"));
+        assert!(!applies("http://index.test/packages/a.whl"));
+        assert!(!applies("https://bob@index.test/packages/a.whl"));
     }
 }

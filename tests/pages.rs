@@ -7,7 +7,7 @@ use std::io::Read;
 
 use reqwest::StatusCode;
 use support::dists::{blob, wheel};
-use support::upstream::{Links, PageFormat, TestUpstream};
+use support::upstream::{Fault, Links, PageFormat, TestUpstream};
 use support::{
     Devcache, JSON, assert_ok, get, get_text, get_text_as, http, installed_version, pip_download,
     pip_install, uv_install,
@@ -220,4 +220,87 @@ async fn with_the_upstream_down_stale_pages_list_only_cached_files() {
     upstream.listen().await;
     let back = get_text(&page_url).await;
     assert!(back.contains("demo-2.0"), "{back}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answering_503_gets_pages_trimmed_even_before_they_go_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = demo_upstream(PageFormat::Json).await;
+    // The default --index-ttl: the page stays fresh for the whole test.
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &["--upstream", &upstream.index_url()],
+    );
+    pip_download(tmp.path(), &cache, "demo==1.0");
+
+    // The upstream falls over: every page and every uncached file is a 503.
+    upstream.fault_pages(Some(Fault::Status(503)));
+    for dist in [
+        wheel("demo", "2.0", &["helper>=1.0"]),
+        wheel("helper", "1.0", &[]),
+    ] {
+        for name in [dist.filename.clone(), format!("{}.metadata", dist.filename)] {
+            upstream.fault_file(&name, Some(Fault::Status(503)));
+        }
+    }
+    // The fresh page still lists 2.0, so the first install may fail on it; it tells
+    // devcache the upstream is failing, and from then on pages list what it holds.
+    let target = tmp.path().join("site");
+    let _ = pip_install(tmp.path(), &cache, &target, "demo");
+    let page = get_text(&format!("{}demo/", cache.index())).await;
+    assert!(
+        page.contains("demo-1.0") && !page.contains("demo-2.0"),
+        "{page}"
+    );
+    let out = pip_install(tmp.path(), &cache, &tmp.path().join("site2"), "demo");
+    assert_ok(&out, "pip install demo with the upstream answering 503");
+    assert_eq!(installed_version(&tmp.path().join("site2"), "demo"), "1.0");
+    let status = cache.status().await;
+    assert_eq!(status["upstream_reachable"], false, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_never_answers_costs_the_timeout_once_not_on_every_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = demo_upstream(PageFormat::Html).await;
+    let cache = Devcache::start(
+        &tmp.path().join("data"),
+        &[
+            "--upstream",
+            &upstream.index_url(),
+            "--index-ttl",
+            "0",
+            "--upstream-timeout",
+            "1",
+        ],
+    );
+    pip_download(tmp.path(), &cache, "demo==1.0");
+
+    // It takes connections and never answers in time.
+    upstream.fault_pages(Some(Fault::SlowStart(std::time::Duration::from_secs(30))));
+    let page_url = format!("{}demo/", cache.index());
+    let asked = upstream.requests("/simple/demo/");
+    let stale = get_text(&page_url).await;
+    assert!(
+        stale.contains("demo-1.0") && !stale.contains("demo-2.0"),
+        "{stale}"
+    );
+    assert_eq!(upstream.requests("/simple/demo/"), asked + 1);
+
+    // The next pages are answered from the cache without asking it again.
+    let target = tmp.path().join("site");
+    assert_ok(
+        &pip_install(tmp.path(), &cache, &target, "demo"),
+        "pip install demo with the upstream hanging",
+    );
+    assert_eq!(installed_version(&target, "demo"), "1.0");
+    assert_eq!(get_text(&page_url).await, stale);
+    assert_eq!(upstream.requests("/simple/demo/"), asked + 1);
+    assert!(
+        cache
+            .log()
+            .contains("the upstream ran out of time less than 30s ago"),
+        "{}",
+        cache.log()
+    );
 }

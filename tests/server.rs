@@ -651,6 +651,109 @@ async fn an_https_upstream_signed_by_a_private_ca_is_trusted_through_ssl_cert_fi
     assert_eq!(installed_version(&target, "demo"), "1.0");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_index_gets_its_password_with_every_request_and_never_sees_it_shown() {
+    for links in [Links::Absolute, Links::Relative] {
+        let tmp = tempfile::tempdir().unwrap();
+        let upstream = demo_upstream(PageFormat::Json, links).await;
+        upstream.without_metadata();
+        upstream.require_basic_auth("alice", "s3cret");
+        let index = upstream
+            .index_url()
+            .replacen("http://", "http://alice:s3cret@", 1);
+        let cache = Devcache::start(&tmp.path().join("data"), &["--upstream", &index]);
+
+        // Pages, derived metadata (by ranges) and files all carry the credentials.
+        let target = tmp.path().join("site");
+        let out = pip_install(tmp.path(), &cache, &target, "demo");
+        assert_ok(&out, "pip install from an index that needs a password");
+        assert_eq!(installed_version(&target, "demo"), "2.0");
+        let out = uv_install(tmp.path(), &cache, &tmp.path().join("uv-site"), "demo");
+        assert_ok(&out, "uv pip install from an index that needs a password");
+
+        // Shown everywhere as ****: the banner, `config`, /+status, the log.
+        assert!(cache.banner.contains("alice:****@"), "{}", cache.banner);
+        let status = get_text(&format!("{}/+status", cache.url)).await;
+        let config = devcache_command(tmp.path())
+            .args(["config", "--upstream", &index])
+            .output()
+            .unwrap();
+        let config = String::from_utf8_lossy(&config.stdout).into_owned();
+        assert!(config.contains("alice:****@"), "{config}");
+        let bad = devcache_command(tmp.path())
+            .args(["config", "--upstream", "http://alice:s3cret@[nope/simple/"])
+            .output()
+            .unwrap();
+        let bad = String::from_utf8_lossy(&bad.stderr).into_owned();
+        assert!(bad.contains("alice:****@"), "{bad}");
+        for (what, text) in [
+            ("banner", &cache.banner),
+            ("/+status", &status),
+            ("config", &config),
+            ("an error", &bad),
+            ("log", &cache.log()),
+            ("request lines", &cache.requests()),
+        ] {
+            assert!(
+                !text.contains("s3cret"),
+                "{what} shows the password: {text}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_readmes_own_pip_conf_does_not_make_devcache_its_own_upstream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let venv_bin = support::venv_tool("python").parent().unwrap().to_path_buf();
+    // The pip.conf "Point pip and uv at it" writes, on the host devcache runs on.
+    let pip_conf = tmp.path().join(".config/pip/pip.conf");
+    std::fs::create_dir_all(pip_conf.parent().unwrap()).unwrap();
+    std::fs::write(
+        &pip_conf,
+        "[global]\nindex-url = http://localhost:3141/root/pypi/+simple/\n",
+    )
+    .unwrap();
+    let config = |args: &[&str]| {
+        devcache_command(tmp.path())
+            .arg("config")
+            .args(args)
+            .env("PATH", &venv_bin)
+            .output()
+            .unwrap()
+    };
+
+    // Found in pip's configuration, it is passed over for pip's default index.
+    let out = config(&[]);
+    assert_ok(&out, "devcache config with pip.conf naming devcache");
+    let said = String::from_utf8_lossy(&out.stdout);
+    let upstream = said.lines().find(|l| l.starts_with("upstream")).unwrap();
+    assert!(!upstream.contains("localhost:3141"), "{said}");
+    assert!(upstream.contains("pip's default index"), "{said}");
+    assert!(upstream.contains("names this devcache"), "{said}");
+
+    // On another port, the same pip.conf names another server: it is the upstream.
+    let out = config(&["--port", "3142"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("http://localhost:3141/root/pypi/+simple/"),
+        "{said}"
+    );
+
+    // Given as the upstream, it is refused in one line.
+    for given in [
+        "http://localhost:3141/root/pypi/+simple/",
+        "http://127.0.0.1:3141/simple/",
+        "http://[::1]:3141/simple/",
+    ] {
+        let out = config(&["--upstream", given]);
+        assert!(!out.status.success(), "{given} was taken");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("is this devcache itself"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
+
 #[test]
 fn with_no_upstream_configured_it_uses_the_local_pips_default_and_says_so() {
     let tmp = tempfile::tempdir().unwrap();

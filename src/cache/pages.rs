@@ -17,7 +17,7 @@ use crate::index::wheel;
 use crate::index::{DistFile, ProjectName, ProjectPage, html, json};
 use crate::store::pages::{StoredPage, now};
 use crate::store::{BlobKey, Store};
-use crate::upstream::{PageAnswer, Upstream, UpstreamError, Validators};
+use crate::upstream::{PageAnswer, RETRY_AFTER, Upstream, UpstreamError, Validators};
 
 /// A page ready to serve, rendered once in each format: JSON at once, HTML on its first
 /// demand (pip since 22.2 and uv ask for JSON, so most pages are never shown as HTML).
@@ -179,6 +179,12 @@ impl Pages {
             && page.stored.age() < self.ttl
         {
             return Ok((page.clone(), Outcome::Hit));
+        }
+        if let Some(page) = &cached
+            && upstream.is_resting()
+        {
+            tracing::warn!(project = %name, age_secs = page.stored.age().as_secs(), "serving a stale page: the upstream ran out of time less than {}s ago", RETRY_AFTER.as_secs());
+            return Ok((page.clone(), Outcome::Stale));
         }
         let fetch = {
             let mut fetching = self.fetching.lock().expect("fetching lock");

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use url::Url;
 
-use crate::upstream::Caps;
+use crate::upstream::{Caps, shown};
 
 /// The settings a command gives (from its flags); `None` leaves a setting to the
 /// `DEVCACHE_*` environment, devcache.yml and the defaults, in that order.
@@ -217,16 +217,24 @@ impl ServeConfig {
             file.threads.map(|v| (v, from_file())),
             || NonZeroUsize::MIN,
         );
-        let upstream = match resolve_upstream(args, env, file.upstream.clone(), from_file()) {
-            Ok(Setting { value, source }) => Setting {
-                value: Some(value),
-                source,
-            },
-            Err(_) if offline.value && no_upstream_given(args, env, &file) => Setting {
+        let ports: Vec<u16> = [Some(port.value), tls_port.value]
+            .into_iter()
+            .flatten()
+            .collect();
+        let listens_at = |url: &Url| is_served_at(url, &host.value, &ports);
+        // Offline with none given, no upstream is needed: the local pip is not asked.
+        let upstream = if offline.value && no_upstream_given(args, env, &file) {
+            Setting {
                 value: None,
                 source: Source::Default,
-            },
-            Err(e) => return Err(e),
+            }
+        } else {
+            let Setting { value, source } =
+                resolve_upstream(args, env, file.upstream.clone(), from_file(), &listens_at)?;
+            Setting {
+                value: Some(value),
+                source,
+            }
         };
         Ok(Self {
             host,
@@ -254,7 +262,7 @@ impl ServeConfig {
                 self.upstream
                     .value
                     .as_ref()
-                    .map_or("(none: offline)".to_string(), Url::to_string),
+                    .map_or("(none: offline)".to_string(), |url| shown(url.as_str())),
                 &self.upstream.source,
             ),
             ("host", self.host.value.clone(), &self.host.source),
@@ -456,41 +464,95 @@ fn no_upstream_given(args: &ServeSettings, env: Env, file: &FileConfig) -> bool 
         && file.upstream.is_none()
 }
 
+/// The upstream from the flag, `DEVCACHE_UPSTREAM`, devcache.yml, else the index the
+/// local pip uses. An index that is this devcache itself (`listens_at`: the README's
+/// own pip.conf names it) would have every page wait on itself: given, it is refused;
+/// found in pip's configuration, it is passed over for pip's default index.
 fn resolve_upstream(
     args: &ServeSettings,
     env: Env,
     file: Option<String>,
     file_source: Source,
+    listens_at: &dyn Fn(&Url) -> bool,
 ) -> Result<Setting<Url>> {
-    let home = env("HOME").map(PathBuf::from);
-    let (raw, source) = if let Some(url) = &args.upstream {
-        (url.clone(), Source::Flag)
+    let given = if let Some(url) = &args.upstream {
+        Some((url.clone(), Source::Flag))
     } else if let Some(url) = env("DEVCACHE_UPSTREAM").filter(|v| !v.is_empty()) {
-        (url, Source::Env("DEVCACHE_UPSTREAM"))
-    } else if let Some(url) = file {
-        (url, file_source)
-    } else if let Some(index) =
-        pip::configured_index(env, home.as_deref()).or_else(|| pip::default_index(env))
-    {
-        (index.url, Source::Pip(index.origin))
+        Some((url, Source::Env("DEVCACHE_UPSTREAM")))
     } else {
+        file.map(|url| (url, file_source))
+    };
+    if let Some((raw, source)) = given {
+        let url = parse_upstream(&raw).with_context(|| format!("upstream from {source}"))?;
+        if listens_at(&url) {
+            bail!(
+                "upstream {} (from {source}) is this devcache itself; give the index it should \
+                 cache, like https://my-index.example/simple/",
+                shown(url.as_str())
+            );
+        }
+        return Ok(Setting { value: url, source });
+    }
+    let home = env("HOME").map(PathBuf::from);
+    let mut passed_over = None;
+    if let Some(index) = pip::configured_index(env, home.as_deref()) {
+        let source = Source::Pip(index.origin);
+        let url = parse_upstream(&index.url).with_context(|| format!("upstream from {source}"))?;
+        if !listens_at(&url) {
+            return Ok(Setting { value: url, source });
+        }
+        passed_over = Some(source);
+    }
+    let Some(index) = pip::default_index(env) else {
         bail!(
             "no upstream index is configured and there is no local pip to ask; set one with \
              --upstream URL, the DEVCACHE_UPSTREAM variable, or `upstream: URL` in devcache.yml"
         );
     };
-    let url = parse_upstream(&raw).with_context(|| format!("upstream from {source}"))?;
+    let origin = match passed_over {
+        Some(names_itself) => format!("{}, since {names_itself} names this devcache", index.origin),
+        None => index.origin,
+    };
+    let source = Source::Pip(origin);
+    let url = parse_upstream(&index.url).with_context(|| format!("upstream from {source}"))?;
     Ok(Setting { value: url, source })
+}
+
+/// Whether `url` is served by a devcache listening on `host` at `ports`: its host is a
+/// loopback name or address, or `host` itself, and its port one of `ports`.
+fn is_served_at(url: &Url, host: &str, ports: &[u16]) -> bool {
+    let local = match url.host() {
+        Some(url::Host::Domain(name)) => {
+            name.eq_ignore_ascii_case("localhost") || name.eq_ignore_ascii_case(host)
+        }
+        Some(url::Host::Ipv4(ip)) => {
+            ip.is_loopback() || ip.is_unspecified() || ip.to_string() == host
+        }
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip.to_string() == host.trim_matches(['[', ']'])
+        }
+        None => false,
+    };
+    local
+        && url
+            .port_or_known_default()
+            .is_some_and(|port| ports.contains(&port))
 }
 
 /// Checks an index URL and gives it the trailing slash that joining project names needs.
 pub fn parse_upstream(raw: &str) -> Result<Url> {
     let mut url = Url::parse(raw.trim()).map_err(|e| {
-        anyhow::anyhow!("{raw:?} is not a valid upstream URL ({e}); give one like https://my-index.example/simple/")
+        anyhow::anyhow!(
+            "{:?} is not a valid upstream URL ({e}); give one like https://my-index.example/simple/",
+            shown(raw)
+        )
     })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         bail!(
-            "upstream {raw:?} must be an http:// or https:// URL with a host, like https://my-index.example/simple/"
+            "upstream {:?} must be an http:// or https:// URL with a host, like https://my-index.example/simple/",
+            shown(raw)
         );
     }
     if !url.path().ends_with('/') {
@@ -616,6 +678,33 @@ mod tests {
         };
         let err = ServeConfig::load(&args, &env_of(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("upstrem"), "{err:#}");
+    }
+
+    #[test]
+    fn an_index_at_devcaches_own_address_is_devcache() {
+        let at =
+            |url: &str, host: &str| is_served_at(&Url::parse(url).unwrap(), host, &[3141, 3443]);
+        for itself in [
+            "http://localhost:3141/root/pypi/+simple/",
+            "http://LOCALHOST:3141/simple/",
+            "http://127.0.0.1:3141/simple/",
+            "http://127.1.2.3:3141/simple/",
+            "http://[::1]:3141/simple/",
+            "http://0.0.0.0:3141/simple/",
+            "https://localhost:3443/simple/",
+        ] {
+            assert!(at(itself, "127.0.0.1"), "{itself}");
+        }
+        assert!(at("http://cache.lan:3141/simple/", "cache.lan"));
+        assert!(at("http://10.0.0.5:3141/simple/", "10.0.0.5"));
+        for other in [
+            "http://localhost:3142/simple/",
+            "http://localhost/simple/",
+            "https://index.example/simple/",
+            "http://10.0.0.5:3141/simple/",
+        ] {
+            assert!(!at(other, "127.0.0.1"), "{other}");
+        }
     }
 
     #[test]

@@ -280,7 +280,7 @@ fn announce(config: &ServeConfig, addr: SocketAddr, tls: Option<SocketAddr>) {
     };
     let upstream = match (&config.upstream.value, config.offline.value) {
         (_, true) => "offline: serving only what is cached".to_string(),
-        (Some(url), false) => format!("caching {url}"),
+        (Some(url), false) => format!("caching {}", crate::upstream::shown(url.as_str())),
         (None, false) => unreachable!("an online server always has an upstream"),
     };
     // One write, errors ignored: a closed stdout must not take the server down.

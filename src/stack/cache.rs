@@ -25,6 +25,7 @@ use super::engine::{is_not_found, message};
 use super::image;
 use super::names::{CACHE_HOST, CACHE_PORT, CACHE_SERVICE, Project};
 use crate::api::{STATUS_PATH, Status, human_bytes};
+use crate::upstream::shown;
 
 const PROJECT_LABEL: &str = "devcache.project";
 /// The compose service devcache's Tutor plugin runs the cache as.
@@ -187,8 +188,8 @@ async fn differences(
     if !same_upstream {
         differences.push(format!(
             "its upstream is {}, not {}",
-            upstream.as_deref().unwrap_or("unset"),
-            wanted.upstream
+            upstream.as_deref().map_or("unset".to_string(), shown),
+            shown(&wanted.upstream)
         ));
     }
     if !answers_tls(existing) {

@@ -15,6 +15,8 @@ use std::process::{Child, Command, Output, Stdio};
 pub struct Devcache {
     child: Child,
     pub url: String,
+    /// The first line the server printed: where it listens and what it caches.
+    pub banner: String,
     pub data_dir: PathBuf,
     log: PathBuf,
     /// Where the server's stdout goes after its first line: the request lines.
@@ -66,6 +68,7 @@ impl Devcache {
         Self {
             child,
             url,
+            banner: first,
             data_dir: data_dir.to_path_buf(),
             log,
             requests,

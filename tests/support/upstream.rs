@@ -89,6 +89,21 @@ pub struct Shared {
     no_ranges: bool,
     /// Pages offer no core metadata and `.metadata` files are 404, as older mirrors do.
     no_metadata: bool,
+    /// The `Authorization` header every page and file request must carry, as a private
+    /// index asks; without it the answer is 401.
+    authorization: Option<String>,
+}
+
+impl Shared {
+    /// Whether a request with `headers` may be answered.
+    fn authorized(&self, headers: &HeaderMap) -> bool {
+        self.authorization.as_deref().is_none_or(|wanted| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                == Some(wanted)
+        })
+    }
 }
 
 pub struct TestUpstream {
@@ -181,6 +196,13 @@ impl TestUpstream {
     /// Whole files only: `Range` headers are ignored.
     pub fn refuse_ranges(&self) {
         self.shared.lock().unwrap().no_ranges = true;
+    }
+
+    /// Pages and files only for requests with this user and password (basic auth).
+    pub fn require_basic_auth(&self, user: &str, password: &str) {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.shared.lock().unwrap().authorization = Some(format!("Basic {token}"));
     }
 
     /// No core metadata on pages and no `.metadata` files.
@@ -304,6 +326,9 @@ async fn page(
             .requests
             .entry(format!("/simple/{project}/"))
             .or_default() += 1;
+        if !shared.authorized(&headers) {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
         let no_metadata = shared.no_metadata;
         let dists = shared.projects.get(&project).cloned().map(|mut dists| {
             if no_metadata {
@@ -443,6 +468,9 @@ async fn file(
             *shared.heads.entry(path.clone()).or_default() += 1;
         } else if range.is_some() {
             *shared.ranged.entry(path.clone()).or_default() += 1;
+        }
+        if !shared.authorized(&headers) {
+            return StatusCode::UNAUTHORIZED.into_response();
         }
         let base = filename.strip_suffix(".metadata");
         let no_metadata = shared.no_metadata;

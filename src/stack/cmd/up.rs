@@ -13,6 +13,7 @@ use crate::stack::image::{self, Made};
 use crate::stack::names::{Project, cache_index_url};
 use crate::stack::state::Choices;
 use crate::stack::{engine, locked};
+use crate::upstream::shown;
 
 /// What `up` is asked to do.
 pub struct UpOptions {
@@ -152,13 +153,17 @@ async fn upstream_for_container(
     if given.is_none() {
         if let Some(url) = cache::configured_upstream(docker, project).await? {
             println!(
-                "upstream {url}: the one the cache container {} already uses",
+                "upstream {}: the one the cache container {} already uses",
+                shown(&url),
                 project.cache_container()
             );
             return Ok(url);
         }
         if let Some(url) = &choices.upstream {
-            println!("upstream {url}: remembered from the last `devcache up`");
+            println!(
+                "upstream {}: remembered from the last `devcache up`",
+                shown(url)
+            );
             return Ok(url.clone());
         }
     }
@@ -173,8 +178,9 @@ pub fn reachable_upstream(config: ServeConfig) -> Result<String> {
     )?;
     if matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "::1")) {
         bail!(
-            "upstream {url} is on this host's loopback, which the cache container cannot reach: \
-             give an address the container can reach"
+            "upstream {} is on this host's loopback, which the cache container cannot reach: \
+             give an address the container can reach",
+            shown(url.as_str())
         );
     }
     Ok(url.to_string())
