@@ -703,6 +703,70 @@ async fn a_private_index_gets_its_password_with_every_request_and_never_sees_it_
 }
 
 #[test]
+fn with_no_upstream_configured_it_uses_the_index_pip_would_by_pips_own_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let venv_bin = support::venv_tool("python").parent().unwrap().to_path_buf();
+    let home = tmp.path();
+    let write = |path: &std::path::Path, text: &str| {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    // The upstream line of `devcache config` with `env` set.
+    let upstream = |env: &[(&str, &str)]| {
+        let out = devcache_command(home)
+            .arg("config")
+            .env("PATH", &venv_bin)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_ok(&out, "devcache config");
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        said.lines()
+            .find(|l| l.starts_with("upstream"))
+            .unwrap()
+            .to_string()
+    };
+
+    // A value continued on the next line, as pip reads it.
+    let dot_pip = home.join(".pip/pip.conf");
+    write(
+        &dot_pip,
+        "[global]\nindex-url =\n    http://continued.test/simple/\n",
+    );
+    let said = upstream(&[]);
+    assert!(said.contains("http://continued.test/simple/"), "{said}");
+    assert!(
+        said.contains(&format!("pip config {}", dot_pip.display())),
+        "{said}"
+    );
+
+    // [install] beats [global], across files too.
+    let xdg = home.join(".config/pip/pip.conf");
+    write(&xdg, "[install]\nindex-url = http://install.test/simple/\n");
+    let said = upstream(&[]);
+    assert!(said.contains("http://install.test/simple/"), "{said}");
+    assert!(
+        said.contains(&format!("pip config {}", xdg.display())),
+        "{said}"
+    );
+
+    // PIP_CONFIG_FILE naming a file: the user's files are not read.
+    let own = home.join("own.conf");
+    write(&own, "[global]\nindex-url = http://own.test/simple/\n");
+    let said = upstream(&[("PIP_CONFIG_FILE", own.to_str().unwrap())]);
+    assert!(said.contains("http://own.test/simple/"), "{said}");
+    assert!(
+        said.contains(&format!("pip config {}", own.display())),
+        "{said}"
+    );
+
+    // PIP_INDEX_URL beats every file.
+    let said = upstream(&[("PIP_INDEX_URL", "http://variable.test/simple/")]);
+    assert!(said.contains("http://variable.test/simple/"), "{said}");
+    assert!(said.contains("(PIP_INDEX_URL)"), "{said}");
+}
+
+#[test]
 fn the_readmes_own_pip_conf_does_not_make_devcache_its_own_upstream() {
     let tmp = tempfile::tempdir().unwrap();
     let venv_bin = support::venv_tool("python").parent().unwrap().to_path_buf();

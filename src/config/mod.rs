@@ -493,28 +493,27 @@ fn resolve_upstream(
         }
         return Ok(Setting { value: url, source });
     }
-    let home = env("HOME").map(PathBuf::from);
-    let mut passed_over = None;
-    if let Some(index) = pip::configured_index(env, home.as_deref()) {
-        let source = Source::Pip(index.origin);
-        let url = parse_upstream(&index.url).with_context(|| format!("upstream from {source}"))?;
-        if !listens_at(&url) {
-            return Ok(Setting { value: url, source });
-        }
-        passed_over = Some(source);
-    }
-    let Some(index) = pip::default_index(env) else {
+    let Some(pip) = pip::ask_local(env) else {
         bail!(
             "no upstream index is configured and there is no local pip to ask; set one with \
              --upstream URL, the DEVCACHE_UPSTREAM variable, or `upstream: URL` in devcache.yml"
         );
     };
-    let origin = match passed_over {
-        Some(names_itself) => format!("{}, since {names_itself} names this devcache", index.origin),
-        None => index.origin,
-    };
-    let source = Source::Pip(origin);
-    let url = parse_upstream(&index.url).with_context(|| format!("upstream from {source}"))?;
+    let index = pip.index;
+    let url = parse_upstream(&index.url)
+        .with_context(|| format!("upstream from {}", Source::Pip(index.origin.clone())))?;
+    if !listens_at(&url) {
+        return Ok(Setting {
+            value: url,
+            source: Source::Pip(index.origin),
+        });
+    }
+    let source = Source::Pip(format!(
+        "{}, since {} names this devcache",
+        pip.default.origin, index.origin
+    ));
+    let url =
+        parse_upstream(&pip.default.url).with_context(|| format!("upstream from {source}"))?;
     Ok(Setting { value: url, source })
 }
 

@@ -1,15 +1,16 @@
-//! Finding the index the host's pip uses, so `devcache serve` with no upstream
+//! Asking the host's pip which index it uses, so `devcache serve` with no upstream
 //! caches what pip would have used.
 //!
-//! pip reads `PIP_INDEX_URL`, then `PIP_CONFIG_FILE`, then the user's files, then the
-//! global ones, the earlier winning; within a file `[install]` and `[download]` beat
-//! `[global]` (and `PIP_CONFIG_FILE=/dev/null` turns the files off). This follows that
-//! order for `index-url` only. When none names an index, pip uses its own default,
-//! which devcache asks the local pip for (`pip install --help` states it), so that no
-//! index's address is written in devcache itself.
+//! pip's own rules decide (`PIP_INDEX_URL`, `PIP_CONFIG_FILE`, the user's, the site's
+//! and the global files, `[install]` over `[global]`, continued lines): devcache does
+//! not read pip's files itself, it asks pip. `pip install --help` states the index an
+//! install would use, and, with the configuration turned off (`PIP_CONFIG_FILE=/dev/null`
+//! and no `PIP_INDEX_URL`), pip's built-in default, so that no index's address is
+//! written in devcache itself. `pip config debug` says which file holds a configured
+//! one.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 /// An index URL and where pip's configuration says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,69 +19,87 @@ pub struct PipIndex {
     pub origin: String,
 }
 
-/// The index pip would use, if any is configured.
-pub fn configured_index(
-    env: &dyn Fn(&str) -> Option<String>,
-    home: Option<&Path>,
-) -> Option<PipIndex> {
-    if let Some(url) = env("PIP_INDEX_URL").filter(|u| !u.trim().is_empty()) {
-        return Some(PipIndex {
-            url: url.trim().to_string(),
-            origin: "PIP_INDEX_URL".to_string(),
-        });
-    }
-    let mut files: Vec<PathBuf> = Vec::new();
-    if let Some(file) = env("PIP_CONFIG_FILE") {
-        if file == "/dev/null" {
-            return None;
-        }
-        files.push(PathBuf::from(file));
-    }
-    let config_home = env("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| home.map(|h| h.join(".config")));
-    if let Some(config_home) = config_home {
-        files.push(config_home.join("pip/pip.conf"));
-    }
-    if let Some(home) = home {
-        files.push(home.join(".pip/pip.conf"));
-    }
-    files.push(PathBuf::from("/etc/xdg/pip/pip.conf"));
-    files.push(PathBuf::from("/etc/pip.conf"));
-    files.into_iter().find_map(|path| {
-        let text = std::fs::read_to_string(&path).ok()?;
-        Some(PipIndex {
-            url: index_url_in(&text)?,
-            origin: format!("pip config {}", path.display()),
-        })
-    })
+/// What the local pip says of its index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPip {
+    /// The index `pip install` uses, configured or not.
+    pub index: PipIndex,
+    /// The index pip uses when nothing configures one.
+    pub default: PipIndex,
 }
 
-/// The index the local pip uses when nothing configures one: the default its
-/// `install --help` states, from the first `python3` (else `python`) on `PATH` that
-/// has pip. `None` when there is no such Python.
-pub fn default_index(env: &dyn Fn(&str) -> Option<String>) -> Option<PipIndex> {
+/// Variables that decide pip's configuration, passed to pip as `env` gives them.
+const PIP_CONFIG_VARS: [&str; 5] = [
+    "HOME",
+    "XDG_CONFIG_HOME",
+    "PIP_INDEX_URL",
+    "PIP_CONFIG_FILE",
+    "VIRTUAL_ENV",
+];
+
+/// Asks the first `python3` (else `python`) on `PATH` that has pip. `None` when there
+/// is no such Python, or its pip states no index.
+pub fn ask_local(env: &dyn Fn(&str) -> Option<String>) -> Option<LocalPip> {
     let path = env("PATH")?;
     let python = ["python3", "python"].iter().find_map(|name| {
         std::env::split_paths(&path)
             .map(|dir| dir.join(name))
             .find(|candidate| candidate.is_file())
     })?;
-    let output = Command::new(&python)
-        .args(["-m", "pip", "install", "--help"])
-        // One line per option: the default is not wrapped away.
-        .env("COLUMNS", "10000")
-        .env("PIP_CONFIG_FILE", "/dev/null")
-        .env_remove("PIP_INDEX_URL")
-        .output()
-        .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let help = String::from_utf8_lossy(&output.stdout);
-    Some(PipIndex {
-        url: stated_default_index(&help)?,
-        origin: format!("pip's default index ({} -m pip)", python.display()),
+    let pip = |args: &[&str], configured: bool| -> Option<Child> {
+        let mut command = Command::new(&python);
+        command
+            .args(["-m", "pip"])
+            .args(args)
+            // One line per option: the default is not wrapped away.
+            .env("COLUMNS", "10000")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        for var in PIP_CONFIG_VARS {
+            match env(var) {
+                Some(value) => command.env(var, value),
+                None => command.env_remove(var),
+            };
+        }
+        if !configured {
+            command
+                .env("PIP_CONFIG_FILE", "/dev/null")
+                .env_remove("PIP_INDEX_URL");
+        }
+        command.spawn().ok()
+    };
+    // The three at once: each is a Python start-up.
+    let configured = pip(&["install", "--help"], true);
+    let default = pip(&["install", "--help"], false);
+    let debug = pip(&["config", "debug"], true);
+    let output = |child: Option<Child>| -> Option<String> {
+        let output = child?.wait_with_output().ok()?;
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let (configured, default, debug) = (output(configured), output(default), output(debug));
+    let asked = format!("{} -m pip", python.display());
+    let default = PipIndex {
+        url: stated_default_index(&default?)?,
+        origin: format!("pip's default index ({asked})"),
+    };
+    let url = stated_default_index(&configured?)?;
+    let origin = if url == default.url {
+        default.origin.clone()
+    } else if env("PIP_INDEX_URL").is_some_and(|v| v.trim() == url) {
+        "PIP_INDEX_URL".to_string()
+    } else {
+        match debug.as_deref().and_then(|debug| file_naming(debug, &url)) {
+            Some(file) => format!("pip config {}", file.display()),
+            None => format!("pip's configuration ({asked})"),
+        }
+    };
+    Some(LocalPip {
+        index: PipIndex { url, origin },
+        default,
     })
 }
 
@@ -92,64 +111,35 @@ fn stated_default_index(help: &str) -> Option<String> {
     (url.starts_with("http://") || url.starts_with("https://")).then(|| url.to_string())
 }
 
-/// The `index-url` of one pip.conf (INI), preferring the `install` and `download`
-/// sections over `global`.
-fn index_url_in(ini: &str) -> Option<String> {
-    let mut section = String::new();
-    let mut found: Vec<(String, String)> = Vec::new();
-    for line in ini.lines() {
-        let line = line.trim();
-        if line.starts_with(['#', ';']) || line.is_empty() {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.trim().to_ascii_lowercase();
-            continue;
-        }
-        if let Some((key, value)) = line.split_once(['=', ':']) {
-            let key = key.trim().to_ascii_lowercase().replace('_', "-");
-            if key == "index-url" && !value.trim().is_empty() {
-                found.push((section.clone(), value.trim().to_string()));
+/// The last file in `pip config debug`'s listing with a value of `url` (pip reads
+/// them in that order, the later winning). A file is listed as `  <path>, exists:
+/// True`, its values under it, further indented, a continued value on its own line.
+fn file_naming(debug: &str, url: &str) -> Option<PathBuf> {
+    let mut file: Option<&Path> = None;
+    let mut found = None;
+    for line in debug.lines() {
+        if let Some(path) = line
+            .strip_prefix("  ")
+            .filter(|l| !l.starts_with(' '))
+            .and_then(|l| l.strip_suffix(", exists: True"))
+        {
+            file = Some(Path::new(path));
+        } else if !line.starts_with(' ') {
+            file = None;
+        } else if let Some(file) = file {
+            let value = line.trim();
+            let value = value.rsplit_once(": ").map_or(value, |(_, v)| v.trim());
+            if value == url {
+                found = Some(file.to_path_buf());
             }
         }
     }
-    ["install", "download", "global"]
-        .iter()
-        .find_map(|wanted| found.iter().find(|(s, _)| s == wanted))
-        .map(|(_, url)| url.clone())
+    found
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_environment_wins() {
-        let env = |key: &str| (key == "PIP_INDEX_URL").then(|| "http://a.test/simple/".to_string());
-        let index = configured_index(&env, None).unwrap();
-        assert_eq!(index.url, "http://a.test/simple/");
-        assert_eq!(index.origin, "PIP_INDEX_URL");
-    }
-
-    #[test]
-    fn reads_the_users_pip_conf() {
-        let home = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(home.path().join(".pip")).unwrap();
-        std::fs::write(
-            home.path().join(".pip/pip.conf"),
-            "[global]\nindex-url = http://global.test/simple/\n[install]\nindex_url=http://install.test/simple/\n",
-        )
-        .unwrap();
-        let index = configured_index(&|_| None, Some(home.path())).unwrap();
-        assert_eq!(index.url, "http://install.test/simple/");
-        assert!(index.origin.ends_with(".pip/pip.conf"), "{}", index.origin);
-    }
-
-    #[test]
-    fn config_file_dev_null_turns_the_files_off() {
-        let env = |key: &str| (key == "PIP_CONFIG_FILE").then(|| "/dev/null".to_string());
-        assert_eq!(configured_index(&env, None), None);
-    }
 
     #[test]
     fn the_default_is_read_from_pips_help() {
@@ -162,7 +152,16 @@ mod tests {
     }
 
     #[test]
-    fn a_file_without_index_url_gives_nothing() {
-        assert_eq!(index_url_in("[global]\ntimeout = 60\n"), None);
+    fn the_file_is_the_last_that_names_the_url() {
+        let debug = "env_var:\n  PIP_CERT='/etc/ssl/certs/ca.crt'\nenv:\nglobal:\n  /etc/xdg/pip/pip.conf, exists: False\n  /etc/pip.conf, exists: True\n    global.index-url: http://a.test/simple/\nsite:\n  /venv/pip.conf, exists: False\nuser:\n  /home/u/.pip/pip.conf, exists: True\n    install.index-url: http://b.test/simple/\n  /home/u/.config/pip/pip.conf, exists: True\n    global.index-url: \n    http://a.test/simple/\n";
+        assert_eq!(
+            file_naming(debug, "http://a.test/simple/"),
+            Some(PathBuf::from("/home/u/.config/pip/pip.conf"))
+        );
+        assert_eq!(
+            file_naming(debug, "http://b.test/simple/"),
+            Some(PathBuf::from("/home/u/.pip/pip.conf"))
+        );
+        assert_eq!(file_naming(debug, "http://c.test/simple/"), None);
     }
 }
