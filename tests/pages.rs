@@ -304,3 +304,63 @@ async fn an_upstream_that_never_answers_costs_the_timeout_once_not_on_every_page
         cache.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_imported_beside_a_running_offline_server_shows_on_its_pages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut upstream = demo_upstream(PageFormat::Json).await;
+    // A teammate's cache with demo 2.0 and helper, exported to a bundle.
+    let teammate = Devcache::start(
+        &tmp.path().join("teammate"),
+        &["--upstream", &upstream.index_url()],
+    );
+    pip_download(tmp.path(), &teammate, "demo==2.0");
+    support::wait_for("the pages saved", || {
+        teammate.has_page("demo") && teammate.has_page("helper")
+    });
+    let bundle = tmp.path().join("team.tar.zst");
+    let out = support::devcache_command(tmp.path())
+        .arg("export")
+        .arg(&bundle)
+        .arg("--data-dir")
+        .arg(&teammate.data_dir)
+        .output()
+        .unwrap();
+    assert_ok(&out, "devcache export");
+
+    // This cache has only demo 1.0, and serves offline.
+    let data = tmp.path().join("data");
+    let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
+    pip_download(tmp.path(), &cache, "demo==1.0");
+    support::wait_for("the page saved", || cache.has_page("demo"));
+    cache.kill9();
+    upstream.stop().await;
+    let cache = Devcache::start(&data, &["--offline"]);
+    let page_url = format!("{}demo/", cache.index());
+    assert!(!get_text(&page_url).await.contains("demo-2.0"));
+
+    // Imported by another process while it runs: its pages list the new files.
+    let out = support::devcache_command(tmp.path())
+        .arg("import")
+        .arg(&bundle)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_ok(&out, "devcache import beside the running server");
+    let mut listed = false;
+    for _ in 0..100 {
+        if get_text(&page_url).await.contains("demo-2.0") {
+            listed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(listed, "{}", get_text(&page_url).await);
+    let target = tmp.path().join("site");
+    assert_ok(
+        &pip_install(tmp.path(), &cache, &target, "demo"),
+        "offline pip install demo after the import",
+    );
+    assert_eq!(installed_version(&target, "demo"), "2.0");
+}

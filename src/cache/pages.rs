@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -32,9 +32,9 @@ pub struct ReadyPage {
     /// its file by binary search, however many links the page has, and the index costs
     /// four bytes a file rather than a copy of every name.
     by_filename: Vec<u32>,
-    /// This page trimmed to the files the cache holds, and how many files the cache
-    /// held when it was trimmed (a new file makes it out of date).
-    trimmed: Mutex<Option<(u64, Arc<ReadyPage>)>>,
+    /// This page trimmed to the files the cache holds, how many files the cache held
+    /// when it was trimmed (a new file makes it out of date) and when.
+    trimmed: Mutex<Option<(u64, Instant, Arc<ReadyPage>)>>,
 }
 
 /// The two forms of a page (PEP 691's JSON, PEP 503's HTML).
@@ -114,6 +114,11 @@ pub enum PageError {
     #[error("the upstream index cannot be reached and no page is cached: {0}")]
     Unavailable(UpstreamError),
 }
+
+/// How long a trimmed page is served before it is trimmed again. The server counts the
+/// files it stores itself; this bounds how long one that `devcache import` or `warm
+/// --data-dir` wrote beside it (another process) stays off the page.
+const TRIMMED_KEPT: Duration = Duration::from_secs(5);
 
 /// Pages of at most this many files are rendered, gzipped or trimmed on the server's
 /// thread (a millisecond or less); longer ones on the blocking pool, so that a page of
@@ -286,8 +291,9 @@ impl Pages {
             (Some(_), _) => return page,
         };
         let (files_cached, _) = self.store.file_totals();
-        if let Some((counted, ready)) = &*page.trimmed.lock().expect("trimmed lock")
+        if let Some((counted, at, ready)) = &*page.trimmed.lock().expect("trimmed lock")
             && *counted == files_cached
+            && at.elapsed() < TRIMMED_KEPT
         {
             return ready.clone();
         }
@@ -301,7 +307,8 @@ impl Pages {
                 return page;
             }
         };
-        *page.trimmed.lock().expect("trimmed lock") = Some((files_cached, ready.clone()));
+        *page.trimmed.lock().expect("trimmed lock") =
+            Some((files_cached, Instant::now(), ready.clone()));
         ready
     }
 
