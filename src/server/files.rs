@@ -1,10 +1,13 @@
 //! The file route: cached files from disk (with Range, HEAD and validators), cold
 //! ones streamed from their fill.
 
+use std::convert::Infallible;
+
 use axum::body::Body;
 use axum::extract::Path as UrlPath;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use super::State;
 use super::clients::installer;
@@ -86,7 +89,13 @@ pub async fn answer(
             response
         }
         FileAnswer::Described { length } => {
-            let mut response = Response::new(Body::empty());
+            // An empty body would tell hyper the length is 0; a stream of nothing
+            // leaves it unsaid when the length is unknown.
+            let body = match length {
+                Some(_) => Body::empty(),
+                None => Body::from_stream(futures::stream::empty::<Result<Bytes, Infallible>>()),
+            };
+            let mut response = Response::new(body);
             let response_headers = response.headers_mut();
             insert_file_headers(response_headers, &key, filename);
             if let Some(length) = length {
