@@ -160,10 +160,11 @@ fn names_of_files(store: &Store) -> HashMap<BlobKey, String> {
         };
         for file in &stored.page.files {
             names.insert(BlobKey::for_file(file, false), file.filename.clone());
-            names.insert(
-                BlobKey::for_file(file, true),
-                format!("{}.metadata", file.filename),
-            );
+            let metadata = format!("{}.metadata", file.filename);
+            if let Some(verified) = BlobKey::for_verified_metadata(file) {
+                names.insert(verified, metadata.clone());
+            }
+            names.insert(BlobKey::for_file(file, true), metadata);
         }
     }
     names

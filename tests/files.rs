@@ -403,3 +403,49 @@ async fn a_large_cached_file_is_served_whole_and_in_ranges_across_its_windows() 
     let path = format!("/files/{}", dist.filename);
     assert_eq!(upstream.downloads(&path), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_read_by_ranges_gives_way_to_the_wheels_own_once_the_wheel_is_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
+    upstream.without_metadata();
+    let genuine = demo_2();
+    // Ranges that read as another wheel of the same size, with another dependency.
+    let (liar, other) = ('a'..='z')
+        .flat_map(|c| ('a'..='z').map(move |d| format!("help{c}{d}")))
+        .filter(|name| name != "helper")
+        .find_map(|name| {
+            let other = wheel_with_data("demo", "2.0", &[&format!("{name}>=1.0")], 64 * 1024);
+            (other.bytes.len() == genuine.bytes.len()).then_some((name, other))
+        })
+        .expect("a wheel of the same size with another dependency");
+    upstream.add("demo", genuine.clone());
+    upstream.lie_in_ranges(&genuine.filename, other.bytes.clone());
+    let cache = Devcache::caching(tmp.path(), &upstream);
+    let metadata_url = format!("{}.metadata", file_url(&cache, "demo", &genuine));
+
+    // Before the wheel is cached, only its ranges can be read: the zip's CRC-32 holds.
+    let ranged = get(&metadata_url).await.text().await.unwrap();
+    assert!(
+        ranged.contains(&format!("Requires-Dist: {liar}>=1.0")),
+        "{ranged}"
+    );
+
+    // The whole wheel is checked against its sha256 and cached; from then on its own
+    // METADATA is the answer.
+    let wheel = support::get_bytes(&file_url(&cache, "demo", &genuine)).await;
+    assert_eq!(wheel.as_ref(), &genuine.bytes[..]);
+    let mut answered = String::new();
+    for _ in 0..50 {
+        answered = get(&metadata_url).await.text().await.unwrap();
+        if !answered.contains(&liar) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        answered.contains("Requires-Dist: helper>=1.0"),
+        "{answered}"
+    );
+    assert!(!answered.contains(&liar), "{answered}");
+}

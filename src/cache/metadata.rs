@@ -27,9 +27,12 @@
 //! is downloaded as in 5, which says why to the client and the log.
 //!
 //! What 2, 4 and 5 derive is cached under a key of its own, answered from memory while
-//! it is saved (see `saves`). Metadata read through
-//! ranges cannot be checked against the wheel's sha256 (only the whole file can); it
-//! is what the upstream's file holds, checked by the zip's own CRC-32.
+//! it is saved (see `saves`). Metadata read through ranges cannot be checked against
+//! the wheel's sha256 (only the whole file can); it is what the upstream's file holds,
+//! checked by the zip's own CRC-32. So metadata read from a verified wheel has a key of
+//! its own, and once the wheel is cached it is what is answered: an upstream that sent
+//! other bytes in its ranges than in the whole file cannot make its ranges' metadata
+//! outlive the wheel's check.
 
 use std::sync::Arc;
 
@@ -65,12 +68,15 @@ impl Cache {
         key: &BlobKey,
         downloads_after_metadata: bool,
     ) -> Result<Option<(FileAnswer, Outcome)>, FileError> {
-        if let Some(answer) = self.cached(key) {
+        // Derived metadata: what the verified wheel gave, else (below) what ranges gave.
+        let verified_key = BlobKey::for_verified_metadata(dist);
+        if let Some(answer) = self.cached(verified_key.as_ref().unwrap_or(key)) {
             return Ok(Some((answer, Outcome::Hit)));
         }
         if !offered_for(dist) {
             return Ok(None);
         }
+        let verified = verified_key.as_ref().unwrap_or(key);
         let wheel_key = BlobKey::for_file(dist, false);
         if let Some(fill) = self.fills.running_fill(&wheel_key) {
             let _ = fill.finished().await;
@@ -78,7 +84,7 @@ impl Cache {
         let expected = dist.core_metadata.as_ref().and_then(|m| m.sha256());
         if let Some(bytes) = self.metadata_of_cached_wheel(dist, &wheel_key).await? {
             if expected.is_none_or(|digest| digest == hex::encode(Sha256::digest(&bytes))) {
-                return Ok(Some(self.keep(key, bytes, Outcome::Hit)));
+                return Ok(Some(self.keep(verified, bytes, Outcome::Hit)));
             }
             tracing::warn!(
                 file = %dist.filename,
@@ -88,6 +94,11 @@ impl Cache {
         if dist.core_metadata.is_some() {
             // The upstream serves it: fetched like any file.
             return Ok(None);
+        }
+        if verified_key.is_some()
+            && let Some(answer) = self.cached(key)
+        {
+            return Ok(Some((answer, Outcome::Hit)));
         }
         let Some(upstream) = &self.upstream else {
             return Err(FileError::OfflineMiss(format!(
@@ -103,7 +114,7 @@ impl Cache {
             downloads_after_metadata && dist.size.is_some_and(|size| size <= WHOLE_FOR_DOWNLOADERS);
         if let Some(size) = dist.size.filter(|&size| size <= wheel::FIRST_TAIL_READ) {
             match self.small_wheel(upstream, dist, &wheel_key, size).await {
-                Ok(bytes) => return Ok(Some(self.keep(key, bytes, Outcome::Miss))),
+                Ok(bytes) => return Ok(Some(self.keep(verified, bytes, Outcome::Miss))),
                 Err(e) => tracing::info!(
                     file = %dist.filename,
                     reason = %e,
@@ -138,7 +149,7 @@ impl Cache {
             Joined::Cached => self.metadata_of_cached_wheel(dist, &wheel_key).await?,
         };
         match bytes {
-            Some(bytes) => Ok(Some(self.keep(key, bytes, Outcome::Miss))),
+            Some(bytes) => Ok(Some(self.keep(verified, bytes, Outcome::Miss))),
             None => Err(gone(&wheel_key)),
         }
     }

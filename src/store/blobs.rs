@@ -17,6 +17,8 @@ pub struct BlobKey(String);
 
 impl BlobKey {
     /// The key of a distribution file (or of its `.metadata` when `metadata` is set).
+    /// Metadata the upstream gives no hash for (devcache derives it) is keyed by the
+    /// file's URL and sha256, so a wheel replaced at the same URL gets its own.
     pub fn for_file(file: &DistFile, metadata: bool) -> Self {
         let sha256 = if metadata {
             file.core_metadata.as_ref().and_then(|m| m.sha256())
@@ -25,18 +27,36 @@ impl BlobKey {
         };
         match sha256.filter(|d| is_sha256(d)) {
             Some(digest) => Self(digest.to_string()),
-            None => {
-                let url = if metadata {
-                    format!("{}.metadata", file.url)
-                } else {
-                    file.url.clone()
-                };
-                Self(format!(
-                    "url-{}",
-                    hex::encode(Sha256::digest(url.as_bytes()))
-                ))
-            }
+            None if metadata => Self::of_url(&format!(
+                "{}.metadata#{}",
+                file.url,
+                file.sha256().unwrap_or_default()
+            )),
+            None => Self::of_url(&file.url),
         }
+    }
+
+    /// The key of the metadata read from the whole wheel once it was checked against
+    /// its sha256, which supersedes what ranged reads of the upstream's file gave
+    /// (those cannot be checked so). `None` when the upstream hashes the metadata
+    /// itself, or gives the wheel no sha256.
+    pub fn for_verified_metadata(file: &DistFile) -> Option<Self> {
+        if file.core_metadata.is_some() {
+            return None;
+        }
+        let sha256 = file.sha256().filter(|d| is_sha256(d))?;
+        Some(Self::of_url(&format!(
+            "{}.metadata#verified#{sha256}",
+            file.url
+        )))
+    }
+
+    /// A key for what only a URL names.
+    fn of_url(url: &str) -> Self {
+        Self(format!(
+            "url-{}",
+            hex::encode(Sha256::digest(url.as_bytes()))
+        ))
     }
 
     /// Parses a key from a request path; anything else is refused, which is what keeps
@@ -180,5 +200,41 @@ mod tests {
         assert!(key.as_str().starts_with("url-"));
         assert_eq!(key.expected_sha256(), None);
         assert_eq!(BlobKey::parse(key.as_str()), Some(key));
+        assert_eq!(BlobKey::for_verified_metadata(&file), None);
+    }
+
+    #[test]
+    fn derived_metadata_belongs_to_one_wheel() {
+        let wheel = |sha256: &str| {
+            let mut hashes = crate::index::hashes::Hashes::default();
+            hashes.insert("sha256", sha256);
+            DistFile {
+                filename: "x-1.0-py3-none-any.whl".into(),
+                url: "https://files.test/x-1.0-py3-none-any.whl".into(),
+                hashes,
+                requires_python: None,
+                yanked: None,
+                core_metadata: None,
+                size: None,
+                upload_time: None,
+                gpg_sig: None,
+            }
+        };
+        let (before, after) = (wheel(&"a".repeat(64)), wheel(&"b".repeat(64)));
+        // Replaced at the same URL: neither the ranges' nor the verified wheel's
+        // metadata of the old one answers for the new one.
+        assert_ne!(
+            BlobKey::for_file(&before, true),
+            BlobKey::for_file(&after, true)
+        );
+        let verified = BlobKey::for_verified_metadata(&before).unwrap();
+        assert_ne!(
+            Some(&verified),
+            BlobKey::for_verified_metadata(&after).as_ref()
+        );
+        assert_ne!(verified, BlobKey::for_file(&before, true));
+        for key in [verified, BlobKey::for_file(&before, true)] {
+            assert_eq!(BlobKey::parse(key.as_str()), Some(key));
+        }
     }
 }

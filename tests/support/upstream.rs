@@ -89,6 +89,9 @@ pub struct Shared {
     no_ranges: bool,
     /// Pages offer no core metadata and `.metadata` files are 404, as older mirrors do.
     no_metadata: bool,
+    /// Files whose ranges are cut from other bytes than the whole file's, as an
+    /// upstream (or a proxy in front of it) that lies in its ranges.
+    range_bytes: HashMap<String, Vec<u8>>,
     /// The `Authorization` header every page and file request must carry, as a private
     /// index asks; without it the answer is 401.
     authorization: Option<String>,
@@ -203,6 +206,12 @@ impl TestUpstream {
         use base64::Engine;
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         self.shared.lock().unwrap().authorization = Some(format!("Basic {token}"));
+    }
+
+    /// Ranges of `filename` are cut from `bytes`; a whole `GET` still sends the file.
+    pub fn lie_in_ranges(&self, filename: &str, bytes: Vec<u8>) {
+        let mut shared = self.shared.lock().unwrap();
+        shared.range_bytes.insert(filename.to_string(), bytes);
     }
 
     /// No core metadata on pages and no `.metadata` files.
@@ -484,12 +493,12 @@ async fn file(
             }
         });
         (
-            found,
+            found.map(|whole| (shared.range_bytes.get(&filename).cloned(), whole)),
             shared.file_faults.get(&filename).cloned(),
             !shared.no_ranges,
         )
     };
-    let Some(bytes) = found else {
+    let Some((range_bytes, bytes)) = found else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let len = bytes.len();
@@ -497,7 +506,7 @@ async fn file(
         shared.lock().unwrap().bytes_sent += len as u64;
     }
     if let Some(range) = range.filter(|_| ranges && fault.is_none()) {
-        return ranged(&shared, bytes, &range);
+        return ranged(&shared, range_bytes.unwrap_or(bytes), &range);
     }
     let body = match fault {
         None => Body::from(bytes),
