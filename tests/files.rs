@@ -4,7 +4,7 @@
 mod support;
 
 use reqwest::StatusCode;
-use support::dists::{blob, wheel, wheel_with_data};
+use support::dists::{blob, wheel, wheel_with, wheel_with_data};
 use support::upstream::{Fault, Links, PageFormat, TestUpstream};
 use support::{
     Devcache, JSON, assert_ok, get, get_range, get_text_as, http, installed_version, pip,
@@ -448,4 +448,47 @@ async fn metadata_read_by_ranges_gives_way_to_the_wheels_own_once_the_wheel_is_v
         "{answered}"
     );
     assert!(!answered.contains(&liar), "{answered}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wheel_whose_metadata_devcache_cannot_read_is_offered_without_it_and_installs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
+    upstream.without_metadata();
+    // A valid wheel pip installs, whose METADATA (17 MiB of description) is over
+    // devcache's 16 MiB cap.
+    let huge = wheel_with("huge", "1.0", &[], 64 * 1024, &"long text\n".repeat(1_800_000));
+    upstream.add("huge", huge.clone());
+    let cache = Devcache::caching(tmp.path(), &upstream);
+    let page_url = format!("{}huge/", cache.index());
+    assert!(get_text_as(&page_url, JSON).await.contains("core-metadata"));
+
+    // Its central directory, read by ranges, says so: a 404, and no download.
+    let metadata = get(&format!("{}.metadata", file_url(&cache, "huge", &huge))).await;
+    assert_eq!(metadata.status(), StatusCode::NOT_FOUND);
+    let path = format!("/files/{}", huge.filename);
+    assert_eq!(upstream.downloads(&path), 0);
+
+    // The page stops offering it, so clients download the wheel, and install it.
+    let mut page = String::new();
+    for _ in 0..50 {
+        page = get_text_as(&page_url, JSON).await;
+        if !page.contains("core-metadata") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!page.contains("core-metadata"), "{page}");
+    let html = support::get_text(&page_url).await;
+    assert!(!html.contains("data-core-metadata"), "{html}");
+    let target = tmp.path().join("site");
+    assert_ok(&pip_install(tmp.path(), &cache, &target, "huge"), "pip install huge");
+    assert_eq!(installed_version(&target, "huge"), "1.0");
+    let out = support::uv_install(tmp.path(), &cache, &tmp.path().join("uv-site"), "huge");
+    assert_ok(&out, "uv pip install huge");
+    assert!(
+        cache.log().contains("the wheel's METADATA cannot be read"),
+        "{}",
+        cache.log()
+    );
 }

@@ -143,7 +143,7 @@ impl Cache {
         if metadata {
             self.pin(pin, &key);
             if let Some(answer) = self
-                .core_metadata(dist, &key, downloads_after_metadata)
+                .core_metadata(project, dist, &key, downloads_after_metadata)
                 .await?
             {
                 return Ok(answer);

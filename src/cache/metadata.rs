@@ -33,17 +33,27 @@
 //! its own, and once the wheel is cached it is what is answered: an upstream that sent
 //! other bytes in its ranges than in the whole file cannot make its ranges' metadata
 //! outlive the wheel's check.
+//!
+//! A wheel whose `METADATA` cannot be read (none at the top level, several, over the
+//! cap, compressed in a way devcache does not read, a broken zip) is [`Unreadable`]:
+//! its pages stop offering the metadata, so a client downloads the wheel whole, as it
+//! would from an upstream without metadata, instead of failing on a `.metadata` the
+//! page offered. The verdict of ranged reads stands without downloading the wheel
+//! (the central directory said it); should the ranges have lied, the page offers no
+//! metadata for a wheel that has some, which costs a download, never an install.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::files::{FileAnswer, FileError, gone, in_memory, upstream_error};
+use super::files::{FileAnswer, FileError, gone, in_memory};
 use super::fills::{FillError, FillRequest, Joined};
 use super::{Cache, Outcome};
-use crate::index::DistFile;
 use crate::index::wheel::{self, WheelError};
+use crate::index::{DistFile, ProjectName};
 use crate::store::BlobKey;
 use crate::upstream::Upstream;
 
@@ -53,10 +63,50 @@ use crate::upstream::Upstream;
 /// the answer waits for at most this much).
 const WHOLE_FOR_DOWNLOADERS: u64 = 4 << 20;
 
-/// Whether a file the upstream gives no core metadata for offers it all the same, as
-/// clients see the page: every wheel does.
-pub(super) fn offered_for(file: &DistFile) -> bool {
-    wheel::is_wheel(&file.filename)
+/// The wheels (by key) whose `METADATA` devcache found it cannot read, in memory: a
+/// restart tries each once more. Cheap to clone.
+#[derive(Clone, Default)]
+pub(super) struct Unreadable {
+    wheels: Arc<Mutex<HashSet<BlobKey>>>,
+    /// Whether `wheels` has any, so that rendering a page costs nothing more until then.
+    any: Arc<AtomicBool>,
+}
+
+impl Unreadable {
+    /// Whether a file the upstream gives no core metadata for offers it all the same,
+    /// as clients see the page: every wheel does, but one whose metadata cannot be read.
+    pub(super) fn offered_for(&self, file: &DistFile) -> bool {
+        wheel::is_wheel(&file.filename)
+            && !(self.any.load(Ordering::Relaxed) && self.contains(&BlobKey::for_file(file, false)))
+    }
+
+    fn contains(&self, wheel_key: &BlobKey) -> bool {
+        self.wheels
+            .lock()
+            .expect("unreadable lock")
+            .contains(wheel_key)
+    }
+
+    /// Records a wheel; true when it was not recorded yet.
+    fn insert(&self, wheel_key: BlobKey) -> bool {
+        self.any.store(true, Ordering::Relaxed);
+        self.wheels
+            .lock()
+            .expect("unreadable lock")
+            .insert(wheel_key)
+    }
+}
+
+/// Whether a failed read of a wheel's `METADATA` through ranges is the wheel's own (its
+/// central directory says so), rather than the ranges' (a failed or refused read).
+fn is_the_wheels_own(error: &WheelError) -> bool {
+    matches!(
+        error,
+        WheelError::NoMetadata
+            | WheelError::Ambiguous(_)
+            | WheelError::TooLarge { .. }
+            | WheelError::Unsupported(_)
+    )
 }
 
 impl Cache {
@@ -64,6 +114,7 @@ impl Cache {
     /// `downloads_after_metadata` says the client downloads the wheel next.
     pub(super) async fn core_metadata(
         &self,
+        project: &ProjectName,
         dist: &DistFile,
         key: &BlobKey,
         downloads_after_metadata: bool,
@@ -73,7 +124,7 @@ impl Cache {
         if let Some(answer) = self.cached(verified_key.as_ref().unwrap_or(key)) {
             return Ok(Some((answer, Outcome::Hit)));
         }
-        if !offered_for(dist) {
+        if !self.unreadable.offered_for(dist) {
             return Ok(None);
         }
         let verified = verified_key.as_ref().unwrap_or(key);
@@ -82,7 +133,10 @@ impl Cache {
             let _ = fill.finished().await;
         }
         let expected = dist.core_metadata.as_ref().and_then(|m| m.sha256());
-        if let Some(bytes) = self.metadata_of_cached_wheel(dist, &wheel_key).await? {
+        if let Some(bytes) = self
+            .metadata_of_cached_wheel(project, dist, &wheel_key)
+            .await?
+        {
             if expected.is_none_or(|digest| digest == hex::encode(Sha256::digest(&bytes))) {
                 return Ok(Some(self.keep(verified, bytes, Outcome::Hit)));
             }
@@ -124,6 +178,7 @@ impl Cache {
         } else if !whole_for_client {
             match by_ranges(upstream, dist).await {
                 Ok(bytes) => return Ok(Some(self.keep(key, bytes, Outcome::Miss))),
+                Err(e) if is_the_wheels_own(&e) => return Err(self.cannot_read(project, dist, e)),
                 Err(e) => tracing::info!(
                     file = %dist.filename,
                     reason = %e,
@@ -144,9 +199,12 @@ impl Cache {
             // Read once verified, without waiting for the file's sync and publication.
             Joined::Fill(fill) => {
                 let file = fill.verified_file().await.map_err(FileError::Download)?;
-                Some(self.metadata_of_file(dist, file).await?)
+                Some(self.metadata_of_file(project, dist, file).await?)
             }
-            Joined::Cached => self.metadata_of_cached_wheel(dist, &wheel_key).await?,
+            Joined::Cached => {
+                self.metadata_of_cached_wheel(project, dist, &wheel_key)
+                    .await?
+            }
         };
         match bytes {
             Some(bytes) => Ok(Some(self.keep(verified, bytes, Outcome::Miss))),
@@ -183,11 +241,15 @@ impl Cache {
     /// The `METADATA` of the cached wheel, or `None` when the wheel is not cached.
     async fn metadata_of_cached_wheel(
         &self,
+        project: &ProjectName,
         dist: &DistFile,
         wheel_key: &BlobKey,
     ) -> Result<Option<Bytes>, FileError> {
         match self.store.open_blob(wheel_key) {
-            Some(file) => self.metadata_of_file(dist, Arc::new(file)).await.map(Some),
+            Some(file) => self
+                .metadata_of_file(project, dist, Arc::new(file))
+                .await
+                .map(Some),
             None => Ok(None),
         }
     }
@@ -195,6 +257,7 @@ impl Cache {
     /// The `METADATA` of a whole, verified wheel, read on the blocking pool.
     async fn metadata_of_file(
         &self,
+        project: &ProjectName,
         dist: &DistFile,
         file: Arc<std::fs::File>,
     ) -> Result<Bytes, FileError> {
@@ -203,7 +266,25 @@ impl Cache {
             tokio::task::spawn_blocking(move || wheel::core_metadata_of_file(&filename, &file))
                 .await
                 .map_err(|e| FileError::Disk(std::io::Error::other(e)))?;
-        read.map_err(|e| unreadable(dist, e))
+        read.map_err(|e| match e {
+            WheelError::Io(_) => unreadable(dist, e),
+            // A verified wheel: whatever is wrong is the wheel's own.
+            e => self.cannot_read(project, dist, e),
+        })
+    }
+
+    /// Records that `dist`'s `METADATA` cannot be read, so its project's page (made
+    /// again) no longer offers it; the error for the client that asked.
+    fn cannot_read(&self, project: &ProjectName, dist: &DistFile, error: WheelError) -> FileError {
+        if self.unreadable.insert(BlobKey::for_file(dist, false)) {
+            tracing::warn!(
+                file = %dist.filename,
+                reason = %error,
+                "the wheel's METADATA cannot be read: its page no longer offers it, so clients download the wheel"
+            );
+            self.pages.remake(project);
+        }
+        unreadable(dist, error)
     }
 
     /// Caches derived metadata and answers with it, without waiting for the write.
@@ -214,19 +295,17 @@ impl Cache {
 }
 
 /// The wheel's `METADATA`, read through ranges of the upstream's file.
-async fn by_ranges(upstream: &Upstream, dist: &DistFile) -> Result<Bytes, FileError> {
+async fn by_ranges(upstream: &Upstream, dist: &DistFile) -> Result<Bytes, WheelError> {
     let length = match dist.size {
         Some(size) => size,
         None => upstream
             .file_length(&dist.url)
             .await
-            .map_err(upstream_error)?
-            .ok_or_else(|| unreadable(dist, WheelError::Unsupported("no length".into())))?,
+            .map_err(std::io::Error::other)?
+            .ok_or_else(|| std::io::Error::other("the upstream gives no length"))?,
     };
     let read_at = |offset: u64, len: u64| upstream.read_range(&dist.url, offset, len);
-    wheel::core_metadata(&dist.filename, length, read_at)
-        .await
-        .map_err(|e| unreadable(dist, e))
+    wheel::core_metadata(&dist.filename, length, read_at).await
 }
 
 fn unreadable(dist: &DistFile, error: WheelError) -> FileError {

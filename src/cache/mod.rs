@@ -35,6 +35,7 @@ use crate::index::ProjectName;
 use crate::store::Store;
 use crate::upstream::Upstream;
 use fills::Fills;
+use metadata::Unreadable;
 use pages::Pages;
 use saves::Saves;
 
@@ -69,6 +70,7 @@ pub struct Cache {
     pages: Pages,
     fills: Fills,
     saves: Saves,
+    unreadable: Unreadable,
     upstream: Option<Upstream>,
 }
 
@@ -77,10 +79,18 @@ impl Cache {
     /// `upstream`, and with no upstream only what is cached is served.
     pub fn new(store: Store, upstream: Option<Upstream>, index_ttl: Duration) -> Self {
         let saves = Saves::default();
+        let unreadable = Unreadable::default();
         Self {
-            pages: Pages::new(store.clone(), upstream.clone(), index_ttl, saves.clone()),
+            pages: Pages::new(
+                store.clone(),
+                upstream.clone(),
+                index_ttl,
+                saves.clone(),
+                unreadable.clone(),
+            ),
             fills: Fills::default(),
             saves,
+            unreadable,
             store,
             upstream,
         }

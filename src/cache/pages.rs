@@ -10,8 +10,9 @@ use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 
+use super::Outcome;
+use super::metadata::Unreadable;
 use super::saves::Saves;
-use super::{Outcome, metadata};
 use crate::api::FILES_PATH;
 use crate::index::wheel;
 use crate::index::{DistFile, ProjectName, ProjectPage, html, json};
@@ -35,6 +36,8 @@ pub struct ReadyPage {
     /// This page trimmed to the files the cache holds, how many files the cache held
     /// when it was trimmed (a new file makes it out of date) and when.
     trimmed: Mutex<Option<(u64, Instant, Arc<ReadyPage>)>>,
+    /// The wheels whose metadata is not offered, for the HTML form made on demand.
+    unreadable: Unreadable,
 }
 
 /// The two forms of a page (PEP 691's JSON, PEP 503's HTML).
@@ -151,6 +154,7 @@ pub struct Pages {
     upstream: Option<Upstream>,
     ttl: Duration,
     saves: Saves,
+    unreadable: Unreadable,
     memo: Arc<Mutex<Memo>>,
     fetching: Arc<Mutex<HashMap<ProjectName, SharedFetch>>>,
 }
@@ -161,12 +165,14 @@ impl Pages {
         upstream: Option<Upstream>,
         ttl: Duration,
         saves: Saves,
+        unreadable: Unreadable,
     ) -> Self {
         Self {
             store,
             upstream,
             ttl,
             saves,
+            unreadable,
             memo: Arc::new(Mutex::new(Memo::default())),
             fetching: Arc::default(),
         }
@@ -263,7 +269,8 @@ impl Pages {
         // (on the blocking pool), and its copies are what memory peaks on; a short one
         // takes less than the trip there. It is saved after it is answered (see `saves`).
         let long = stored.page.files.len() > RENDERED_IN_PLACE;
-        let ready = in_place_unless_long(long, move || ready_page(stored))
+        let unreadable = self.unreadable.clone();
+        let ready = in_place_unless_long(long, move || ready_page(stored, unreadable))
             .await
             .map_err(|e| PageError::Unavailable(UpstreamError::BadPage(e.to_string())))?;
         let ready = Arc::new(ready);
@@ -312,22 +319,53 @@ impl Pages {
         ready
     }
 
+    /// Makes `name`'s page in memory again, for a change in what it offers (a wheel
+    /// whose metadata cannot be read); one on disk only is made when it is read.
+    pub(super) fn remake(&self, name: &ProjectName) {
+        let Some(page) = self.memo.lock().expect("memo lock").get(name) else {
+            return;
+        };
+        let (this, name) = (self.clone(), name.clone());
+        tokio::spawn(async move {
+            let long = page.stored.page.files.len() > RENDERED_IN_PLACE;
+            let (stored, unreadable) = (page.stored.clone(), this.unreadable.clone());
+            let Ok(remade) =
+                in_place_unless_long(long, move || ready_page(stored, unreadable)).await
+            else {
+                return;
+            };
+            let mut memo = this.memo.lock().expect("memo lock");
+            // A page fetched meanwhile is newer, and made with what is known now.
+            if memo
+                .get(&name)
+                .is_some_and(|current| Arc::ptr_eq(&current, &page))
+            {
+                memo.insert(name, Arc::new(remade));
+            }
+        });
+    }
+
     /// The page in memory, else on disk (then kept in memory).
     async fn cached(&self, name: &ProjectName) -> Option<Arc<ReadyPage>> {
         if let Some(page) = self.memo.lock().expect("memo lock").get(name) {
             return Some(page);
         }
         let long = self.store.page_len(name)? > READ_IN_PLACE;
-        let (store, owned) = (self.store.clone(), name.clone());
-        let ready =
-            match in_place_unless_long(long, move || store.load_page(&owned).map(ready_page)).await
-            {
-                Ok(ready) => ready?,
-                Err(e) => {
-                    tracing::warn!(project = %name, error = %e, "cannot read the cached page");
-                    return None;
-                }
-            };
+        let (store, owned, unreadable) =
+            (self.store.clone(), name.clone(), self.unreadable.clone());
+        let ready = match in_place_unless_long(long, move || {
+            store
+                .load_page(&owned)
+                .map(|stored| ready_page(stored, unreadable))
+        })
+        .await
+        {
+            Ok(ready) => ready?,
+            Err(e) => {
+                tracing::warn!(project = %name, error = %e, "cannot read the cached page");
+                return None;
+            }
+        };
         // A page fetched while this one was read from disk is the newer: it stays.
         let mut memo = self.memo.lock().expect("memo lock");
         if let Some(newer) = memo.get(name) {
@@ -372,7 +410,7 @@ fn trimmed(store: &Store, page: &ReadyPage, reason: &str) -> Arc<ReadyPage> {
         page: ProjectPage::new(listed.name.clone(), files, Vec::new()),
         ..page.stored.clone()
     };
-    Arc::new(ready_page(stored))
+    Arc::new(ready_page(stored, page.unreadable.clone()))
 }
 
 /// Where a client fetches a file from devcache: an absolute path, so the link works
@@ -394,9 +432,13 @@ const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'+')
     .remove(b'!');
 
-fn ready_page(stored: StoredPage) -> ReadyPage {
+fn ready_page(stored: StoredPage, unreadable: Unreadable) -> ReadyPage {
     let name = &stored.page.name;
-    let json = json::render(&stored.page, |f| file_link(name, f), metadata::offered_for);
+    let json = json::render(
+        &stored.page,
+        |f| file_link(name, f),
+        |f| unreadable.offered_for(f),
+    );
     // The JSON form carries every attribute the HTML form does, so its digest covers both.
     let digest = {
         use sha2::{Digest, Sha256};
@@ -414,6 +456,7 @@ fn ready_page(stored: StoredPage) -> ReadyPage {
         json: Rendered::new(json),
         digest,
         trimmed: Mutex::new(None),
+        unreadable,
     }
 }
 
@@ -458,7 +501,11 @@ impl ReadyPage {
     fn rendered_html(&self) -> &Rendered {
         self.html.get_or_init(|| {
             let page = &self.stored.page;
-            let html = html::render(page, |f| file_link(&page.name, f), metadata::offered_for);
+            let html = html::render(
+                page,
+                |f| file_link(&page.name, f),
+                |f| self.unreadable.offered_for(f),
+            );
             Rendered::new(html.into_bytes())
         })
     }

@@ -39,11 +39,26 @@ pub fn wheel(name: &str, version: &str, requires: &[&str]) -> Dist {
 /// Like [`wheel`], with a module data file of `size` incompressible bytes (none for 0),
 /// for a wheel larger than a resolver's first ranged read.
 pub fn wheel_with_data(name: &str, version: &str, requires: &[&str], size: usize) -> Dist {
+    wheel_with(name, version, requires, size, "")
+}
+
+/// Like [`wheel_with_data`], with a `METADATA` whose description (its body) is
+/// `description`.
+pub fn wheel_with(
+    name: &str,
+    version: &str,
+    requires: &[&str],
+    size: usize,
+    description: &str,
+) -> Dist {
     let module = name.replace('-', "_");
     let dist_info = format!("{module}-{version}.dist-info");
     let mut metadata = format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n");
     for requirement in requires {
         metadata.push_str(&format!("Requires-Dist: {requirement}\n"));
+    }
+    if !description.is_empty() {
+        metadata.push_str(&format!("\n{description}"));
     }
     let mut files = vec![
         (
