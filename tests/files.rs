@@ -457,7 +457,13 @@ async fn a_wheel_whose_metadata_devcache_cannot_read_is_offered_without_it_and_i
     upstream.without_metadata();
     // A valid wheel pip installs, whose METADATA (17 MiB of description) is over
     // devcache's 16 MiB cap.
-    let huge = wheel_with("huge", "1.0", &[], 64 * 1024, &"long text\n".repeat(1_800_000));
+    let huge = wheel_with(
+        "huge",
+        "1.0",
+        &[],
+        64 * 1024,
+        &"long text\n".repeat(1_800_000),
+    );
     upstream.add("huge", huge.clone());
     let cache = Devcache::caching(tmp.path(), &upstream);
     let page_url = format!("{}huge/", cache.index());
@@ -482,7 +488,10 @@ async fn a_wheel_whose_metadata_devcache_cannot_read_is_offered_without_it_and_i
     let html = support::get_text(&page_url).await;
     assert!(!html.contains("data-core-metadata"), "{html}");
     let target = tmp.path().join("site");
-    assert_ok(&pip_install(tmp.path(), &cache, &target, "huge"), "pip install huge");
+    assert_ok(
+        &pip_install(tmp.path(), &cache, &target, "huge"),
+        "pip install huge",
+    );
     assert_eq!(installed_version(&target, "huge"), "1.0");
     let out = support::uv_install(tmp.path(), &cache, &tmp.path().join("uv-site"), "huge");
     assert_ok(&out, "uv pip install huge");
@@ -491,4 +500,31 @@ async fn a_wheel_whose_metadata_devcache_cannot_read_is_offered_without_it_and_i
         "{}",
         cache.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_asking_at_once_for_one_wheels_metadata_share_one_read_of_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let upstream = TestUpstream::start(PageFormat::Json, Links::Relative).await;
+    upstream.without_metadata();
+    let wheel = demo_2();
+    upstream.add("demo", wheel.clone());
+    let cache = Devcache::caching(tmp.path(), &upstream);
+    // The page first, so that the requests below meet at the metadata.
+    get_text_as(&format!("{}demo/", cache.index()), JSON).await;
+
+    let url = format!("{}.metadata", file_url(&cache, "demo", &wheel));
+    let answers = futures::future::join_all((0..8).map(|_| async {
+        let response = get(&url).await;
+        (response.status(), response.text().await.unwrap())
+    }))
+    .await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert!(body.contains("Requires-Dist: helper>=1.0"), "{body}");
+    }
+    // One derivation: the end of the zip, then (if it was not in that read) the member.
+    let path = format!("/files/{}", wheel.filename);
+    assert!(upstream.range_requests(&path) <= 2, "{}", upstream.range_requests(&path));
+    assert_eq!(upstream.downloads(&path), 0);
 }

@@ -42,7 +42,7 @@
 //! (the central directory said it); should the ranges have lied, the page offers no
 //! metadata for a wheel that has some, which costs a download, never an install.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -97,6 +97,51 @@ impl Unreadable {
     }
 }
 
+/// One derivation of a wheel's metadata at a time: a request that finds one under way
+/// waits for it and then finds its result cached (or the wheel unreadable), so that
+/// many clients asking at once for a wheel with a huge zip directory cost one read of
+/// it, not one each. Cheap to clone.
+#[derive(Clone, Default)]
+pub(super) struct Derivations {
+    running: Arc<Mutex<HashMap<BlobKey, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// A request's turn to derive the metadata of `key`; the next waiting one goes when it
+/// is dropped.
+struct Turn {
+    derivations: Derivations,
+    key: BlobKey,
+    guard: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl Derivations {
+    async fn turn(&self, key: &BlobKey) -> Turn {
+        let lock = {
+            let mut running = self.running.lock().expect("derivations lock");
+            running.entry(key.clone()).or_default().clone()
+        };
+        Turn {
+            derivations: self.clone(),
+            key: key.clone(),
+            guard: lock.lock_owned().await,
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut running = self.derivations.running.lock().expect("derivations lock");
+        // Held by the map and this turn only: nobody waits, and a new request would
+        // take it from the map, which is locked.
+        if running.get(&self.key).is_some_and(|lock| {
+            Arc::ptr_eq(lock, tokio::sync::OwnedMutexGuard::mutex(&self.guard))
+                && Arc::strong_count(lock) == 2
+        }) {
+            running.remove(&self.key);
+        }
+    }
+}
+
 /// Whether a failed read of a wheel's `METADATA` through ranges is the wheel's own (its
 /// central directory says so), rather than the ranges' (a failed or refused read).
 fn is_the_wheels_own(error: &WheelError) -> bool {
@@ -128,6 +173,14 @@ impl Cache {
             return Ok(None);
         }
         let verified = verified_key.as_ref().unwrap_or(key);
+        let _turn = self.derivations.turn(verified).await;
+        // Derived, or found unreadable, while this request waited its turn.
+        if let Some(answer) = self.cached(verified) {
+            return Ok(Some((answer, Outcome::Hit)));
+        }
+        if !self.unreadable.offered_for(dist) {
+            return Ok(None);
+        }
         let wheel_key = BlobKey::for_file(dist, false);
         if let Some(fill) = self.fills.running_fill(&wheel_key) {
             let _ = fill.finished().await;

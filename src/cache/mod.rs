@@ -14,8 +14,9 @@
 //! upstream  network only                         (below)
 //! ```
 //!
-//! Both single-flights (pages and files) live here together, so that what is cached,
-//! what is being fetched and what is asked of the upstream are decided in one place.
+//! The single-flights (pages, files, and derived metadata) live here together, so that
+//! what is cached, what is being fetched and what is asked of the upstream are decided
+//! in one place.
 
 mod budget;
 mod files;
@@ -35,7 +36,7 @@ use crate::index::ProjectName;
 use crate::store::Store;
 use crate::upstream::Upstream;
 use fills::Fills;
-use metadata::Unreadable;
+use metadata::{Derivations, Unreadable};
 use pages::Pages;
 use saves::Saves;
 
@@ -71,6 +72,7 @@ pub struct Cache {
     fills: Fills,
     saves: Saves,
     unreadable: Unreadable,
+    derivations: Derivations,
     upstream: Option<Upstream>,
 }
 
@@ -91,6 +93,7 @@ impl Cache {
             fills: Fills::default(),
             saves,
             unreadable,
+            derivations: Derivations::default(),
             store,
             upstream,
         }
