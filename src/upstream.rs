@@ -241,8 +241,8 @@ impl Upstream {
     /// A request to `url`, with the upstream's credentials when it goes to its host.
     fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
         let request = self.client.request(method, url);
-        match (&self.credentials, Url::parse(url)) {
-            (Some(credentials), Ok(url)) if credentials.apply_to(&url) => {
+        match &self.credentials {
+            Some(credentials) if Url::parse(url).is_ok_and(|url| credentials.apply_to(&url)) => {
                 request.basic_auth(&credentials.user, credentials.password.as_ref())
             }
             _ => request,

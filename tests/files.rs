@@ -525,6 +525,10 @@ async fn clients_asking_at_once_for_one_wheels_metadata_share_one_read_of_it() {
     }
     // One derivation: the end of the zip, then (if it was not in that read) the member.
     let path = format!("/files/{}", wheel.filename);
-    assert!(upstream.range_requests(&path) <= 2, "{}", upstream.range_requests(&path));
+    assert!(
+        upstream.range_requests(&path) <= 2,
+        "{}",
+        upstream.range_requests(&path)
+    );
     assert_eq!(upstream.downloads(&path), 0);
 }
