@@ -194,7 +194,7 @@ impl Cache {
                 return Ok((FileAnswer::Described { length }, Outcome::Miss));
             }
             (Want::Range(range), None) if !range.contains(',') => {
-                if let Some(answer) = passed_through(upstream, &url, range).await? {
+                if let Some(answer) = passed_through(upstream, &url, range, expected_size).await? {
                     return Ok((answer, Outcome::Miss));
                 }
                 // The upstream sends whole files only: download it, answer from the cache.
@@ -269,6 +269,7 @@ async fn passed_through(
     upstream: &Upstream,
     url: &str,
     range: &str,
+    size: Option<u64>,
 ) -> Result<Option<FileAnswer>, FileError> {
     let response = upstream
         .fetch_range(url, range)
@@ -286,12 +287,19 @@ async fn passed_through(
         }
         _ => return Ok(None),
     }
-    let Some((content_range, length)) = content_range
+    let Some((content_range, span)) = content_range
         .as_deref()
-        .and_then(|value| Some((value.to_string(), range_length(value)?)))
+        .and_then(|value| Some((value.to_string(), Span::of(value)?)))
     else {
         return Err(bad_range(url, "a 206 without a valid Content-Range"));
     };
+    if !span.answers(range, size) {
+        return Err(bad_range(
+            url,
+            &format!("{content_range}, which is not the range asked ({range}) of the file's size"),
+        ));
+    }
+    let length = span.len();
     if response.content_length().is_some_and(|n| n != length) {
         return Err(bad_range(
             url,
@@ -322,20 +330,64 @@ async fn passed_through(
     })))
 }
 
-/// The number of bytes a `Content-Range: bytes FIRST-LAST/TOTAL` names.
-fn range_length(content_range: &str) -> Option<u64> {
-    let (span, total) = content_range
-        .trim()
-        .strip_prefix("bytes ")?
-        .split_once('/')?;
-    let (first, last) = span.split_once('-')?;
-    let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
-    if let Ok(total) = total.trim().parse::<u64>()
-        && last >= total
-    {
-        return None;
+/// What a `Content-Range: bytes FIRST-LAST/TOTAL` names.
+#[derive(Debug, PartialEq, Eq)]
+struct Span {
+    first: u64,
+    last: u64,
+    /// `None` for `*`, a length the upstream does not say.
+    total: Option<u64>,
+}
+
+impl Span {
+    fn of(content_range: &str) -> Option<Self> {
+        let (span, total) = content_range
+            .trim()
+            .strip_prefix("bytes ")?
+            .split_once('/')?;
+        let (first, last) = span.split_once('-')?;
+        let (first, last): (u64, u64) = (first.trim().parse().ok()?, last.trim().parse().ok()?);
+        let total = match total.trim() {
+            "*" => None,
+            total => Some(total.parse::<u64>().ok()?),
+        };
+        (first <= last && total.is_none_or(|total| last < total)).then_some(Self {
+            first,
+            last,
+            total,
+        })
     }
-    last.checked_sub(first)?.checked_add(1)
+
+    fn len(&self) -> u64 {
+        self.last - self.first + 1
+    }
+
+    /// Whether this is an answer to `asked` (one `bytes=` range) of a file of `size`
+    /// bytes, when known: it starts where asked and ends no later (a server may send
+    /// less than asked, never other bytes), and its total is the file's size.
+    fn answers(&self, asked: &str, size: Option<u64>) -> bool {
+        let total = self.total.or(size);
+        if size.is_some() && self.total.is_some() && self.total != size {
+            return false;
+        }
+        let Some((first, last)) = asked
+            .trim()
+            .strip_prefix("bytes=")
+            .and_then(|r| r.split_once('-'))
+        else {
+            return false;
+        };
+        let (first, last) = (first.trim(), last.trim());
+        match (first.parse::<u64>(), last.parse::<u64>()) {
+            (Ok(first), Ok(last)) => self.first == first && self.last <= last,
+            (Ok(first), Err(_)) if last.is_empty() => self.first == first,
+            // The last `n` bytes: they end the file.
+            (Err(_), Ok(n)) if first.is_empty() => {
+                self.len() <= n && total.is_none_or(|total| self.last + 1 == total)
+            }
+            _ => false,
+        }
+    }
 }
 
 fn bad_range(url: &str, what: &str) -> FileError {
@@ -373,16 +425,62 @@ pub(super) fn in_memory(key: &BlobKey, bytes: Bytes) -> FileAnswer {
 
 #[cfg(test)]
 mod tests {
-    use super::range_length;
+    use super::Span;
 
     #[test]
-    fn content_ranges_name_their_length() {
-        assert_eq!(range_length("bytes 0-9/100"), Some(10));
-        assert_eq!(range_length("bytes 90-99/100"), Some(10));
-        assert_eq!(range_length("bytes 5-5/*"), Some(1));
-        assert_eq!(range_length("bytes 90-100/100"), None);
-        assert_eq!(range_length("bytes 9-3/100"), None);
-        assert_eq!(range_length("bytes */100"), None);
-        assert_eq!(range_length("items 0-9/100"), None);
+    fn content_ranges_name_their_span() {
+        let span = |first, last, total| Some(Span { first, last, total });
+        assert_eq!(Span::of("bytes 0-9/100"), span(0, 9, Some(100)));
+        assert_eq!(Span::of("bytes 90-99/100").map(|s| s.len()), Some(10));
+        assert_eq!(Span::of("bytes 5-5/*"), span(5, 5, None));
+        for bad in [
+            "bytes 90-100/100",
+            "bytes 9-3/100",
+            "bytes */100",
+            "items 0-9/100",
+            "bytes 0-9/ten",
+        ] {
+            assert_eq!(Span::of(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_upstreams_range_must_be_the_one_asked() {
+        let answers = |content_range: &str, asked: &str, size: Option<u64>| {
+            Span::of(content_range).unwrap().answers(asked, size)
+        };
+        assert!(answers(
+            "bytes 1000-1999/5000",
+            "bytes=1000-1999",
+            Some(5000)
+        ));
+        assert!(answers(
+            "bytes 1000-1499/5000",
+            "bytes=1000-1999",
+            Some(5000)
+        ));
+        assert!(answers("bytes 1000-4999/5000", "bytes=1000-", Some(5000)));
+        assert!(answers("bytes 4500-4999/5000", "bytes=-500", Some(5000)));
+        assert!(answers("bytes 4500-4999/5000", "bytes=-500", None));
+        assert!(answers("bytes 1000-1999/*", "bytes=1000-1999", Some(5000)));
+        // Shifted, longer, of another size, or not the end of the file.
+        assert!(!answers(
+            "bytes 900-1899/5000",
+            "bytes=1000-1999",
+            Some(5000)
+        ));
+        assert!(!answers(
+            "bytes 1000-2999/5000",
+            "bytes=1000-1999",
+            Some(5000)
+        ));
+        assert!(!answers(
+            "bytes 1000-1999/5002",
+            "bytes=1000-1999",
+            Some(5000)
+        ));
+        assert!(!answers("bytes 4000-4499/5000", "bytes=-500", Some(5000)));
+        assert!(!answers("bytes 0-9/5000", "bytes=-500", Some(5000)));
+        assert!(!answers("bytes 0-9/5000", "items=0-9", Some(5000)));
     }
 }
