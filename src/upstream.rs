@@ -365,6 +365,13 @@ impl Upstream {
         range: &str,
     ) -> Result<reqwest::Response, UpstreamError> {
         let request = self.request(reqwest::Method::GET, url).header(RANGE, range);
+        self.send_range(request).await
+    }
+
+    async fn send_range(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, UpstreamError> {
         let response = self.send(request, UpstreamRequest::Range).await?;
         match response.status() {
             StatusCode::NOT_FOUND | StatusCode::GONE => Err(UpstreamError::NotFound),
@@ -375,14 +382,21 @@ impl Upstream {
     }
 
     /// Exactly `len` bytes of a file from `offset`, by a range request. An upstream
-    /// that answers with anything but that range is an error.
+    /// that answers with anything but that range, or stalls, is an error.
     pub async fn read_range(&self, url: &str, offset: u64, len: u64) -> std::io::Result<Bytes> {
         let last = offset
             .checked_add(len)
             .and_then(|end| end.checked_sub(1))
             .ok_or_else(|| std::io::Error::other("an empty or impossible range"))?;
+        // Read whole into memory, for a client waiting on it: the upstream has the
+        // timeout to send it, and a second more for each MiB.
+        let within = self.page_timeout + Duration::from_secs(len >> 20);
+        let request = self
+            .request(reqwest::Method::GET, url)
+            .header(RANGE, format!("bytes={offset}-{last}"))
+            .timeout(within);
         let response = self
-            .fetch_range(url, &format!("bytes={offset}-{last}"))
+            .send_range(request)
             .await
             .map_err(std::io::Error::other)?;
         let starts_at_offset = response

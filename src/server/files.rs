@@ -257,9 +257,12 @@ fn parse_range(spec: &str, len: u64) -> RangeAnswer {
     } else {
         match (first.parse::<u64>(), last) {
             (Ok(start), "") => Some((start, len.saturating_sub(1))),
+            // A last position before the first makes the range invalid, and an invalid
+            // range is ignored (RFC 9110, 14.1.1): the whole file.
             (Ok(start), last) => last
                 .parse::<u64>()
                 .ok()
+                .filter(|&end| end >= start)
                 .map(|end| (start, end.min(len.saturating_sub(1)))),
             _ => None,
         }
@@ -296,7 +299,8 @@ mod tests {
             Partial { start: 50, end: 99 }
         );
         assert_eq!(parse_range("bytes=100-", 100), Unsatisfiable);
-        assert_eq!(parse_range("bytes=9-3", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=9-3", 100), Full);
+        assert_eq!(parse_range("bytes=200-300", 100), Unsatisfiable);
         assert_eq!(parse_range("bytes=-0", 100), Unsatisfiable);
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Full);
         assert_eq!(parse_range("items=0-1", 100), Full);
