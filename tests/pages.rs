@@ -22,6 +22,17 @@ async fn demo_upstream(format: PageFormat) -> TestUpstream {
     upstream
 }
 
+/// A server in `<dir>/data` that cached demo 1.0 (and its page) from `upstream`,
+/// started again `--offline` once the upstream is stopped.
+async fn offline_with_demo_1(dir: &std::path::Path, upstream: &mut TestUpstream) -> Devcache {
+    let mut cache = Devcache::caching(dir, upstream);
+    pip_download(dir, &cache, "demo==1.0");
+    support::wait_for("the page saved", || cache.has_page("demo"));
+    cache.kill9();
+    upstream.stop().await;
+    Devcache::start(&dir.join("data"), &["--offline"])
+}
+
 fn gunzip(bytes: &[u8]) -> String {
     let mut text = String::new();
     flate2::read::GzDecoder::new(bytes)
@@ -99,15 +110,8 @@ async fn each_page_form_has_its_own_etag_and_gzip_is_sent_to_those_who_ask() {
 async fn offline_pages_list_only_what_the_cache_can_install() {
     let tmp = tempfile::tempdir().unwrap();
     let mut upstream = demo_upstream(PageFormat::Json).await;
-    let data = tmp.path().join("data");
-    let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
     // Only demo 1.0 is cached; the upstream also has 2.0.
-    pip_download(tmp.path(), &cache, "demo==1.0");
-    support::wait_for("the page saved", || cache.has_page("demo"));
-    cache.kill9();
-    upstream.stop().await;
-
-    let cache = Devcache::start(&data, &["--offline"]);
+    let cache = offline_with_demo_1(tmp.path(), &mut upstream).await;
     let page = get_text_as(&format!("{}demo/", cache.index()), JSON).await;
     assert!(page.contains("demo-1.0-py3-none-any.whl"), "{page}");
     assert!(!page.contains("demo-2.0"), "{page}");
@@ -180,17 +184,7 @@ async fn a_long_page_read_back_offline_lists_only_what_the_cache_holds() {
 async fn with_the_upstream_down_stale_pages_list_only_cached_files() {
     let tmp = tempfile::tempdir().unwrap();
     let mut upstream = demo_upstream(PageFormat::Html).await;
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &[
-            "--upstream",
-            &upstream.index_url(),
-            "--index-ttl",
-            "0",
-            "--upstream-timeout",
-            "1",
-        ],
-    );
+    let cache = Devcache::revalidating(tmp.path(), &upstream);
     pip_download(tmp.path(), &cache, "demo==1.0");
     let page_url = format!("{}demo/", cache.index());
     let online = get_text(&page_url).await;
@@ -263,17 +257,7 @@ async fn an_upstream_answering_503_gets_pages_trimmed_even_before_they_go_stale(
 async fn an_upstream_that_never_answers_costs_the_timeout_once_not_on_every_page() {
     let tmp = tempfile::tempdir().unwrap();
     let upstream = demo_upstream(PageFormat::Html).await;
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &[
-            "--upstream",
-            &upstream.index_url(),
-            "--index-ttl",
-            "0",
-            "--upstream-timeout",
-            "1",
-        ],
-    );
+    let cache = Devcache::revalidating(tmp.path(), &upstream);
     pip_download(tmp.path(), &cache, "demo==1.0");
 
     // It takes connections and never answers in time.
@@ -329,13 +313,8 @@ async fn a_bundle_imported_beside_a_running_offline_server_shows_on_its_pages() 
     assert_ok(&out, "devcache export");
 
     // This cache has only demo 1.0, and serves offline.
-    let data = tmp.path().join("data");
-    let mut cache = Devcache::start(&data, &["--upstream", &upstream.index_url()]);
-    pip_download(tmp.path(), &cache, "demo==1.0");
-    support::wait_for("the page saved", || cache.has_page("demo"));
-    cache.kill9();
-    upstream.stop().await;
-    let cache = Devcache::start(&data, &["--offline"]);
+    let cache = offline_with_demo_1(tmp.path(), &mut upstream).await;
+    let data = cache.data_dir.clone();
     let page_url = format!("{}demo/", cache.index());
     assert!(!get_text(&page_url).await.contains("demo-2.0"));
 

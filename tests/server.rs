@@ -347,17 +347,7 @@ async fn offline_after_warm_up_installs_from_the_cache_alone() {
 async fn stale_pages_are_revalidated_and_served_when_the_upstream_fails() {
     let tmp = tempfile::tempdir().unwrap();
     let mut upstream = demo_upstream(PageFormat::Json, Links::Relative).await;
-    let cache = Devcache::start(
-        &tmp.path().join("data"),
-        &[
-            "--upstream",
-            &upstream.index_url(),
-            "--index-ttl",
-            "0",
-            "--upstream-timeout",
-            "1",
-        ],
-    );
+    let cache = Devcache::revalidating(tmp.path(), &upstream);
     let page_url = format!("{}demo/", cache.index());
     pip_download(tmp.path(), &cache, "demo==1.0");
     let not_modified_before = upstream.not_modified_answers();

@@ -181,13 +181,13 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_file_without_sha256_is_keyed_by_url_and_not_verified() {
+    /// A file at `https://files.test/<filename>` with one hash.
+    fn dist_file(filename: &str, algorithm: &str, digest: &str) -> DistFile {
         let mut hashes = crate::index::hashes::Hashes::default();
-        hashes.insert("md5", "00");
-        let file = DistFile {
-            filename: "x-1.0.tar.gz".into(),
-            url: "https://files.test/x-1.0.tar.gz".into(),
+        hashes.insert(algorithm, digest);
+        DistFile {
+            filename: filename.into(),
+            url: format!("https://files.test/{filename}"),
             hashes,
             requires_python: None,
             yanked: None,
@@ -195,7 +195,12 @@ mod tests {
             size: None,
             upload_time: None,
             gpg_sig: None,
-        };
+        }
+    }
+
+    #[test]
+    fn a_file_without_sha256_is_keyed_by_url_and_not_verified() {
+        let file = dist_file("x-1.0.tar.gz", "md5", "00");
         let key = BlobKey::for_file(&file, false);
         assert!(key.as_str().starts_with("url-"));
         assert_eq!(key.expected_sha256(), None);
@@ -205,21 +210,7 @@ mod tests {
 
     #[test]
     fn derived_metadata_belongs_to_one_wheel() {
-        let wheel = |sha256: &str| {
-            let mut hashes = crate::index::hashes::Hashes::default();
-            hashes.insert("sha256", sha256);
-            DistFile {
-                filename: "x-1.0-py3-none-any.whl".into(),
-                url: "https://files.test/x-1.0-py3-none-any.whl".into(),
-                hashes,
-                requires_python: None,
-                yanked: None,
-                core_metadata: None,
-                size: None,
-                upload_time: None,
-                gpg_sig: None,
-            }
-        };
+        let wheel = |sha256: &str| dist_file("x-1.0-py3-none-any.whl", "sha256", sha256);
         let (before, after) = (wheel(&"a".repeat(64)), wheel(&"b".repeat(64)));
         // Replaced at the same URL: neither the ranges' nor the verified wheel's
         // metadata of the old one answers for the new one.

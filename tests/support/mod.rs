@@ -80,6 +80,22 @@ impl Devcache {
         Self::start(&dir.join("data"), &["--upstream", &upstream.index_url()])
     }
 
+    /// Like [`Devcache::caching`], asking the upstream again for every page and giving
+    /// it a second to answer.
+    pub fn revalidating(dir: &Path, upstream: &upstream::TestUpstream) -> Self {
+        Self::start(
+            &dir.join("data"),
+            &[
+                "--upstream",
+                &upstream.index_url(),
+                "--index-ttl",
+                "0",
+                "--upstream-timeout",
+                "1",
+            ],
+        )
+    }
+
     pub fn index(&self) -> String {
         format!("{}/root/pypi/+simple/", self.url)
     }
