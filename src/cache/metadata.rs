@@ -166,13 +166,13 @@ impl Cache {
     ) -> Result<Option<(FileAnswer, Outcome)>, FileError> {
         // Derived metadata: what the verified wheel gave, else (below) what ranges gave.
         let verified_key = BlobKey::for_verified_metadata(dist);
-        if let Some(answer) = self.cached(verified_key.as_ref().unwrap_or(key)) {
+        let verified = verified_key.as_ref().unwrap_or(key);
+        if let Some(answer) = self.cached(verified) {
             return Ok(Some((answer, Outcome::Hit)));
         }
         if !self.unreadable.offered_for(dist) {
             return Ok(None);
         }
-        let verified = verified_key.as_ref().unwrap_or(key);
         let _turn = self.derivations.turn(verified).await;
         // Derived, or found unreadable, while this request waited its turn.
         if let Some(answer) = self.cached(verified) {

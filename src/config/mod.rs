@@ -517,24 +517,25 @@ fn resolve_upstream(
     Ok(Setting { value: url, source })
 }
 
+/// Whether `url` names this machine by a loopback name or address (`localhost`,
+/// `127.0.0.0/8`, `::1`, or the unspecified `0.0.0.0` and `::`, which reach it too).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        None => false,
+    }
+}
+
 /// Whether `url` is served by a devcache listening on `host` at `ports`: its host is a
 /// loopback name or address, or `host` itself, and its port one of `ports`.
 fn is_served_at(url: &Url, host: &str, ports: &[u16]) -> bool {
-    let local = match url.host() {
-        Some(url::Host::Domain(name)) => {
-            name.eq_ignore_ascii_case("localhost") || name.eq_ignore_ascii_case(host)
-        }
-        Some(url::Host::Ipv4(ip)) => {
-            ip.is_loopback() || ip.is_unspecified() || ip.to_string() == host
-        }
-        Some(url::Host::Ipv6(ip)) => {
-            ip.is_loopback()
-                || ip.is_unspecified()
-                || ip.to_string() == host.trim_matches(['[', ']'])
-        }
-        None => false,
-    };
-    local
+    let named = url.host_str().is_some_and(|name| {
+        name.trim_matches(['[', ']'])
+            .eq_ignore_ascii_case(host.trim_matches(['[', ']']))
+    });
+    (is_loopback(url) || named)
         && url
             .port_or_known_default()
             .is_some_and(|port| ports.contains(&port))

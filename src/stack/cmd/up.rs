@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use bollard::Docker;
 
 use super::{fail_with, services, wire_one};
-use crate::config::{ServeConfig, ServeSettings, Source, process_env};
+use crate::config::{ServeConfig, ServeSettings, Source, is_loopback, process_env};
 use crate::stack::cache::{self, Change, Found, Owner, Wanted};
 use crate::stack::image::{self, Made};
 use crate::stack::names::{Project, cache_index_url};
@@ -176,7 +176,7 @@ pub fn reachable_upstream(config: ServeConfig) -> Result<String> {
     let url = config.upstream.value.context(
         "the cache container needs an upstream: pass --upstream URL once (devcache remembers it) or set DEVCACHE_UPSTREAM",
     )?;
-    if matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "::1")) {
+    if is_loopback(&url) {
         bail!(
             "upstream {} is on this host's loopback, which the cache container cannot reach: \
              give an address the container can reach",
