@@ -432,8 +432,9 @@ pub struct ServeArgs {
     /// [default: the user's cache directory; the devcache image sets /data]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// The index to cache, e.g. https://my-index.example/simple/ [env: DEVCACHE_UPSTREAM]
-    /// [default: the index the local pip uses: its configuration, else its own default]
+    /// The index to cache, e.g. https://my-index.example/simple/; a user and password
+    /// in it go with every request to its host [env: DEVCACHE_UPSTREAM]
+    /// [default: the index the local pip uses, as it says itself]
     #[arg(long)]
     pub upstream: Option<String>,
     /// Never contact the upstream; serve only what is cached [env: DEVCACHE_OFFLINE]
@@ -442,8 +443,8 @@ pub struct ServeArgs {
     /// Seconds an index page is served without asking the upstream [env: DEVCACHE_INDEX_TTL] [default: 300]
     #[arg(long, value_name = "SECS")]
     pub index_ttl: Option<u64>,
-    /// Seconds to wait for the upstream's index pages before serving a stale copy
-    /// [env: DEVCACHE_UPSTREAM_TIMEOUT] [default: 10]
+    /// Seconds the upstream has to send a page, or a file's headers, before the cached
+    /// page is served or the client gets a 502 [env: DEVCACHE_UPSTREAM_TIMEOUT] [default: 10]
     #[arg(long, value_name = "SECS")]
     pub upstream_timeout: Option<u64>,
     /// Disk budget for cached files, e.g. 20GiB; beyond it the least recently used
